@@ -1,0 +1,68 @@
+"""PreTT configuration."""
+
+from __future__ import annotations
+
+from .configuration_ranking import RankingConfig, check_positive_int, num_layers_of
+
+# Backbones whose transformer layers PreTT can call one by one.
+PRETT_BACKBONE_TYPES = ("bert", "distilbert", "electra")
+
+
+class PreTTConfig(RankingConfig):
+    r"""
+    Configuration of [`PreTTModel`]: query and passage run separately through layers `0..split_layer-1`, are then
+    concatenated and run jointly through the remaining layers; CLS -> Linear(hidden, 1, no bias).
+
+    Passage positions continue after the query slot: passage token j gets position `max_query_length + 2 + j`
+    (the query's `[CLS] q [SEP]` slot has a fixed size), so a passage's layer-k states do not depend on the query
+    and can be cached. With `split_layer=0` the model is BERT_CAT on `[CLS] q [SEP] p [SEP]` with those positions.
+
+    Args:
+        backbone_config (`PreTrainedConfig` or `dict`, *optional*):
+            The encoder's configuration; its layers must be addressable one by one (BERT, DistilBERT, MiniLM,
+            ELECTRA; not ALBERT, whose layers are shared). Defaults to DistilBERT.
+        backbone_name_or_path (`str`, *optional*):
+            The checkpoint whose weights initialised the backbone.
+        max_query_length (`int`, *optional*, defaults to 30):
+            Maximum query tokens (special tokens excluded).
+        max_passage_length (`int`, *optional*, defaults to 200):
+            Maximum passage tokens (special tokens excluded).
+        split_layer (`int`, *optional*, defaults to 3):
+            k, the number of layers run separately (the paper: 3 of DistilBERT's 6). 0 <= k < number of layers.
+
+    Example:
+    ```python
+    >>> from transformers import BertConfig
+    >>> from hf_kd import PreTTConfig, PreTTModel
+    >>> model = PreTTModel(PreTTConfig(backbone_config=BertConfig(hidden_size=32, num_hidden_layers=2,
+    ...                                num_attention_heads=2, intermediate_size=64), split_layer=1))
+    ```"""
+
+    model_type = "hfkd_prett"
+    architecture = "prett"
+
+    def __init__(self, split_layer: int = 3, **kwargs):
+        self.split_layer = split_layer
+        super().__init__(**kwargs)
+
+    @property
+    def passage_position_offset(self) -> int:
+        return self.max_query_length + 2
+
+    def validate_ranking_config(self) -> None:
+        super().validate_ranking_config()
+        model_type = self.backbone_config.model_type
+        if model_type not in PRETT_BACKBONE_TYPES:
+            raise ValueError(
+                f"backbone_config: PreTT needs a backbone whose layers can be addressed one by one "
+                f"({', '.join(PRETT_BACKBONE_TYPES)}; e.g. BERT, DistilBERT, MiniLM), got {model_type!r}"
+            )
+        check_positive_int("split_layer", self.split_layer, minimum=0)
+        num_layers = num_layers_of(self.backbone_config)
+        if self.split_layer >= num_layers:
+            raise ValueError(
+                f"split_layer must be smaller than the backbone's {num_layers} layers, got {self.split_layer}"
+            )
+
+
+__all__ = ["PreTTConfig"]

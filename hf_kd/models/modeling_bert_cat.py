@@ -1,0 +1,80 @@
+"""BERT_CAT: the concatenated-input cross-encoder (teacher and student)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .configuration_bert_cat import BertCatConfig
+from .modeling_ranking import (
+    RankingOutput,
+    RankingPreTrainedModel,
+    backbone_supports_token_types,
+    build_backbone,
+    check_grouping,
+    pad_sequences,
+    special_token_id,
+    tokenize_texts,
+)
+
+
+def concatenate_pair(cls_id: int, sep_id: int, query: list[int], passage: list[int]) -> tuple[list[int], list[int]]:
+    """`[CLS] q [SEP] p [SEP]` ids and their token types (0 for the query segment, 1 for the passage)."""
+    ids = [cls_id, *query, sep_id, *passage, sep_id]
+    types = [0] * (len(query) + 2) + [1] * (len(passage) + 1)
+    return ids, types
+
+
+class BertCatModel(RankingPreTrainedModel):
+    """BERT_CAT: scores a (query, passage) pair jointly; nothing can be cached, so it is the slowest and strongest."""
+
+    config_class = BertCatConfig
+
+    def __init__(self, config: BertCatConfig):
+        super().__init__(config)
+        self.backbone = build_backbone(config)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    def prepare_inputs(self, queries: Sequence[str], passages: Sequence[str], tokenizer) -> dict[str, torch.Tensor]:
+        k = check_grouping(queries, passages)
+        cls_id, sep_id = special_token_id(tokenizer, "cls"), special_token_id(tokenizer, "sep")
+        query_ids = tokenize_texts(tokenizer, queries, self.config.max_query_length)
+        passage_ids = tokenize_texts(tokenizer, passages, self.config.max_passage_length)
+        pairs = [concatenate_pair(cls_id, sep_id, query_ids[i // k], p) for i, p in enumerate(passage_ids)]
+        input_ids, attention_mask = pad_sequences([ids for ids, _ in pairs], tokenizer.pad_token_id or 0)
+        token_type_ids, _ = pad_sequences([types for _, types in pairs], 0)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if backbone_supports_token_types(self.backbone):
+            inputs["token_type_ids"] = token_type_ids
+        return inputs
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        **kwargs,
+    ) -> RankingOutput:
+        """
+        Args:
+            input_ids, attention_mask, token_type_ids: (n_pairs, L) from `prepare_inputs`.
+            position_ids: (n_pairs, L), optional explicit positions.
+
+        Returns:
+            `RankingOutput` with `scores` of shape (n_pairs,).
+        """
+        backbone_kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            backbone_kwargs["token_type_ids"] = token_type_ids
+        if position_ids is not None:
+            backbone_kwargs["position_ids"] = position_ids
+        cls_vectors = self.backbone(**backbone_kwargs).last_hidden_state[:, 0]
+        return RankingOutput(scores=self.classifier(self.dropout(cls_vectors)).squeeze(-1))
+
+
+__all__ = ["BertCatModel", "concatenate_pair"]

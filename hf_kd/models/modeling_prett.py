@@ -1,0 +1,96 @@
+"""PreTT: separate lower layers for query and passage, joint upper layers."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from transformers.masking_utils import create_bidirectional_mask
+
+from .configuration_prett import PreTTConfig
+from .modeling_ranking import (
+    EncodedBatch,
+    SplitRankingModel,
+    backbone_supports_token_types,
+    build_backbone,
+    special_token_id,
+    tokenize_texts,
+)
+
+
+def transformer_layers(backbone: nn.Module) -> nn.ModuleList:
+    """The list of layers of a BERT-style (`encoder.layer`) or DistilBERT-style (`transformer.layer`) encoder."""
+    for container in ("encoder", "transformer"):
+        layers = getattr(getattr(backbone, container, None), "layer", None)
+        if isinstance(layers, nn.ModuleList):
+            return layers
+    raise ValueError(
+        f"PreTT needs a backbone whose layers can be addressed one by one (BERT, DistilBERT, MiniLM, ELECTRA); "
+        f"{type(backbone).__name__} has none"
+    )
+
+
+class PreTTModel(SplitRankingModel):
+    """PreTT: layers `0..k-1` run on `[CLS] q [SEP]` and `p [SEP]` separately, layers `k..n-1` on their
+    concatenation; the CLS vector -> Linear(hidden, 1, bias=False).
+
+    The cached passage representation is the passage's hidden states after layer k.
+    """
+
+    config_class = PreTTConfig
+
+    def __init__(self, config: PreTTConfig):
+        super().__init__(config)
+        self.backbone = build_backbone(config)
+        self.classifier = nn.Linear(config.hidden_size, 1, bias=False)
+        self.post_init()
+
+    def tokenize_queries(self, tokenizer, queries: Sequence[str]) -> list[list[int]]:
+        cls_id, sep_id = special_token_id(tokenizer, "cls"), special_token_id(tokenizer, "sep")
+        return [[cls_id, *ids, sep_id] for ids in tokenize_texts(tokenizer, queries, self.config.max_query_length)]
+
+    def tokenize_passages(self, tokenizer, passages: Sequence[str]) -> list[list[int]]:
+        sep_id = special_token_id(tokenizer, "sep")
+        return [[*ids, sep_id] for ids in tokenize_texts(tokenizer, passages, self.config.max_passage_length)]
+
+    def _embed(self, input_ids: torch.Tensor, token_type: int, position_offset: int) -> torch.Tensor:
+        embeddings = self.backbone.embeddings
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device) + position_offset
+        kwargs = {"input_ids": input_ids, "position_ids": positions.unsqueeze(0).expand_as(input_ids)}
+        if backbone_supports_token_types(self.backbone) and "token_type_ids" in inspect.signature(embeddings.forward).parameters:
+            kwargs["token_type_ids"] = torch.full_like(input_ids, token_type)
+        return embeddings(**kwargs)
+
+    def _run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        mask = create_bidirectional_mask(
+            config=self.backbone.config, inputs_embeds=hidden, attention_mask=attention_mask
+        )
+        for layer in transformer_layers(self.backbone)[start:stop]:
+            output = layer(hidden, mask)
+            hidden = output[0] if isinstance(output, tuple) else output
+        return hidden
+
+    def _encode_lower(self, input_ids, attention_mask, token_type: int, position_offset: int) -> EncodedBatch:
+        hidden = self._embed(input_ids, token_type, position_offset)
+        hidden = self._run_layers(hidden, attention_mask, 0, self.config.split_layer)
+        return EncodedBatch(hidden, attention_mask)
+
+    def encode_query_tensors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncodedBatch:
+        return self._encode_lower(input_ids, attention_mask, token_type=0, position_offset=0)
+
+    def encode_passage_tensors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncodedBatch:
+        return self._encode_lower(
+            input_ids, attention_mask, token_type=1, position_offset=self.config.passage_position_offset
+        )
+
+    def score_pairs(self, queries: EncodedBatch, passages: EncodedBatch) -> torch.Tensor:
+        hidden = torch.cat([queries.embeddings, passages.embeddings.to(queries.embeddings.dtype)], dim=1)
+        mask = torch.cat([queries.mask, passages.mask], dim=1)
+        num_layers = len(transformer_layers(self.backbone))
+        hidden = self._run_layers(hidden, mask, self.config.split_layer, num_layers)
+        return self.classifier(hidden[:, 0]).squeeze(-1)
+
+
+__all__ = ["PreTTModel", "transformer_layers"]

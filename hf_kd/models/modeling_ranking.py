@@ -1,0 +1,492 @@
+"""Pieces shared by every hf-kd ranking model.
+
+Building blocks (backbone construction, tokenisation conventions, pure scoring functions) come first, then the
+cached-representation container, the output dataclass, and the two base classes: `RankingPreTrainedModel` (all five
+architectures) and `SplitRankingModel` (architectures that encode queries and passages separately).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_ranking import SUPPORTED_BACKBONE_TYPES, RankingConfig
+
+# --------------------------------------------------------------------------------------------------------------------
+# Backbone
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def build_backbone(config: RankingConfig) -> PreTrainedModel:
+    """Builds the encoder from `config.backbone_config` alone (nothing is downloaded), without a pooler head."""
+    backbone_config = config.backbone_config
+    if backbone_config.model_type not in SUPPORTED_BACKBONE_TYPES:
+        raise ValueError(
+            f"backbone_config: unsupported backbone type {backbone_config.model_type!r}; "
+            f"supported: {', '.join(SUPPORTED_BACKBONE_TYPES)}"
+        )
+    model_class = AutoModel._model_mapping[type(backbone_config)]
+    kwargs = {}
+    if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+        kwargs["add_pooling_layer"] = False
+    return model_class(backbone_config, **kwargs)
+
+
+def load_backbone_state(module: nn.Module, name_or_path: str, prefix: str = "") -> None:
+    """Copies the weights of a pretrained checkpoint into `module` (the ranker's backbone).
+
+    Only the pretrained model's pooler may be left over; any missing weight is an error.
+    """
+    pretrained = AutoModel.from_pretrained(name_or_path)
+    state = {k[len(prefix) :]: v for k, v in pretrained.state_dict().items() if k.startswith(prefix)}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    unexpected = [k for k in unexpected if not k.startswith("pooler")]
+    if missing or unexpected:
+        raise ValueError(
+            f"the checkpoint {name_or_path!r} does not match the backbone: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}"
+        )
+
+
+def backbone_supports_token_types(backbone: nn.Module) -> bool:
+    return getattr(backbone.config, "type_vocab_size", 0) > 1
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Tokenisation conventions
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def check_texts(name: str, texts: Sequence[str]) -> None:
+    """Rejects what cannot be scored: a non-list, non-strings, empty strings. Errors name the argument and index."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
+    if len(texts) == 0:
+        raise ValueError(f"{name} is empty: pass at least one text")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{name}[{i}] must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise ValueError(f"{name}[{i}] is empty (or only whitespace): every text needs content to be scored")
+
+
+def check_grouping(queries: Sequence[str], passages: Sequence[str]) -> int:
+    """Returns k, the number of passages per query; passages[i*k:(i+1)*k] belong to queries[i]."""
+    check_texts("queries", queries)
+    check_texts("passages", passages)
+    if len(passages) % len(queries) != 0:
+        raise ValueError(
+            f"got {len(queries)} queries and {len(passages)} passages: the number of passages must be a multiple of "
+            "the number of queries (passages[i*k:(i+1)*k] belong to queries[i])"
+        )
+    return len(passages) // len(queries)
+
+
+def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Word-piece ids without special tokens, truncated to `max_length` (over-long text is cut, never an error)."""
+    return tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+
+
+def special_token_id(tokenizer, name: str) -> int:
+    token_id = getattr(tokenizer, f"{name}_token_id", None)
+    if token_id is None:
+        raise ValueError(f"the tokenizer has no {name} token; hf-kd models need a BERT-style tokenizer")
+    return token_id
+
+
+def pad_sequences(sequences: Sequence[Sequence[int]], pad_value: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pads id lists into a (batch, max_len) tensor and returns it with its 0/1 attention mask."""
+    max_len = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), max_len), pad_value, dtype=torch.long)
+    mask = torch.zeros((len(sequences), max_len), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[i, : len(seq)] = 1
+    return ids, mask
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Scoring functions (pure)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def dot_scores(queries: torch.Tensor, passages: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot product of aligned vectors.
+
+    Args:
+        queries: (n, D) query vectors.
+        passages: (n, D) passage vectors.
+
+    Returns:
+        (n,) scores.
+
+    >>> dot_scores(torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 4.0]]))
+    tensor([11.])
+    """
+    return (queries * passages).sum(dim=-1)
+
+
+def maxsim_scores(
+    queries: torch.Tensor, query_mask: torch.Tensor, passages: torch.Tensor, passage_mask: torch.Tensor
+) -> torch.Tensor:
+    """ColBERT late interaction: sum over query tokens of the max dot product over passage tokens.
+
+    Padding is masked on both sides: padded passage tokens never win the max, padded query tokens add nothing.
+
+    Args:
+        queries: (n, Lq, D) query token vectors; query_mask: (n, Lq) 1 for real tokens.
+        passages: (n, Lp, D) passage token vectors; passage_mask: (n, Lp) 1 for real tokens.
+
+    Returns:
+        (n,) scores.
+
+    >>> q = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    >>> p = torch.tensor([[[2.0, 1.0], [0.0, 3.0], [9.0, 9.0]]])
+    >>> maxsim_scores(q, torch.tensor([[1, 1]]), p, torch.tensor([[1, 1, 0]]))
+    tensor([5.])
+    """
+    similarities = torch.einsum("nqd,npd->nqp", queries, passages)
+    similarities = similarities.masked_fill(~passage_mask.bool()[:, None, :], float("-inf"))
+    best = similarities.max(dim=-1).values
+    return (best * query_mask.to(best.dtype)).sum(dim=-1)
+
+
+def kernel_pooling(
+    match_matrix: torch.Tensor,
+    query_mask: torch.Tensor,
+    passage_mask: torch.Tensor,
+    mus: torch.Tensor,
+    sigmas: torch.Tensor,
+    log_scale: float = 1.0,
+) -> torch.Tensor:
+    """TK / KNRM log-sum kernel pooling.
+
+    `K_k(i, j) = exp(-(M_ij - mu_k)^2 / (2 sigma_k^2))` over real passage tokens j,
+    `phi_k = sum_i log(max(sum_j K_k(i, j), 1e-10)) * log_scale` over real query tokens i.
+
+    Args:
+        match_matrix: (n, Lq, Lp) cosine similarities.
+        query_mask: (n, Lq); passage_mask: (n, Lp), 1 for real tokens.
+        mus, sigmas: (K,) kernel centres and widths.
+        log_scale: factor applied to the log (TK uses 0.01).
+
+    Returns:
+        (n, K) pooled kernel features.
+
+    >>> m = torch.tensor([[[1.0, 0.0]]])
+    >>> kernel_pooling(m, torch.ones(1, 1), torch.ones(1, 2), torch.tensor([1.0]), torch.tensor([0.1]))
+    tensor([[0.]])
+    """
+    kernels = torch.exp(-((match_matrix.unsqueeze(-1) - mus) ** 2) / (2 * sigmas**2))
+    kernels = kernels * passage_mask.to(kernels.dtype)[:, None, :, None]
+    per_query_token = torch.log(torch.clamp(kernels.sum(dim=2), min=1e-10)) * log_scale
+    return (per_query_token * query_mask.to(kernels.dtype)[:, :, None]).sum(dim=1)
+
+
+def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(length, dim) sine/cosine position features of "Attention is all you need", as TK adds them."""
+    positions = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    freqs = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim, device=device)
+    table[:, 0::2] = torch.sin(positions * freqs)
+    table[:, 1::2] = torch.cos(positions * freqs)[:, : dim // 2]
+    return table.to(dtype)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Cached representations and outputs
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EncodedBatch:
+    """The representation an efficient ranker caches for a batch of texts.
+
+    Attributes:
+        embeddings: (n, D) one vector per text (BERT_DOT) or (n, L, D) one vector per token (ColBERT, TK, PreTT).
+        mask: (n, L) 1 for real tokens, or None for single vectors.
+    """
+
+    embeddings: torch.Tensor
+    mask: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.embeddings.shape[0]
+
+    def __getitem__(self, index) -> EncodedBatch:
+        if isinstance(index, int):
+            index = slice(index, index + 1) if index != -1 else slice(-1, None)
+        return EncodedBatch(self.embeddings[index], None if self.mask is None else self.mask[index])
+
+    def to(self, device) -> EncodedBatch:
+        mask = None if self.mask is None else self.mask.to(device)
+        return EncodedBatch(self.embeddings.to(device), mask)
+
+    def expand(self, n: int) -> EncodedBatch:
+        """Broadcasts a 1-row batch to n rows (a query scored against n passages)."""
+        if len(self) != 1:
+            raise ValueError(f"only a 1-row EncodedBatch can be expanded, this one has {len(self)} rows")
+        embeddings = self.embeddings.expand(n, *self.embeddings.shape[1:])
+        mask = None if self.mask is None else self.mask.expand(n, -1)
+        return EncodedBatch(embeddings, mask)
+
+    def repeat_interleave(self, k: int) -> EncodedBatch:
+        if k == 1:
+            return self
+        mask = None if self.mask is None else self.mask.repeat_interleave(k, dim=0)
+        return EncodedBatch(self.embeddings.repeat_interleave(k, dim=0), mask)
+
+    def unbind(self) -> list[EncodedBatch]:
+        """Splits into 1-row batches with the padding removed (what a passage cache stores)."""
+        if self.mask is None:
+            return [EncodedBatch(self.embeddings[i : i + 1]) for i in range(len(self))]
+        lengths = self.mask.sum(dim=1).tolist()
+        return [
+            EncodedBatch(self.embeddings[i : i + 1, : int(n)], self.mask[i : i + 1, : int(n)])
+            for i, n in enumerate(lengths)
+        ]
+
+    @classmethod
+    def cat(cls, batches: Sequence[EncodedBatch]) -> EncodedBatch:
+        """Concatenates batches, right-padding token dimensions to the longest."""
+        if not batches:
+            raise ValueError("EncodedBatch.cat needs at least one batch")
+        if batches[0].mask is None:
+            return cls(torch.cat([b.embeddings for b in batches], dim=0))
+        max_len = max(b.embeddings.shape[1] for b in batches)
+        embeddings, masks = [], []
+        for b in batches:
+            pad = max_len - b.embeddings.shape[1]
+            embeddings.append(nn.functional.pad(b.embeddings, (0, 0, 0, pad)))
+            masks.append(nn.functional.pad(b.mask, (0, pad)))
+        return cls(torch.cat(embeddings, dim=0), torch.cat(masks, dim=0))
+
+    def nbytes(self) -> int:
+        """Bytes needed to store the real (unpadded) vectors."""
+        if self.mask is None:
+            return self.embeddings.numel() * self.embeddings.element_size()
+        per_token = self.embeddings.shape[-1] * self.embeddings.element_size()
+        return int(self.mask.sum().item()) * per_token
+
+
+@dataclass
+class RankingOutput(ModelOutput):
+    """Output of every hf-kd ranking model.
+
+    Attributes:
+        loss: scalar, only when the loss is computed inside the model (never by default).
+        scores: (n_pairs,) raw relevance scores, one per (query, passage) pair, in passage order.
+    """
+
+    loss: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+
+
+def inference(method):
+    """Runs a text-level method in eval mode without gradients, then restores the training mode."""
+
+    @wraps(method)
+    def wrapper(self, *args, **kwargs):
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return method(self, *args, **kwargs)
+        finally:
+            self.train(was_training)
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Base models
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class RankingPreTrainedModel(PreTrainedModel):
+    """Common behaviour of the five rankers: construction from a backbone, the scoring contract, saving."""
+
+    config_class = RankingConfig
+    base_model_prefix = "backbone"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    supports_caching = False
+    # parameter-name prefixes that belong to the pretrained backbone (the rest gets the "non-backbone" learning rate)
+    backbone_prefixes: tuple[str, ...] = ("backbone.",)
+
+    @classmethod
+    def from_backbone(cls, name_or_path: str, **config_overrides: Any):
+        """Builds the ranker around the weights of any BERT-family checkpoint (folder or Hub id).
+
+        Args:
+            name_or_path: a checkpoint with a `config.json` and weights loadable by `AutoModel`.
+            config_overrides: values for this architecture's config (e.g. `max_query_length=32`).
+        """
+        from transformers import AutoConfig
+
+        backbone_config = AutoConfig.from_pretrained(name_or_path)
+        config = cls.config_class(
+            backbone_config=backbone_config, backbone_name_or_path=str(name_or_path), **config_overrides
+        )
+        model = cls(config)
+        model.load_backbone_weights(str(name_or_path))
+        return model
+
+    def load_backbone_weights(self, name_or_path: str) -> None:
+        load_backbone_state(self.backbone, name_or_path)
+
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(backbone parameters, other parameters such as heads, projections and TK's kernels)."""
+        backbone, other = [], []
+        for name, param in self.named_parameters():
+            (backbone if name.startswith(self.backbone_prefixes) else other).append(param)
+        return backbone, other
+
+    def prepare_inputs(self, queries: Sequence[str], passages: Sequence[str], tokenizer) -> dict[str, torch.Tensor]:
+        """Tokenises (query, passage) groups with this architecture's conventions into `forward` inputs.
+
+        `len(passages)` must be a multiple k of `len(queries)`; `passages[i*k:(i+1)*k]` belong to `queries[i]`.
+        """
+        raise NotImplementedError
+
+    @inference
+    def score(self, queries: Sequence[str], passages: Sequence[str], tokenizer, batch_size: int = 64) -> torch.Tensor:
+        """Scores aligned (query, passage) pairs: returns a float tensor with one raw score per pair."""
+        check_texts("queries", queries)
+        check_texts("passages", passages)
+        if len(queries) != len(passages):
+            raise ValueError(
+                f"queries and passages must be aligned lists of equal length, got {len(queries)} and {len(passages)}"
+            )
+        scores = []
+        for start in range(0, len(queries), batch_size):
+            inputs = self.prepare_inputs(
+                queries[start : start + batch_size], passages[start : start + batch_size], tokenizer
+            )
+            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+            scores.append(self(**inputs).scores.float().cpu())
+        return torch.cat(scores)
+
+    def save_pretrained(self, save_directory, *args, tokenizer=None, **kwargs):
+        """`PreTrainedModel.save_pretrained` (safetensors, config with `auto_map`, the modeling code), plus the
+        tokenizer when given, so the folder is a complete checkpoint."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(save_directory)
+        return result
+
+
+class SplitRankingModel(RankingPreTrainedModel):
+    """An architecture that encodes queries and passages separately, so passage representations can be cached.
+
+    Subclasses implement `tokenize_queries`, `tokenize_passages` (id lists), `encode_query_tensors`,
+    `encode_passage_tensors` (tensors -> EncodedBatch) and `score_pairs` (aligned EncodedBatches -> scores).
+    """
+
+    supports_caching = True
+
+    def tokenize_queries(self, tokenizer, queries: Sequence[str]) -> list[list[int]]:
+        raise NotImplementedError
+
+    def tokenize_passages(self, tokenizer, passages: Sequence[str]) -> list[list[int]]:
+        raise NotImplementedError
+
+    def encode_query_tensors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncodedBatch:
+        raise NotImplementedError
+
+    def encode_passage_tensors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncodedBatch:
+        raise NotImplementedError
+
+    def score_pairs(self, queries: EncodedBatch, passages: EncodedBatch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def prepare_inputs(self, queries: Sequence[str], passages: Sequence[str], tokenizer) -> dict[str, torch.Tensor]:
+        check_grouping(queries, passages)
+        pad_id = tokenizer.pad_token_id or 0
+        query_ids, query_mask = pad_sequences(self.tokenize_queries(tokenizer, queries), pad_id)
+        passage_ids, passage_mask = pad_sequences(self.tokenize_passages(tokenizer, passages), pad_id)
+        return {
+            "query_input_ids": query_ids,
+            "query_attention_mask": query_mask,
+            "passage_input_ids": passage_ids,
+            "passage_attention_mask": passage_mask,
+        }
+
+    def forward(
+        self,
+        query_input_ids: torch.Tensor,
+        query_attention_mask: torch.Tensor,
+        passage_input_ids: torch.Tensor,
+        passage_attention_mask: torch.Tensor,
+        **kwargs,
+    ) -> RankingOutput:
+        """Scores groups of passages against their queries.
+
+        Args:
+            query_input_ids, query_attention_mask: (n_queries, Lq), from `prepare_inputs`.
+            passage_input_ids, passage_attention_mask: (n_queries * k, Lp); rows i*k..(i+1)*k-1 belong to query i.
+
+        Returns:
+            `RankingOutput` with `scores` of shape (n_queries * k,).
+        """
+        n_queries, n_passages = query_input_ids.shape[0], passage_input_ids.shape[0]
+        if n_passages % n_queries != 0:
+            raise ValueError(f"{n_passages} passages cannot be grouped evenly under {n_queries} queries")
+        queries = self.encode_query_tensors(query_input_ids, query_attention_mask)
+        passages = self.encode_passage_tensors(passage_input_ids, passage_attention_mask)
+        return RankingOutput(scores=self.score_pairs(queries.repeat_interleave(n_passages // n_queries), passages))
+
+    def _encode_texts(self, texts, tokenizer, tokenize, encode, batch_size: int) -> EncodedBatch:
+        pad_id = tokenizer.pad_token_id or 0
+        batches = []
+        for start in range(0, len(texts), batch_size):
+            ids, mask = pad_sequences(tokenize(tokenizer, texts[start : start + batch_size]), pad_id)
+            batches.append(encode(ids.to(self.device), mask.to(self.device)))
+        return EncodedBatch.cat(batches)
+
+    @inference
+    def encode_queries(self, queries: Sequence[str], tokenizer, batch_size: int = 64) -> EncodedBatch:
+        """The query-time representation (computed for each query when re-ranking)."""
+        check_texts("queries", queries)
+        return self._encode_texts(queries, tokenizer, self.tokenize_queries, self.encode_query_tensors, batch_size)
+
+    @inference
+    def encode_passages(self, passages: Sequence[str], tokenizer, batch_size: int = 64) -> EncodedBatch:
+        """The passage representation the paper caches at indexing time."""
+        check_texts("passages", passages)
+        return self._encode_texts(
+            passages, tokenizer, self.tokenize_passages, self.encode_passage_tensors, batch_size
+        )
+
+    @inference
+    def score_encoded(self, queries: EncodedBatch, passages: EncodedBatch) -> torch.Tensor:
+        """Scores cached representations: aligned pairs, or one query broadcast against every passage."""
+        if len(queries) == 1 and len(passages) != 1:
+            queries = queries.expand(len(passages))
+        if len(queries) != len(passages):
+            raise ValueError(
+                f"score_encoded needs aligned batches or a single query, got {len(queries)} queries and "
+                f"{len(passages)} passages"
+            )
+        device = self.device
+        return self.score_pairs(queries.to(device), passages.to(device)).float().cpu()
+
+
+__all__ = [
+    "EncodedBatch",
+    "RankingOutput",
+    "RankingPreTrainedModel",
+    "SplitRankingModel",
+    "dot_scores",
+    "maxsim_scores",
+    "kernel_pooling",
+]

@@ -1,0 +1,87 @@
+"""TK (Transformer-Kernel): contextualised word embeddings matched by RBF kernels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from transformers import AutoModel
+from transformers import initialization as init
+
+from .configuration_tk import TKConfig
+from .modeling_ranking import EncodedBatch, SplitRankingModel, kernel_pooling, sinusoidal_positions, tokenize_texts
+
+
+class TKModel(SplitRankingModel):
+    """TK: `score = w . phi(M)` with `M` the cosine matrix of contextualised query/passage term vectors
+    `c = alpha * e + (1 - alpha) * Transformer(e + positions)` and `phi` log-sum kernel pooling.
+
+    The cached passage representation is the L2-normalised contextualised term vectors of the passage.
+    """
+
+    config_class = TKConfig
+    base_model_prefix = "tk"
+    backbone_prefixes = ("word_embeddings.",)
+
+    def __init__(self, config: TKConfig):
+        super().__init__(config)
+        pad_id = getattr(config.backbone_config, "pad_token_id", None)
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=pad_id)
+        layer = nn.TransformerEncoderLayer(
+            d_model=config.embedding_dim,
+            nhead=config.num_attention_heads,
+            dim_feedforward=config.intermediate_size,
+            dropout=config.dropout,
+            batch_first=True,
+        )
+        self.contextualizer = nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
+        self.mixer = nn.Parameter(torch.full((1,), 0.5))
+        self.dense = nn.Linear(len(config.kernel_mus), 1, bias=False)
+        self.post_init()
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, TKModel):
+            init.constant_(module.mixer, 0.5)
+            init.uniform_(module.dense.weight, -0.014, 0.014)
+
+    def load_backbone_weights(self, name_or_path: str) -> None:
+        embeddings = AutoModel.from_pretrained(name_or_path).get_input_embeddings().weight
+        if embeddings.shape != self.word_embeddings.weight.shape:
+            raise ValueError(
+                f"the word embeddings of {name_or_path!r} have shape {tuple(embeddings.shape)}, expected "
+                f"{tuple(self.word_embeddings.weight.shape)}"
+            )
+        with torch.no_grad():
+            self.word_embeddings.weight.copy_(embeddings)
+
+    def tokenize_queries(self, tokenizer, queries: Sequence[str]) -> list[list[int]]:
+        return tokenize_texts(tokenizer, queries, self.config.max_query_length)
+
+    def tokenize_passages(self, tokenizer, passages: Sequence[str]) -> list[list[int]]:
+        return tokenize_texts(tokenizer, passages, self.config.max_passage_length)
+
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncodedBatch:
+        embeddings = self.word_embeddings(input_ids)
+        positions = sinusoidal_positions(input_ids.shape[1], embeddings.shape[-1], embeddings.device, embeddings.dtype)
+        contextual = self.contextualizer(embeddings + positions, src_key_padding_mask=~attention_mask.bool())
+        mixed = self.mixer * embeddings + (1 - self.mixer) * contextual
+        vectors = nn.functional.normalize(mixed, dim=-1) * attention_mask.unsqueeze(-1).to(mixed.dtype)
+        return EncodedBatch(vectors, attention_mask)
+
+    encode_query_tensors = _encode
+    encode_passage_tensors = _encode
+
+    def kernel_features(self, queries: EncodedBatch, passages: EncodedBatch) -> torch.Tensor:
+        """(n, K) pooled kernel features of aligned pairs."""
+        match = torch.einsum("nqd,npd->nqp", queries.embeddings, passages.embeddings.to(queries.embeddings.dtype))
+        mus = torch.tensor(self.config.kernel_mus, device=match.device, dtype=match.dtype)
+        sigmas = torch.full_like(mus, self.config.kernel_sigma)
+        return kernel_pooling(match, queries.mask, passages.mask, mus, sigmas, self.config.kernel_log_scale)
+
+    def score_pairs(self, queries: EncodedBatch, passages: EncodedBatch) -> torch.Tensor:
+        return self.dense(self.kernel_features(queries, passages)).squeeze(-1)
+
+
+__all__ = ["TKModel"]
