@@ -1,0 +1,335 @@
+"""The five ranking architectures: scoring contract, invariants, save/load with and without hf_kd, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AlbertConfig, AutoModel, BertConfig, BertModel, DistilBertConfig, DistilBertModel
+
+import hf_kd
+from hf_kd import (
+    BertCatConfig,
+    BertCatModel,
+    BertDotConfig,
+    BertDotModel,
+    ColBERTConfig,
+    ColBERTModel,
+    EncodedBatch,
+    PreTTConfig,
+    PreTTModel,
+    TKConfig,
+    TKModel,
+)
+from hf_kd.models.modeling_ranking import kernel_pooling, maxsim_scores
+from hf_kd.data.ir_files import read_collection_tsv, read_queries_tsv
+
+ARCHITECTURES = ["bert_cat", "bert_dot", "colbert", "prett", "tk"]
+
+
+def tiny_backbone(**overrides) -> BertConfig:
+    values = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    values.update(overrides)
+    return BertConfig(**values)
+
+
+def build(architecture: str, seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    model_class = hf_kd.model_class_for(architecture)
+    if architecture == "prett":
+        overrides.setdefault("split_layer", 1)
+    if architecture == "colbert":
+        overrides.setdefault("compression_dim", 16)
+    return model_class(model_class.config_class(backbone_config=tiny_backbone(), **overrides)).eval()
+
+
+@pytest.fixture(scope="module")
+def pairs(ci_data):
+    """Real DL20 query/passage pairs from the ci cut (the first candidates of the BM25 run)."""
+    queries = read_queries_tsv(ci_data / "msmarco-dl20" / "queries.tsv")
+    collection = read_collection_tsv(ci_data / "msmarco-dl20" / "collection.tsv")
+    qs, ps = [], []
+    with open(ci_data / "msmarco-dl20" / "runs" / "bm25.top30.trec") as f:
+        for line in f:
+            qid, _, pid, rank, *_ = line.split()
+            if int(rank) <= 2:
+                qs.append(queries[qid])
+                ps.append(collection[pid])
+    return qs[:8], ps[:8]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_score_returns_one_float_per_pair_and_matches_grouped_forward(architecture, pairs, tokenizer):
+    model = build(architecture)
+    queries, passages = pairs
+    scores = model.score(queries, passages, tokenizer, batch_size=3)
+    assert scores.shape == (len(queries),) and scores.dtype == torch.float32
+    assert torch.isfinite(scores).all()
+    # a triple-style group (k=2 passages per query) scores exactly the same pairs
+    group_queries = queries[:4]
+    group_passages = [p for i in range(4) for p in (passages[i], passages[i + 4])]
+    inputs = model.prepare_inputs(group_queries, group_passages, tokenizer)
+    with torch.no_grad():
+        grouped = model(**inputs).scores
+    expected = model.score([q for q in group_queries for _ in range(2)], group_passages, tokenizer)
+    torch.testing.assert_close(grouped, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["bert_dot", "colbert", "prett", "tk"])
+def test_cached_scoring_equals_direct_scoring(architecture, pairs, tokenizer):
+    model = build(architecture)
+    queries, passages = pairs
+    direct = model.score(queries, passages, tokenizer)
+    cached_passages = model.encode_passages(passages, tokenizer, batch_size=3)
+    cached_queries = model.encode_queries(queries, tokenizer)
+    torch.testing.assert_close(model.score_encoded(cached_queries, cached_passages), direct, atol=1e-5, rtol=1e-5)
+    # a passage cache stores unpadded rows; re-padding them gives the same scores, one query against all passages
+    rows = cached_passages.unbind()
+    one_query = model.encode_queries([queries[0]], tokenizer)
+    broadcast = model.score_encoded(one_query, EncodedBatch.cat(rows))
+    expected = model.score([queries[0]] * len(passages), passages, tokenizer)
+    torch.testing.assert_close(broadcast, expected, atol=1e-5, rtol=1e-5)
+    assert all(row.nbytes() > 0 for row in rows)
+
+
+def test_bert_cat_cannot_cache():
+    model = build("bert_cat")
+    assert not model.supports_caching
+    assert not hasattr(model, "encode_passages")
+
+
+def test_bert_dot_score_is_dot_product_of_backbone_cls_vectors(pairs, tokenizer):
+    model = build("bert_dot")
+    queries, passages = pairs
+    q = tokenizer(queries, truncation=True, max_length=32, padding=True, return_tensors="pt")
+    p = tokenizer(passages, truncation=True, max_length=202, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        q_cls = model.backbone(input_ids=q["input_ids"], attention_mask=q["attention_mask"]).last_hidden_state[:, 0]
+        p_cls = model.backbone(input_ids=p["input_ids"], attention_mask=p["attention_mask"]).last_hidden_state[:, 0]
+    expected = (q_cls * p_cls).sum(-1)
+    torch.testing.assert_close(model.score(queries, passages, tokenizer), expected, atol=1e-4, rtol=1e-5)
+
+
+def test_colbert_maxsim_equals_plain_loop_with_padding_masked(pairs, tokenizer):
+    model = build("colbert")
+    queries, passages = pairs
+    q = model.encode_queries(queries, tokenizer)
+    p = model.encode_passages(passages, tokenizer)
+    expected = []
+    for i in range(len(queries)):
+        total = 0.0
+        for a in range(q.embeddings.shape[1]):
+            if not q.mask[i, a]:
+                continue
+            best = max(
+                float(q.embeddings[i, a] @ p.embeddings[i, b]) for b in range(p.embeddings.shape[1]) if p.mask[i, b]
+            )
+            total += best
+        expected.append(total)
+    torch.testing.assert_close(model.score(queries, passages, tokenizer), torch.tensor(expected), atol=1e-3, rtol=1e-5)
+    # the 8 [MASK] augmentation tokens follow [SEP] and are attended to
+    ids = model.prepare_inputs(queries[:1], passages[:1], tokenizer)["query_input_ids"][0].tolist()
+    assert ids[-8:] == [tokenizer.mask_token_id] * 8 and ids[-9] == tokenizer.sep_token_id
+
+
+def test_maxsim_function_masks_padding():
+    q = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])
+    p = torch.tensor([[[2.0, 1.0], [0.0, 3.0], [100.0, 100.0]]])
+    # query token 3 and passage token 3 are padding: 2 + 3
+    assert maxsim_scores(q, torch.tensor([[1, 1, 0]]), p, torch.tensor([[1, 1, 0]])).item() == 5.0
+
+
+def test_prett_with_split_zero_equals_bert_cat_with_the_same_weights(pairs, tokenizer):
+    torch.manual_seed(3)
+    prett = PreTTModel(PreTTConfig(backbone_config=tiny_backbone(), split_layer=0, max_query_length=30)).eval()
+    cat = BertCatModel(BertCatConfig(backbone_config=tiny_backbone())).eval()
+    cat.backbone.load_state_dict(prett.backbone.state_dict())
+    cat.classifier.weight.data.copy_(prett.classifier.weight.data)
+    cat.classifier.bias.data.zero_()
+    queries, passages = pairs
+    # The documented equivalent: BERT_CAT on [CLS] q [SEP] p [SEP] with passage positions starting at
+    # max_query_length + 2.
+    inputs = cat.prepare_inputs(queries, passages, tokenizer)
+    q_lengths = [len(ids) + 2 for ids in tokenizer(queries, add_special_tokens=False, truncation=True, max_length=30)["input_ids"]]
+    position_ids = torch.zeros_like(inputs["input_ids"])
+    for i, lq in enumerate(q_lengths):
+        length = inputs["input_ids"].shape[1]
+        position_ids[i, :lq] = torch.arange(lq)
+        position_ids[i, lq:] = torch.arange(length - lq) + 32
+    with torch.no_grad():
+        expected = cat(**inputs, position_ids=position_ids).scores
+    torch.testing.assert_close(prett.score(queries, passages, tokenizer), expected, atol=1e-5, rtol=1e-5)
+    # a query that fills its slot gets BERT_CAT's own positions: identical scores with no position ids at all
+    full = " ".join(["word"] * 40)
+    torch.testing.assert_close(
+        prett.score([full], passages[:1], tokenizer), cat.score([full], passages[:1], tokenizer), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_prett_upper_layers_see_both_sides(pairs, tokenizer):
+    model = build("prett")
+    queries, passages = pairs
+    a = model.score([queries[0]] * 2, passages[:2], tokenizer)
+    b = model.score([queries[2]] * 2, passages[:2], tokenizer)
+    assert queries[0] != queries[2] and not torch.allclose(a, b, rtol=0, atol=1e-7)
+
+
+def test_tk_kernel_pooling_matches_hand_computation():
+    match = torch.tensor([[[0.9, 0.1, -0.5], [1.0, 0.3, 0.0]]])  # 2 query tokens x 3 passage tokens
+    q_mask = torch.tensor([[1, 1]])
+    p_mask = torch.tensor([[1, 1, 0]])  # the third passage token is padding
+    mus = torch.tensor([1.0, 0.1])
+    sigmas = torch.tensor([0.1, 0.1])
+    import math
+
+    def k(x, mu):
+        return math.exp(-((x - mu) ** 2) / (2 * 0.1**2))
+
+    expected = []
+    for mu in (1.0, 0.1):
+        row1 = k(0.9, mu) + k(0.1, mu)
+        row2 = k(1.0, mu) + k(0.3, mu)
+        expected.append(0.01 * (math.log(max(row1, 1e-10)) + math.log(max(row2, 1e-10))))
+    got = kernel_pooling(match, q_mask, p_mask, mus, sigmas, log_scale=0.01)
+    torch.testing.assert_close(got, torch.tensor([expected]), atol=1e-6, rtol=1e-5)
+
+
+def test_tk_uses_the_paper_kernels_and_head_choice():
+    config = TKConfig(backbone_config=tiny_backbone(hidden_size=40))
+    assert config.kernel_mus == [1.0, 0.9, 0.7, 0.5, 0.3, 0.1, -0.1, -0.3, -0.5, -0.7, -0.9]
+    assert config.num_attention_heads == 10 and config.intermediate_size == 300
+    assert TKConfig(backbone_config=tiny_backbone(hidden_size=384)).num_attention_heads == 8
+    with pytest.raises(ValueError, match="num_attention_heads"):
+        TKConfig(backbone_config=tiny_backbone(), num_attention_heads=3)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_configs_keep_paper_defaults_and_unique_model_types(architecture):
+    config_class = hf_kd.model_class_for(architecture).config_class
+    config = config_class()
+    assert config.max_query_length == 30 and config.max_passage_length == 200
+    assert config.backbone_config.model_type == "distilbert"
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    assert config_class.model_type.startswith("hfkd_") and config_class.model_type not in CONFIG_MAPPING_NAMES
+    if architecture == "colbert":
+        assert config.query_augmentation_tokens == 8
+    if architecture == "prett":
+        assert config.split_layer == 3
+
+
+@pytest.mark.parametrize(
+    "make, argument",
+    [
+        (lambda: BertDotConfig(max_query_length=0), "max_query_length"),
+        (lambda: BertDotConfig(max_passage_length=-3), "max_passage_length"),
+        (lambda: BertDotConfig(max_passage_length=600), "max_position_embeddings"),
+        (lambda: BertDotConfig(compression_dim=0), "compression_dim"),
+        (lambda: ColBERTConfig(query_augmentation_tokens=-1), "query_augmentation_tokens"),
+        (lambda: PreTTConfig(split_layer=6), "split_layer"),
+        (lambda: TKConfig(kernel_sigma=0), "kernel_sigma"),
+        (lambda: BertCatConfig(classifier_dropout=1.5), "classifier_dropout"),
+        (lambda: BertDotConfig(backbone_config={"model_type": "gpt2"}), "unsupported backbone type"),
+        (lambda: PreTTConfig(backbone_config=AlbertConfig()), "BERT, DistilBERT, MiniLM"),
+    ],
+)
+def test_bad_config_values_name_the_argument(make, argument):
+    with pytest.raises(ValueError, match=argument):
+        make()
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_bad_text_input_is_rejected_clearly(architecture, tokenizer):
+    model = build(architecture)
+    with pytest.raises(ValueError, match=r"queries\[1\] is empty"):
+        model.score(["a query", "  "], ["a passage", "another"], tokenizer)
+    with pytest.raises(ValueError, match=r"passages\[0\] is empty"):
+        model.score(["a query"], [""], tokenizer)
+    with pytest.raises(ValueError, match="equal length"):
+        model.score(["q1", "q2"], ["p1"], tokenizer)
+    with pytest.raises(TypeError, match="list of strings"):
+        model.score("a query", ["p"], tokenizer)
+    # over-long text is truncated, not an error
+    long_text = "relevance " * 1000
+    assert torch.isfinite(model.score([long_text], [long_text], tokenizer)).all()
+    ids = model.prepare_inputs([long_text], [long_text], tokenizer)
+    assert max(v.shape[1] for v in ids.values()) <= 30 + 200 + 3
+
+
+def test_from_backbone_copies_pretrained_weights(minilm_path):
+    reference = BertModel.from_pretrained(minilm_path)
+    model = BertDotModel.from_backbone(minilm_path, max_query_length=16)
+    for name, tensor in reference.state_dict().items():
+        if not name.startswith("pooler"):
+            torch.testing.assert_close(model.backbone.state_dict()[name], tensor)
+    assert model.config.backbone_name_or_path == minilm_path and model.config.max_query_length == 16
+    tk = TKModel.from_backbone(minilm_path)
+    torch.testing.assert_close(tk.word_embeddings.weight, reference.embeddings.word_embeddings.weight)
+    assert tk.config.num_attention_heads == 8
+
+
+def test_from_backbone_accepts_distilbert_and_albert_and_rejects_albert_for_prett(tmp_path, pairs, tokenizer):
+    torch.manual_seed(0)
+    distil_dir = tmp_path / "distil"
+    DistilBertModel(DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64)).save_pretrained(distil_dir)
+    queries, passages = pairs
+    for architecture in ARCHITECTURES:
+        overrides = {"split_layer": 1} if architecture == "prett" else {}
+        model = hf_kd.model_class_for(architecture).from_backbone(str(distil_dir), **overrides)
+        assert torch.isfinite(model.score(queries[:2], passages[:2], tokenizer)).all()
+    albert_dir = tmp_path / "albert"
+    AutoModel.from_config(
+        AlbertConfig(embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(albert_dir)
+    assert torch.isfinite(BertCatModel.from_backbone(str(albert_dir)).score(queries[:2], passages[:2], tokenizer)).all()
+    with pytest.raises(ValueError, match="BERT, DistilBERT, MiniLM"):
+        PreTTModel.from_backbone(str(albert_dir))
+
+
+def test_save_and_reload_with_and_without_hf_kd(tmp_path, pairs, tokenizer):
+    queries, passages = pairs
+    expected = {}
+    for architecture in ARCHITECTURES:
+        model = build(architecture, seed=7)
+        folder = tmp_path / architecture
+        model.save_pretrained(folder, tokenizer=tokenizer)
+        files = {p.name for p in folder.iterdir()}
+        assert "model.safetensors" in files and "pytorch_model.bin" not in files and "tokenizer.json" in files
+        config = json.loads((folder / "config.json").read_text())
+        assert config["model_type"] == model.config.model_type and "AutoModel" in config["auto_map"]
+        expected[architecture] = model.score(queries, passages, tokenizer)
+        # after `import hf_kd`, no trust_remote_code needed
+        reloaded = AutoModel.from_pretrained(folder)
+        assert type(reloaded) is type(model)
+        torch.testing.assert_close(reloaded.score(queries, passages, tokenizer), expected[architecture])
+
+    # a fresh process in which hf_kd cannot be imported
+    script = f"""
+import json, sys
+sys.modules["hf_kd"] = None  # any `import hf_kd` now fails
+from transformers import AutoModel, AutoTokenizer
+queries, passages = json.loads(sys.argv[1])
+out = {{}}
+for arch in {ARCHITECTURES!r}:
+    model = AutoModel.from_pretrained(sys.argv[2] + "/" + arch, trust_remote_code=True)
+    assert not type(model).__module__.startswith("hf_kd"), type(model).__module__
+    tokenizer = AutoTokenizer.from_pretrained(sys.argv[2] + "/" + arch, trust_remote_code=True)
+    out[arch] = [type(model).__name__, model.score(queries, passages, tokenizer).tolist()]
+print("RESULT" + json.dumps(out))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script, json.dumps([queries, passages]), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(result.stdout.split("RESULT", 1)[1])
+    for architecture in ARCHITECTURES:
+        class_name, scores = payload[architecture]
+        assert class_name == hf_kd.model_class_for(architecture).__name__
+        torch.testing.assert_close(torch.tensor(scores), expected[architecture], atol=1e-5, rtol=1e-5)
