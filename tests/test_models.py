@@ -17,15 +17,14 @@ from hf_kd import (
     BertDotConfig,
     BertDotModel,
     ColBERTConfig,
-    ColBERTModel,
     EncodedBatch,
     PreTTConfig,
     PreTTModel,
     TKConfig,
     TKModel,
 )
-from hf_kd.models.modeling_ranking import kernel_pooling, maxsim_scores
 from hf_kd.data.ir_files import read_collection_tsv, read_queries_tsv
+from hf_kd.models.modeling_ranking import kernel_pooling, maxsim_scores
 
 ARCHITECTURES = ["bert_cat", "bert_dot", "colbert", "prett", "tk"]
 
@@ -153,7 +152,10 @@ def test_prett_with_split_zero_equals_bert_cat_with_the_same_weights(pairs, toke
     # The documented equivalent: BERT_CAT on [CLS] q [SEP] p [SEP] with passage positions starting at
     # max_query_length + 2.
     inputs = cat.prepare_inputs(queries, passages, tokenizer)
-    q_lengths = [len(ids) + 2 for ids in tokenizer(queries, add_special_tokens=False, truncation=True, max_length=30)["input_ids"]]
+    q_lengths = [
+        len(ids) + 2
+        for ids in tokenizer(queries, add_special_tokens=False, truncation=True, max_length=30)["input_ids"]
+    ]
     position_ids = torch.zeros_like(inputs["input_ids"])
     for i, lq in enumerate(q_lengths):
         length = inputs["input_ids"].shape[1]
@@ -282,7 +284,9 @@ def test_from_backbone_accepts_distilbert_and_albert_and_rejects_albert_for_pret
         assert torch.isfinite(model.score(queries[:2], passages[:2], tokenizer)).all()
     albert_dir = tmp_path / "albert"
     AutoModel.from_config(
-        AlbertConfig(embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+        AlbertConfig(
+            embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        )
     ).save_pretrained(albert_dir)
     assert torch.isfinite(BertCatModel.from_backbone(str(albert_dir)).score(queries[:2], passages[:2], tokenizer)).all()
     with pytest.raises(ValueError, match="BERT, DistilBERT, MiniLM"):
@@ -318,6 +322,11 @@ for arch in {ARCHITECTURES!r}:
     assert not type(model).__module__.startswith("hf_kd"), type(model).__module__
     tokenizer = AutoTokenizer.from_pretrained(sys.argv[2] + "/" + arch, trust_remote_code=True)
     out[arch] = [type(model).__name__, model.score(queries, passages, tokenizer).tolist()]
+from sentence_transformers import CrossEncoder, SentenceTransformer
+st = SentenceTransformer(sys.argv[2] + "/bert_dot", trust_remote_code=True)
+out["st_documents"] = st.encode(passages, convert_to_tensor=True).tolist()
+ce = CrossEncoder(sys.argv[2] + "/bert_cat", trust_remote_code=True)
+out["ce_scores"] = ce.predict(list(zip(queries, passages))).tolist()
 print("RESULT" + json.dumps(out))
 """
     result = subprocess.run(
@@ -329,7 +338,42 @@ print("RESULT" + json.dumps(out))
     )
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads(result.stdout.split("RESULT", 1)[1])
+    dot = AutoModel.from_pretrained(tmp_path / "bert_dot")
+    expected_vectors = dot.encode_passages(passages, tokenizer).embeddings
+    torch.testing.assert_close(torch.tensor(payload["st_documents"]), expected_vectors, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.tensor(payload["ce_scores"]), expected["bert_cat"], atol=1e-5, rtol=1e-5)
     for architecture in ARCHITECTURES:
         class_name, scores = payload[architecture]
         assert class_name == hf_kd.model_class_for(architecture).__name__
         torch.testing.assert_close(torch.tensor(scores), expected[architecture], atol=1e-5, rtol=1e-5)
+
+
+def test_bert_dot_checkpoint_is_a_sentence_transformer(tmp_path, pairs, tokenizer):
+    from sentence_transformers import SentenceTransformer
+
+    model = build("bert_dot", compression_dim=24)
+    model.save_pretrained(tmp_path, tokenizer=tokenizer)
+    st = SentenceTransformer(str(tmp_path))
+    queries, passages = pairs
+    assert st.similarity_fn_name == "dot" and st.get_embedding_dimension() == 24
+    documents = st.encode_document(passages, convert_to_tensor=True)
+    torch.testing.assert_close(documents, model.encode_passages(passages, tokenizer).embeddings, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(st.encode(passages, convert_to_tensor=True), documents, atol=1e-5, rtol=1e-5)
+    # queries are truncated at max_query_length like encode_queries
+    long_query = "what is the " + "very " * 60 + "long query"
+    got = st.encode_query(queries + [long_query], convert_to_tensor=True)
+    expected = model.encode_queries(queries + [long_query], tokenizer).embeddings
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    similarity = st.similarity(got[:1], documents[:1])
+    torch.testing.assert_close(similarity[0], model.score(queries[:1], passages[:1], tokenizer), atol=1e-4, rtol=1e-5)
+
+
+def test_bert_cat_checkpoint_is_a_cross_encoder_with_raw_scores(tmp_path, pairs, tokenizer):
+    from sentence_transformers import CrossEncoder
+
+    model = build("bert_cat")
+    model.save_pretrained(tmp_path, tokenizer=tokenizer)
+    queries, passages = pairs
+    cross_encoder = CrossEncoder(str(tmp_path))
+    predicted = torch.tensor(cross_encoder.predict(list(zip(queries, passages))))
+    torch.testing.assert_close(predicted, model.score(queries, passages, tokenizer), atol=1e-5, rtol=1e-5)

@@ -37,9 +37,7 @@ def model_class_for(architecture: str) -> type[RankingPreTrainedModel]:
     try:
         return MODEL_CLASSES[architecture]
     except KeyError:
-        raise ValueError(
-            f"unknown architecture {architecture!r}; choose one of {', '.join(MODEL_CLASSES)}"
-        ) from None
+        raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(MODEL_CLASSES)}") from None
 
 
 __all__ = [

@@ -67,8 +67,8 @@ class RankingConfig(PreTrainedConfig):
 
     Args:
         backbone_config (`PreTrainedConfig` or `dict`, *optional*):
-            Configuration of the BERT-family encoder inside the ranker (BERT, DistilBERT, MiniLM, ELECTRA; ALBERT where the
-            architecture allows). Defaults to a DistilBERT configuration, the paper's student backbone.
+            Configuration of the BERT-family encoder inside the ranker (BERT, DistilBERT, MiniLM, ELECTRA; ALBERT
+            where the architecture allows). Defaults to a DistilBERT configuration, the paper's student backbone.
         backbone_name_or_path (`str`, *optional*):
             The checkpoint whose weights initialised the backbone (recorded by `from_backbone`, used by model cards).
         max_query_length (`int`, *optional*, defaults to 30):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -75,6 +76,32 @@ class BertCatModel(RankingPreTrainedModel):
             backbone_kwargs["position_ids"] = position_ids
         cls_vectors = self.backbone(**backbone_kwargs).last_hidden_state[:, 0]
         return RankingOutput(scores=self.classifier(self.dropout(cls_vectors)).squeeze(-1))
+
+    def sentence_transformers_layout(self) -> dict[str, Any]:
+        """A `CrossEncoder` pipeline over `forward`: raw scores (identity activation), pairs truncated to the
+        lengths of `prepare_inputs`."""
+        return {
+            "modules.json": [
+                {
+                    "idx": 0,
+                    "name": "0",
+                    "path": "",
+                    "type": "sentence_transformers.base.modules.transformer.Transformer",
+                }
+            ],
+            "sentence_bert_config.json": {
+                "transformer_task": "feature-extraction",
+                "modality_config": {"text": {"method": "forward", "method_output_name": "scores"}},
+                "module_output_name": "scores",
+                "max_seq_length": self.config.max_query_length + self.config.max_passage_length + 3,
+            },
+            "config_sentence_transformers.json": {
+                "model_type": "CrossEncoder",
+                "activation_fn": "torch.nn.modules.linear.Identity",
+                "prompts": {},
+                "default_prompt_name": None,
+            },
+        }
 
 
 __all__ = ["BertCatModel", "concatenate_pair"]

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
 
 from .configuration_bert_dot import BertDotConfig
-from .modeling_ranking import EncodedBatch, SplitRankingModel, build_backbone, dot_scores, special_token_id, tokenize_texts
+from .modeling_ranking import (
+    EncodedBatch,
+    SplitRankingModel,
+    build_backbone,
+    dot_scores,
+    special_token_id,
+    tokenize_texts,
+)
 
 
 class BertDotModel(SplitRankingModel):
@@ -48,6 +57,53 @@ class BertDotModel(SplitRankingModel):
 
     def score_pairs(self, queries: EncodedBatch, passages: EncodedBatch) -> torch.Tensor:
         return dot_scores(queries.embeddings, passages.embeddings)
+
+    def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> BaseModelOutput:
+        """Token vectors whose first (CLS) row is the BERT_DOT vector: the entry point of the checkpoint's
+        sentence-transformers pipeline (Transformer -> CLS pooling, dot-product similarity)."""
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.compressor is not None:
+            hidden = self.compressor(hidden)
+        return BaseModelOutput(last_hidden_state=hidden)
+
+    def sentence_transformers_layout(self) -> dict[str, Any]:
+        query_length = self.config.max_query_length + 2
+        document_length = self.config.max_passage_length + 2
+        return {
+            "modules.json": [
+                {
+                    "idx": 0,
+                    "name": "0",
+                    "path": "",
+                    "type": "sentence_transformers.base.modules.transformer.Transformer",
+                },
+                {
+                    "idx": 1,
+                    "name": "1",
+                    "path": "1_Pooling",
+                    "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
+                },
+            ],
+            "sentence_bert_config.json": {
+                "transformer_task": "feature-extraction",
+                "modality_config": {"text": {"method": "embed_tokens", "method_output_name": "last_hidden_state"}},
+                "module_output_name": "token_embeddings",
+                "max_seq_length": document_length,
+                "query_length": query_length,
+                "document_length": document_length,
+            },
+            "1_Pooling/config.json": {
+                "embedding_dimension": self.config.embedding_dim,
+                "pooling_mode": "cls",
+                "include_prompt": True,
+            },
+            "config_sentence_transformers.json": {
+                "model_type": "SentenceTransformer",
+                "prompts": {"query": "", "document": ""},
+                "default_prompt_name": None,
+                "similarity_fn_name": "dot",
+            },
+        }
 
 
 __all__ = ["BertDotModel"]

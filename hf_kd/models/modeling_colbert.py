@@ -36,7 +36,10 @@ class ColBERTModel(SplitRankingModel):
     def tokenize_queries(self, tokenizer, queries: Sequence[str]) -> list[list[int]]:
         cls_id, sep_id = special_token_id(tokenizer, "cls"), special_token_id(tokenizer, "sep")
         augmentation = [special_token_id(tokenizer, "mask")] * self.config.query_augmentation_tokens
-        return [[cls_id, *ids, sep_id, *augmentation] for ids in tokenize_texts(tokenizer, queries, self.config.max_query_length)]
+        return [
+            [cls_id, *ids, sep_id, *augmentation]
+            for ids in tokenize_texts(tokenizer, queries, self.config.max_query_length)
+        ]
 
     def tokenize_passages(self, tokenizer, passages: Sequence[str]) -> list[list[int]]:
         cls_id, sep_id = special_token_id(tokenizer, "cls"), special_token_id(tokenizer, "sep")

@@ -59,7 +59,10 @@ class PreTTModel(SplitRankingModel):
         embeddings = self.backbone.embeddings
         positions = torch.arange(input_ids.shape[1], device=input_ids.device) + position_offset
         kwargs = {"input_ids": input_ids, "position_ids": positions.unsqueeze(0).expand_as(input_ids)}
-        if backbone_supports_token_types(self.backbone) and "token_type_ids" in inspect.signature(embeddings.forward).parameters:
+        if (
+            backbone_supports_token_types(self.backbone)
+            and "token_type_ids" in inspect.signature(embeddings.forward).parameters
+        ):
             kwargs["token_type_ids"] = torch.full_like(input_ids, token_type)
         return embeddings(**kwargs)
 

@@ -8,7 +8,10 @@ architectures) and `SplitRankingModel` (architectures that encode queries and pa
 from __future__ import annotations
 
 import inspect
+import json
 import math
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import wraps
@@ -307,6 +310,19 @@ def inference(method):
     return wrapper
 
 
+def write_json_atomic(path: str, content: Any) -> None:
+    """Writes JSON through a temporary file in the same folder, so a crash never leaves a half-written file."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(content, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Base models
 # --------------------------------------------------------------------------------------------------------------------
@@ -376,12 +392,22 @@ class RankingPreTrainedModel(PreTrainedModel):
             scores.append(self(**inputs).scores.float().cpu())
         return torch.cat(scores)
 
+    def sentence_transformers_layout(self) -> dict[str, Any]:
+        """Files (relative path -> JSON content) that make the checkpoint folder loadable by sentence-transformers
+        as well; empty for architectures it has no class for."""
+        return {}
+
     def save_pretrained(self, save_directory, *args, tokenizer=None, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors, config with `auto_map`, the modeling code), plus the
-        tokenizer when given, so the folder is a complete checkpoint."""
+        tokenizer when given and the sentence-transformers files where the architecture has them, so the folder is
+        a complete checkpoint."""
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if tokenizer is not None:
             tokenizer.save_pretrained(save_directory)
+        is_main_process = kwargs.get("is_main_process", True)
+        if is_main_process:
+            for relative_path, content in self.sentence_transformers_layout().items():
+                write_json_atomic(os.path.join(save_directory, relative_path), content)
         return result
 
 
@@ -463,9 +489,7 @@ class SplitRankingModel(RankingPreTrainedModel):
     def encode_passages(self, passages: Sequence[str], tokenizer, batch_size: int = 64) -> EncodedBatch:
         """The passage representation the paper caches at indexing time."""
         check_texts("passages", passages)
-        return self._encode_texts(
-            passages, tokenizer, self.tokenize_passages, self.encode_passage_tensors, batch_size
-        )
+        return self._encode_texts(passages, tokenizer, self.tokenize_passages, self.encode_passage_tensors, batch_size)
 
     @inference
     def score_encoded(self, queries: EncodedBatch, passages: EncodedBatch) -> torch.Tensor:
