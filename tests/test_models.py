@@ -112,6 +112,17 @@ def test_bert_dot_score_is_dot_product_of_backbone_cls_vectors(pairs, tokenizer)
     torch.testing.assert_close(model.score(queries, passages, tokenizer), expected, atol=1e-4, rtol=1e-5)
 
 
+def test_bert_dot_mean_pooling_matches_sentence_transformers_zero_shot(minilm_path, pairs, tokenizer):
+    from sentence_transformers import SentenceTransformer
+
+    queries, passages = pairs
+    model = BertDotModel.from_backbone(minilm_path, pooling="mean", max_passage_length=254)
+    reference = SentenceTransformer(minilm_path)  # all-MiniLM-L6-v2: mean pooling (+ normalisation)
+    expected = reference.encode(passages, convert_to_tensor=True)
+    got = torch.nn.functional.normalize(model.encode_passages(passages, tokenizer).embeddings, dim=-1)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
 def test_colbert_maxsim_equals_plain_loop_with_padding_masked(pairs, tokenizer):
     model = build("colbert")
     queries, passages = pairs
@@ -230,6 +241,7 @@ def test_configs_keep_paper_defaults_and_unique_model_types(architecture):
         (lambda: BertDotConfig(max_passage_length=-3), "max_passage_length"),
         (lambda: BertDotConfig(max_passage_length=600), "max_position_embeddings"),
         (lambda: BertDotConfig(compression_dim=0), "compression_dim"),
+        (lambda: BertDotConfig(pooling="max"), "pooling"),
         (lambda: ColBERTConfig(query_augmentation_tokens=-1), "query_augmentation_tokens"),
         (lambda: PreTTConfig(split_layer=6), "split_layer"),
         (lambda: TKConfig(kernel_sigma=0), "kernel_sigma"),
@@ -348,10 +360,11 @@ print("RESULT" + json.dumps(out))
         torch.testing.assert_close(torch.tensor(scores), expected[architecture], atol=1e-5, rtol=1e-5)
 
 
-def test_bert_dot_checkpoint_is_a_sentence_transformer(tmp_path, pairs, tokenizer):
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_bert_dot_checkpoint_is_a_sentence_transformer(pooling, tmp_path, pairs, tokenizer):
     from sentence_transformers import SentenceTransformer
 
-    model = build("bert_dot", compression_dim=24)
+    model = build("bert_dot", compression_dim=24, pooling=pooling)
     model.save_pretrained(tmp_path, tokenizer=tokenizer)
     st = SentenceTransformer(str(tmp_path))
     queries, passages = pairs

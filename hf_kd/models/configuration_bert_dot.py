@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from .configuration_ranking import RankingConfig, check_positive_int
 
+POOLING_MODES = ("cls", "mean")
+
 
 class BertDotConfig(RankingConfig):
     r"""
-    Configuration of [`BertDotModel`], the bi-encoder: one shared encoder for queries and passages, the CLS vector of
-    each (optionally compressed by a linear layer), score = dot product without normalisation.
+    Configuration of [`BertDotModel`], the bi-encoder: one shared encoder for queries and passages, the CLS vector
+    (or mean) of each (optionally compressed by a linear layer), score = dot product without normalisation.
 
     Args:
         backbone_config (`PreTrainedConfig` or `dict`, *optional*):
@@ -20,8 +22,11 @@ class BertDotConfig(RankingConfig):
         max_passage_length (`int`, *optional*, defaults to 200):
             Maximum passage tokens (special tokens excluded).
         compression_dim (`int`, *optional*):
-            Output size of a Linear(hidden, compression_dim) applied to the CLS vector; None (the paper's setting)
-            keeps the CLS vector as is.
+            Output size of a Linear(hidden, compression_dim) applied to the pooled vector; None (the paper's
+            setting) keeps it as is.
+        pooling (`str`, *optional*, defaults to `"cls"`):
+            How token vectors become one vector: `"cls"` (the paper) or `"mean"` over real tokens (the pooling of
+            sentence-embedding backbones such as all-MiniLM-L6-v2, which start better with it).
 
     Example:
     ```python
@@ -34,8 +39,9 @@ class BertDotConfig(RankingConfig):
     model_type = "hfkd_bert_dot"
     architecture = "bert_dot"
 
-    def __init__(self, compression_dim: int | None = None, **kwargs):
+    def __init__(self, compression_dim: int | None = None, pooling: str = "cls", **kwargs):
         self.compression_dim = compression_dim
+        self.pooling = pooling
         super().__init__(**kwargs)
 
     @property
@@ -46,6 +52,8 @@ class BertDotConfig(RankingConfig):
         super().validate_ranking_config()
         if self.compression_dim is not None:
             check_positive_int("compression_dim", self.compression_dim)
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {', '.join(POOLING_MODES)}, got {self.pooling!r}")
 
 
 __all__ = ["BertDotConfig"]

@@ -21,7 +21,8 @@ from .modeling_ranking import (
 
 
 class BertDotModel(SplitRankingModel):
-    """BERT_DOT: `score(q, p) = v(q) . v(p)` with `v(x)` the CLS vector of `[CLS] x [SEP]` (optionally compressed).
+    """BERT_DOT: `score(q, p) = v(q) . v(p)` with `v(x)` the CLS vector of `[CLS] x [SEP]` (or the mean of its token
+    vectors), optionally compressed.
 
     The cached passage representation is one vector per passage.
     """
@@ -47,10 +48,11 @@ class BertDotModel(SplitRankingModel):
         return self._wrap(tokenizer, passages, self.config.max_passage_length)
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncodedBatch:
-        vectors = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
-        if self.compressor is not None:
-            vectors = self.compressor(vectors)
-        return EncodedBatch(vectors)
+        tokens = self.embed_tokens(input_ids, attention_mask).last_hidden_state
+        if self.config.pooling == "mean":
+            weights = attention_mask.unsqueeze(-1).to(tokens.dtype)
+            return EncodedBatch((tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1))
+        return EncodedBatch(tokens[:, 0])
 
     encode_query_tensors = _encode
     encode_passage_tensors = _encode
@@ -59,8 +61,8 @@ class BertDotModel(SplitRankingModel):
         return dot_scores(queries.embeddings, passages.embeddings)
 
     def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> BaseModelOutput:
-        """Token vectors whose first (CLS) row is the BERT_DOT vector: the entry point of the checkpoint's
-        sentence-transformers pipeline (Transformer -> CLS pooling, dot-product similarity)."""
+        """Token vectors (compressed when configured) that pool into the BERT_DOT vector: the entry point of the
+        checkpoint's sentence-transformers pipeline (Transformer -> CLS or mean pooling, dot-product similarity)."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.compressor is not None:
             hidden = self.compressor(hidden)
@@ -94,7 +96,7 @@ class BertDotModel(SplitRankingModel):
             },
             "1_Pooling/config.json": {
                 "embedding_dimension": self.config.embedding_dim,
-                "pooling_mode": "cls",
+                "pooling_mode": self.config.pooling,
                 "include_prompt": True,
             },
             "config_sentence_transformers.json": {
