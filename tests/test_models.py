@@ -116,10 +116,10 @@ def test_bert_dot_mean_pooling_matches_sentence_transformers_zero_shot(minilm_pa
     from sentence_transformers import SentenceTransformer
 
     queries, passages = pairs
-    model = BertDotModel.from_backbone(minilm_path, pooling="mean", max_passage_length=254)
-    reference = SentenceTransformer(minilm_path)  # all-MiniLM-L6-v2: mean pooling (+ normalisation)
+    model = BertDotModel.from_backbone(minilm_path, pooling="mean", normalize_embeddings=True, max_passage_length=254)
+    reference = SentenceTransformer(minilm_path)  # all-MiniLM-L6-v2: mean pooling + normalisation
     expected = reference.encode(passages, convert_to_tensor=True)
-    got = torch.nn.functional.normalize(model.encode_passages(passages, tokenizer).embeddings, dim=-1)
+    got = model.encode_passages(passages, tokenizer).embeddings
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
@@ -360,11 +360,11 @@ print("RESULT" + json.dumps(out))
         torch.testing.assert_close(torch.tensor(scores), expected[architecture], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
-def test_bert_dot_checkpoint_is_a_sentence_transformer(pooling, tmp_path, pairs, tokenizer):
+@pytest.mark.parametrize("pooling, normalize", [("cls", False), ("mean", False), ("mean", True)])
+def test_bert_dot_checkpoint_is_a_sentence_transformer(pooling, normalize, tmp_path, pairs, tokenizer):
     from sentence_transformers import SentenceTransformer
 
-    model = build("bert_dot", compression_dim=24, pooling=pooling)
+    model = build("bert_dot", compression_dim=24, pooling=pooling, normalize_embeddings=normalize)
     model.save_pretrained(tmp_path, tokenizer=tokenizer)
     st = SentenceTransformer(str(tmp_path))
     queries, passages = pairs

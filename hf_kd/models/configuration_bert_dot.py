@@ -27,6 +27,9 @@ class BertDotConfig(RankingConfig):
         pooling (`str`, *optional*, defaults to `"cls"`):
             How token vectors become one vector: `"cls"` (the paper) or `"mean"` over real tokens (the pooling of
             sentence-embedding backbones such as all-MiniLM-L6-v2, which start better with it).
+        normalize_embeddings (`bool`, *optional*, defaults to `False`):
+            L2-normalise the vectors, so the dot product is the cosine similarity. The paper scores raw dot
+            products; cosine is how sentence-embedding models such as all-MiniLM-L6-v2 are used zero-shot.
 
     Example:
     ```python
@@ -39,9 +42,12 @@ class BertDotConfig(RankingConfig):
     model_type = "hfkd_bert_dot"
     architecture = "bert_dot"
 
-    def __init__(self, compression_dim: int | None = None, pooling: str = "cls", **kwargs):
+    def __init__(
+        self, compression_dim: int | None = None, pooling: str = "cls", normalize_embeddings: bool = False, **kwargs
+    ):
         self.compression_dim = compression_dim
         self.pooling = pooling
+        self.normalize_embeddings = normalize_embeddings
         super().__init__(**kwargs)
 
     @property

@@ -51,8 +51,12 @@ class BertDotModel(SplitRankingModel):
         tokens = self.embed_tokens(input_ids, attention_mask).last_hidden_state
         if self.config.pooling == "mean":
             weights = attention_mask.unsqueeze(-1).to(tokens.dtype)
-            return EncodedBatch((tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1))
-        return EncodedBatch(tokens[:, 0])
+            vectors = (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+        else:
+            vectors = tokens[:, 0]
+        if self.config.normalize_embeddings:
+            vectors = nn.functional.normalize(vectors, dim=-1)
+        return EncodedBatch(vectors)
 
     encode_query_tensors = _encode
     encode_passage_tensors = _encode
@@ -71,21 +75,26 @@ class BertDotModel(SplitRankingModel):
     def sentence_transformers_layout(self) -> dict[str, Any]:
         query_length = self.config.max_query_length + 2
         document_length = self.config.max_passage_length + 2
+        modules = [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
+            {
+                "idx": 1,
+                "name": "1",
+                "path": "1_Pooling",
+                "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
+            },
+        ]
+        if self.config.normalize_embeddings:
+            modules.append(
+                {
+                    "idx": 2,
+                    "name": "2",
+                    "path": "2_Normalize",
+                    "type": "sentence_transformers.base.modules.normalize.Normalize",
+                }
+            )
         return {
-            "modules.json": [
-                {
-                    "idx": 0,
-                    "name": "0",
-                    "path": "",
-                    "type": "sentence_transformers.base.modules.transformer.Transformer",
-                },
-                {
-                    "idx": 1,
-                    "name": "1",
-                    "path": "1_Pooling",
-                    "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
-                },
-            ],
+            "modules.json": modules,
             "sentence_bert_config.json": {
                 "transformer_task": "feature-extraction",
                 "modality_config": {"text": {"method": "embed_tokens", "method_output_name": "last_hidden_state"}},
