@@ -1,5 +1,6 @@
-"""Teacher-score data: IR file readers, the dataset schemas, format readers, triple building."""
+"""Teacher-score data: IR file readers, the dataset schemas, format readers and writers, triple building."""
 
+from .convert import ConversionReport, convert, rejected_path_for
 from .errors import DataFormatError
 from .ir_files import (
     BeirData,
@@ -10,14 +11,89 @@ from .ir_files import (
     read_run,
     write_run,
 )
+from .provenance import PROVENANCE_FILENAME, Provenance, read_provenance
+from .readers import (
+    READERS,
+    NwayJsonlReader,
+    PaperIdsReader,
+    PaperTextReader,
+    RejectedRows,
+    ScoreReader,
+    StMarginMseReader,
+    StMseReader,
+    TriplesReader,
+    open_reader,
+)
+from .schemas import (
+    ID_SCHEMAS,
+    ID_TRIPLES_FEATURES,
+    MARGIN_ID_TRIPLES_FEATURES,
+    MARGIN_TRIPLES_FEATURES,
+    NWAY_FEATURES,
+    NWAY_ID_FEATURES,
+    POINTWISE_FEATURES,
+    POINTWISE_ID_FEATURES,
+    SCHEMAS,
+    SCORED_ID_TRIPLES_FEATURES,
+    SCORED_TRIPLES_FEATURES,
+    TEXT_SCHEMAS,
+    TEXTS_FEATURES,
+    TRIPLES_FEATURES,
+    detect_schema,
+    join_texts,
+    text_schema_of,
+)
+from .triples import TripleStats, build_triples, read_query_id_list, save_triples
+from .writers import DEFAULT_SHARD_ROWS, load_scores, write_scores, write_texts
 
 __all__ = [
+    "DEFAULT_SHARD_ROWS",
+    "ID_SCHEMAS",
+    "ID_TRIPLES_FEATURES",
+    "MARGIN_ID_TRIPLES_FEATURES",
+    "MARGIN_TRIPLES_FEATURES",
+    "NWAY_FEATURES",
+    "NWAY_ID_FEATURES",
+    "POINTWISE_FEATURES",
+    "POINTWISE_ID_FEATURES",
+    "PROVENANCE_FILENAME",
+    "READERS",
+    "SCHEMAS",
+    "SCORED_ID_TRIPLES_FEATURES",
+    "SCORED_TRIPLES_FEATURES",
+    "TEXTS_FEATURES",
+    "TEXT_SCHEMAS",
+    "TRIPLES_FEATURES",
     "BeirData",
+    "ConversionReport",
     "DataFormatError",
+    "NwayJsonlReader",
+    "PaperIdsReader",
+    "PaperTextReader",
+    "Provenance",
+    "RejectedRows",
+    "ScoreReader",
+    "StMarginMseReader",
+    "StMseReader",
+    "TripleStats",
+    "TriplesReader",
+    "build_triples",
+    "convert",
+    "detect_schema",
+    "join_texts",
+    "load_scores",
+    "open_reader",
     "read_beir",
     "read_collection_tsv",
+    "read_provenance",
     "read_qrels",
     "read_queries_tsv",
+    "read_query_id_list",
     "read_run",
+    "rejected_path_for",
+    "save_triples",
+    "text_schema_of",
     "write_run",
+    "write_scores",
+    "write_texts",
 ]

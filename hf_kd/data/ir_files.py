@@ -40,7 +40,7 @@ def _iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
                 yield line_number, raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise DataFormatError(
-                    path, line_number, f"expected UTF-8 text, got invalid byte {raw[e.start:e.start + 1]!r}"
+                    path, line_number, f"expected UTF-8 text, got invalid byte {raw[e.start : e.start + 1]!r}"
                 ) from None
 
 
@@ -121,7 +121,9 @@ def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
         columns = line.split()
         if tuple(columns) == BEIR_QRELS_HEADER:
             if line_number != 1:
-                raise DataFormatError(path, line_number, "header 'query-id corpus-id score' where a judgement was expected")
+                raise DataFormatError(
+                    path, line_number, "header 'query-id corpus-id score' where a judgement was expected"
+                )
             beir = True
             continue
         if beir:
@@ -133,7 +135,9 @@ def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
         else:
             if len(columns) != 4:
                 raise DataFormatError(
-                    path, line_number, f"expected 4 whitespace-separated columns 'qid 0 pid grade', got {len(columns)}"
+                    path,
+                    line_number,
+                    f"expected 4 whitespace-separated columns 'qid 0 pid grade', got {len(columns)}",
                 )
             qid, _, pid, grade = columns
         judged = qrels.setdefault(qid, {})
@@ -282,7 +286,9 @@ def read_beir(folder: str | os.PathLike, split: str = "test") -> BeirData:
     missing = [qid for qid in qrels if qid not in all_queries]
     if missing:
         raise DataFormatError(
-            qrels_path, None, f"{len(missing)} judged queries are missing from queries.jsonl, e.g. {missing[:5]}"
+            qrels_path,
+            None,
+            f"{len(missing)} judged queries are missing from queries.jsonl, e.g. {missing[:5]}",
         )
     corpus = _read_beir_texts(folder / "corpus.jsonl", with_title=True)
     queries = {qid: all_queries[qid] for qid in qrels}

@@ -1,0 +1,167 @@
+"""`hf-kd data ...`: converting teacher-score files and building triples, as thin wrappers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .convert import convert
+from .errors import DataFormatError
+from .ir_files import read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run
+from .provenance import Provenance
+from .readers import READERS
+from .triples import build_triples, read_query_id_list, save_triples
+from .writers import DEFAULT_SHARD_ROWS
+
+__all__ = ["add_subcommands"]
+
+_INPUT_ERRORS = (DataFormatError, FileNotFoundError, FileExistsError, ValueError)
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="dataset folder to write")
+    parser.add_argument(
+        "--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="rows per output shard (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--save-to-disk", action="store_true", help="write the datasets save_to_disk layout instead of Parquet"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    try:
+        report = convert(
+            args.format,
+            args.input,
+            args.out,
+            queries=args.queries,
+            collection=args.collection,
+            skip_bad_rows=args.skip_bad_rows,
+            shard_rows=args.shard_rows,
+            save_to_disk=args.save_to_disk,
+            teachers=args.teacher or (),
+            overwrite=args.overwrite,
+        )
+    except _INPUT_ERRORS as error:
+        print(f"hf-kd data convert: error: {error}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
+
+
+def _run_build_triples(args: argparse.Namespace) -> int:
+    try:
+        if args.beir is not None:
+            if args.queries is not None or args.collection is not None:
+                raise ValueError("--beir provides queries and corpus; do not combine it with --queries/--collection")
+            beir = read_beir(args.beir, args.split)
+            queries, collection, qrels = beir.queries, beir.corpus, beir.qrels
+            sources = [
+                args.beir / "corpus.jsonl",
+                args.beir / "queries.jsonl",
+                args.beir / "qrels" / f"{args.split}.tsv",
+            ]
+        else:
+            if args.queries is None or args.collection is None or args.qrels is None:
+                raise ValueError("give --qrels, --queries and --collection, or a BEIR folder with --beir")
+            queries, collection = read_queries_tsv(args.queries), read_collection_tsv(args.collection)
+            qrels, sources = None, [args.queries, args.collection]
+        if args.qrels is not None:
+            qrels = read_qrels(args.qrels)
+            sources.append(args.qrels)
+        runs = [read_run(path) for path in args.run]
+        triples, stats = build_triples(
+            qrels,
+            runs,
+            min_grade=args.min_grade,
+            negatives_per_positive=args.negatives_per_positive,
+            seed=args.seed,
+            query_ids=queries,
+            passage_ids=collection,
+            include_queries=read_query_id_list(args.include_queries) if args.include_queries else None,
+            exclude_queries=read_query_id_list(args.exclude_queries) if args.exclude_queries else None,
+            max_rank=args.max_rank,
+        )
+        provenance = Provenance(
+            format="build-triples",
+            schema="triples_ids",
+            source_files=[str(Path(p).resolve()) for p in [*sources, *args.run]],
+            parameters={**stats.parameters, "split": args.split if args.beir is not None else None},
+        )
+        save_triples(
+            triples,
+            args.out,
+            queries=queries,
+            collection=collection,
+            provenance=provenance,
+            shard_rows=args.shard_rows,
+            save_to_disk=args.save_to_disk,
+            overwrite=args.overwrite,
+        )
+    except _INPUT_ERRORS as error:
+        print(f"hf-kd data build-triples: error: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"{stats.triples:,} triples from {stats.queries:,} queries -> {args.out}\n"
+        f"  skipped queries: {stats.excluded_queries:,} excluded, {stats.queries_without_text:,} without text, "
+        f"{stats.queries_without_positive:,} without a positive, {stats.queries_without_negative:,} without a "
+        f"negative; positives without text: {stats.positives_without_text:,}; positives short of negatives: "
+        f"{stats.short_of_negatives:,}"
+    )
+    return 0
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Registers the `data` command group (`convert`, `build-triples`) on the `hf-kd` subparsers."""
+    data = subparsers.add_parser("data", help="convert teacher-score files, build triples from judgements")
+    commands = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+
+    convert_parser = commands.add_parser(
+        "convert",
+        help="convert a teacher-score file into a dataset folder",
+        description="Convert a teacher-score file into a dataset folder (Parquet shards or save_to_disk), "
+        "checking every line; see hf_kd.data.readers for the formats.",
+    )
+    convert_parser.add_argument("--format", required=True, choices=sorted(READERS), help="input format")
+    convert_parser.add_argument("input", type=Path, help="input file (file or folder of Parquet files for st-*)")
+    convert_parser.add_argument("--queries", type=Path, help="MS MARCO queries.tsv (id formats)")
+    convert_parser.add_argument("--collection", type=Path, help="MS MARCO collection.tsv (id formats)")
+    convert_parser.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="write bad lines with their reasons to <out>.rejected.tsv instead of stopping at the first",
+    )
+    convert_parser.add_argument(
+        "--teacher", action="append", help="name of a teacher model behind the scores (repeatable)"
+    )
+    _add_output_arguments(convert_parser)
+    convert_parser.set_defaults(func=_run_convert)
+
+    triples_parser = commands.add_parser(
+        "build-triples",
+        help="build training triples from qrels and candidate runs",
+        description="Positives: judged passages of grade >= --min-grade. Negatives: candidates of the runs "
+        "not judged relevant, sampled deterministically by --seed.",
+    )
+    triples_parser.add_argument("--qrels", type=Path, help="TREC or BEIR qrels (default with --beir: its split)")
+    triples_parser.add_argument(
+        "--run", type=Path, action="append", required=True, help="TREC run of candidates (repeatable)"
+    )
+    triples_parser.add_argument("--collection", type=Path, help="MS MARCO-style collection.tsv")
+    triples_parser.add_argument("--queries", type=Path, help="MS MARCO-style queries.tsv")
+    triples_parser.add_argument("--beir", type=Path, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    triples_parser.add_argument("--split", default="train", help="BEIR qrels split (default: %(default)s)")
+    triples_parser.add_argument("--min-grade", type=int, default=1, help="lowest relevant grade (default: 1)")
+    triples_parser.add_argument(
+        "--negatives-per-positive", type=int, default=1, help="negatives per positive (default: 1)"
+    )
+    triples_parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    triples_parser.add_argument("--max-rank", type=int, help="use only each run's top candidates")
+    triples_parser.add_argument("--include-queries", type=Path, help="file of query ids to build (one per line)")
+    triples_parser.add_argument(
+        "--exclude-queries", type=Path, help="file of query ids never to build, e.g. dev queries (one per line)"
+    )
+    _add_output_arguments(triples_parser)
+    triples_parser.set_defaults(func=_run_build_triples)

@@ -1,0 +1,314 @@
+"""Writing teacher-score datasets (Parquet shards or `save_to_disk`) and loading them back.
+
+A dataset folder written here holds:
+
+```
+OUT/
+  data/train-00000-of-00004.parquet ...   the rows (Parquet layout), or
+  data-00000-of-00004.arrow, state.json, dataset_info.json   (the `save_to_disk` layout)
+  texts/queries.parquet, texts/collection.parquet   id forms only: the texts the rows refer to (`id`, `text`)
+  hf_kd_provenance.json                   teachers, sources, format, time, hf-kd version, row counts
+```
+
+The provenance is also kept in the metadata: in each Parquet shard's schema (`hf_kd_provenance`, written
+before the row counts are known) and in the `DatasetInfo.description` of the `save_to_disk` layout.
+
+The folder is written under a temporary name beside `OUT` and renamed at the end, so a failed run
+leaves no partial dataset. [`load_scores`] reads either layout, in memory-mapped or streaming mode, and
+joins texts to an id form lazily.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import Dataset, DatasetInfo, Features, IterableDataset, load_dataset, load_from_disk
+from datasets.arrow_writer import ArrowWriter
+
+from .provenance import Provenance, read_provenance
+from .schemas import SCHEMAS, TEXTS_FEATURES, join_texts
+
+__all__ = ["DEFAULT_SHARD_ROWS", "check_output_folder", "load_scores", "write_scores", "write_texts"]
+
+DEFAULT_SHARD_ROWS = 1_000_000
+ROW_GROUP_ROWS = 131_072
+_PROVENANCE_METADATA_KEY = b"hf_kd_provenance"
+
+
+def _schema_with_provenance(features: Features, provenance: Provenance) -> pa.Schema:
+    schema = features.arrow_schema
+    return schema.with_metadata({**(schema.metadata or {}), _PROVENANCE_METADATA_KEY: provenance.to_json().encode()})
+
+
+class _ParquetShardWriter:
+    """Writes record batches into `folder/data/` as shards of at most `shard_rows` rows.
+
+    Small input batches are gathered into row groups of about `ROW_GROUP_ROWS` rows, which keeps memory
+    bounded while giving readers row groups of a useful size.
+    """
+
+    def __init__(self, folder: Path, schema: pa.Schema, shard_rows: int):
+        if shard_rows < 1:
+            raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
+        self.folder = folder / "data"
+        self.folder.mkdir(parents=True)
+        self.schema = schema
+        self.shard_rows = shard_rows
+        self.rows = 0
+        self._shards: list[Path] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._rows_in_shard = 0
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        while batch.num_rows:
+            if self._writer is None or self._rows_in_shard == self.shard_rows:
+                self._next_shard()
+            take = min(batch.num_rows, self.shard_rows - self._rows_in_shard)
+            self._pending.append(batch.slice(0, take))
+            self._pending_rows += take
+            self._rows_in_shard += take
+            self.rows += take
+            if self._pending_rows >= ROW_GROUP_ROWS:
+                self._flush()
+            batch = batch.slice(take)
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.Table.from_batches(self._pending, schema=self.schema))
+            self._pending, self._pending_rows = [], 0
+
+    def _next_shard(self) -> None:
+        if self._writer is not None:
+            self._flush()
+            self._writer.close()
+        path = self.folder / f"shard-{len(self._shards):05d}.parquet"
+        self._shards.append(path)
+        # dictionary-encode only the query column, whose values repeat across many rows; passage ids and
+        # texts are mostly distinct, where dictionary encoding costs time and gains little
+        repeated = [name for name in ("query_id", "query") if name in self.schema.names]
+        self._writer = pq.ParquetWriter(path, self.schema, use_dictionary=repeated or False)
+        self._rows_in_shard = 0
+
+    def close(self) -> list[Path]:
+        """Closes the last shard and names the shards `train-XXXXX-of-YYYYY.parquet`."""
+        if self._writer is None:
+            self._next_shard()  # an empty dataset still gets one (empty) shard that carries the schema
+        self._flush()
+        self._writer.close()
+        final = []
+        for index, path in enumerate(self._shards):
+            target = path.with_name(f"train-{index:05d}-of-{len(self._shards):05d}.parquet")
+            path.rename(target)
+            final.append(target)
+        return final
+
+
+def _prefetch(batches: Iterable[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
+    """Produces `batches` in a background thread, so that parsing overlaps writing (both release the GIL)."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def offer(item) -> bool:
+        """Puts `item` on the queue unless the consumer has stopped; False when it has."""
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not offer(batch):
+                    return
+            offer(done)
+        except BaseException as error:  # handed over to the consuming thread, which raises it
+            offer(error)
+
+    thread = threading.Thread(target=produce, name="hf_kd-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def write_texts(texts: Mapping[str, str], path: str | os.PathLike) -> None:
+    """Writes id -> text as a Parquet file of [`TEXTS_FEATURES`] (`id`, `text`)."""
+    table = pa.table({"id": list(texts.keys()), "text": list(texts.values())}, schema=TEXTS_FEATURES.arrow_schema)
+    pq.write_table(table, path)
+
+
+def check_output_folder(out: str | os.PathLike, overwrite: bool) -> None:
+    """Raises `FileExistsError` when `out` exists, is not an empty folder, and `overwrite` is not set."""
+    out = Path(out)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} already exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+
+
+def _make_temporary_folder(out: Path, overwrite: bool) -> Path:
+    check_output_folder(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    os.replace(tmp, out)
+
+
+def write_scores(
+    batches: Iterable[pa.RecordBatch],
+    out: str | os.PathLike,
+    *,
+    features: Features,
+    provenance: Provenance,
+    queries: Mapping[str, str] | None = None,
+    collection: Mapping[str, str] | None = None,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    save_to_disk: bool = False,
+    overwrite: bool = False,
+) -> int:
+    """Writes a teacher-score dataset folder from a stream of record batches, at constant memory.
+
+    Args:
+        batches (`Iterable[pa.RecordBatch]`): rows whose schema is `features` (e.g. a `hf_kd.data` reader).
+        out (`str` or `os.PathLike`): the dataset folder to create.
+        features (`Features`): one of `hf_kd.data.SCHEMAS`.
+        provenance ([`Provenance`]): recorded in `hf_kd_provenance.json` and the file metadata; its `rows`
+            is filled in here.
+        queries (`Mapping[str, str]`, *optional*): query texts to store beside an id form.
+        collection (`Mapping[str, str]`, *optional*): passage texts to store beside an id form.
+        shard_rows (`int`, *optional*, defaults to 1,000,000): rows per Parquet or Arrow shard.
+        save_to_disk (`bool`, *optional*, defaults to `False`): write the `Dataset.save_to_disk` layout
+            instead of Parquet shards.
+        overwrite (`bool`, *optional*, defaults to `False`): replace an existing non-empty `out`.
+
+    Returns:
+        `int`: the number of rows written.
+    """
+    out = Path(out)
+    tmp = _make_temporary_folder(out, overwrite)
+    try:
+        if save_to_disk:
+            rows = _write_save_to_disk(batches, tmp, out.parent, features, provenance, shard_rows)
+        else:
+            writer = _ParquetShardWriter(tmp, _schema_with_provenance(features, provenance), shard_rows)
+            for batch in _prefetch(batches):
+                writer.write(batch)
+            writer.close()
+            rows = writer.rows
+        if queries is not None or collection is not None:
+            (tmp / "texts").mkdir()
+            if queries is not None:
+                write_texts(queries, tmp / "texts" / "queries.parquet")
+            if collection is not None:
+                write_texts(collection, tmp / "texts" / "collection.parquet")
+        provenance.rows = rows
+        provenance.save(tmp)
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return rows
+
+
+def _write_save_to_disk(
+    batches: Iterable[pa.RecordBatch],
+    folder: Path,
+    scratch_parent: Path,
+    features: Features,
+    provenance: Provenance,
+    shard_rows: int,
+) -> int:
+    # stream into one Arrow file first (constant memory), then let `save_to_disk` shard it
+    scratch = Path(tempfile.mkdtemp(dir=scratch_parent, prefix=".hf_kd-arrow-"))
+    try:
+        arrow_path = scratch / "scores.arrow"
+        with ArrowWriter(features=features, path=str(arrow_path)) as writer:
+            for batch in _prefetch(batches):
+                writer.write_table(pa.Table.from_batches([batch]))
+            rows, _ = writer.finalize()
+        provenance.rows = rows
+        info = DatasetInfo(description=provenance.to_json(), features=features)
+        dataset = Dataset.from_file(str(arrow_path), info=info)
+        dataset.save_to_disk(str(folder), num_shards=max(1, math.ceil(rows / shard_rows)))
+        del dataset
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return rows
+
+
+def _read_texts(path: Path) -> dict[str, str]:
+    table = pq.read_table(path, columns=["id", "text"])
+    return dict(zip(table.column("id").to_pylist(), table.column("text").to_pylist()))
+
+
+def load_scores(
+    path: str | os.PathLike,
+    *,
+    streaming: bool = False,
+    with_texts: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> Dataset | IterableDataset:
+    """Loads a teacher-score dataset folder written by [`write_scores`].
+
+    Args:
+        path (`str` or `os.PathLike`): the dataset folder.
+        streaming (`bool`, *optional*, defaults to `False`): return an `IterableDataset` that reads the
+            shards lazily instead of a memory-mapped `Dataset`; both yield the same rows in the same order.
+        with_texts (`bool`, *optional*, defaults to `True`): for an id form whose folder stores texts, join
+            them lazily (see `hf_kd.data.join_texts`), giving the text form the trainer reads.
+        cache_dir (`str` or `os.PathLike`, *optional*): the `datasets` cache for the Parquet layout (the
+            non-streaming mode converts the shards to Arrow there); defaults to the `datasets` cache.
+
+    Returns:
+        `Dataset` or `IterableDataset` whose `info.description` holds the provenance JSON.
+    """
+    path = Path(path)
+    provenance = read_provenance(path)
+    features = SCHEMAS[provenance.schema]
+    if (path / "state.json").is_file():
+        dataset = load_from_disk(str(path))
+        if streaming:
+            dataset = dataset.to_iterable_dataset()
+    else:
+        files = sorted(str(f) for f in (path / "data").glob("*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"no Parquet shards in {path / 'data'}")
+        cache = str(cache_dir) if cache_dir is not None else None
+        if streaming:
+            dataset = load_dataset(
+                "parquet",
+                data_files={"train": files},
+                split="train",
+                features=features,
+                streaming=True,
+                cache_dir=cache,
+            )
+        else:
+            dataset = Dataset.from_parquet(files, features=features, cache_dir=cache)
+    texts = path / "texts"
+    if with_texts and (texts / "queries.parquet").is_file() and (texts / "collection.parquet").is_file():
+        dataset = join_texts(dataset, _read_texts(texts / "queries.parquet"), _read_texts(texts / "collection.parquet"))
+    dataset.info.description = provenance.to_json()
+    return dataset
