@@ -1,0 +1,30 @@
+"""Publishing on the Hugging Face Hub: model cards from `model_cards/`, checkpoints and teacher-score datasets."""
+
+from .cards import (
+    MODEL_CARDS_DIR,
+    EvaluationResult,
+    ModelCardInfo,
+    collect_card_info,
+    model_card_data,
+    read_evaluation_results,
+    render_model_card,
+)
+from .dataset_card import dataset_card_data, render_dataset_card
+from .push import CHECKPOINT_IGNORE_PATTERNS, HubTokenError, HubUploadError, push_model, push_scores
+
+__all__ = [
+    "CHECKPOINT_IGNORE_PATTERNS",
+    "MODEL_CARDS_DIR",
+    "EvaluationResult",
+    "HubTokenError",
+    "HubUploadError",
+    "ModelCardInfo",
+    "collect_card_info",
+    "dataset_card_data",
+    "model_card_data",
+    "push_model",
+    "push_scores",
+    "read_evaluation_results",
+    "render_dataset_card",
+    "render_model_card",
+]

@@ -1,0 +1,342 @@
+"""Publishing hf-kd checkpoints and teacher-score datasets on the Hugging Face Hub.
+
+Each upload is made with `HfApi.upload_folder` from a temporary staging folder: the files of the checkpoint
+are linked into it (teacher scores are rewritten into it as Parquet shards) next to the rendered card, so the
+user's folder is only read, whether the upload succeeds or fails.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import CommitInfo, DatasetCard, HfApi, ModelCard
+from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import get_token
+
+from .cards import read_json_file, render_model_card
+from .dataset_card import render_dataset_card
+
+try:
+    import httpx2 as httpx
+except ImportError:  # huggingface_hub 1.x sends its requests with httpx
+    import httpx
+
+__all__ = ["CHECKPOINT_IGNORE_PATTERNS", "HubTokenError", "HubUploadError", "push_model", "push_scores"]
+
+
+CHECKPOINT_IGNORE_PATTERNS = (
+    "*.bin",  # pickled weights or training arguments: the Hub copy holds safetensors only
+    "*.pt",
+    "*.pth",
+    "*.pkl",
+    "*.pickle",
+    "checkpoint-*",
+    "runs",
+    ".*",
+)
+"""Files and folders of a checkpoint folder that are not uploaded (matched against each path component)."""
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+
+
+class HubTokenError(RuntimeError):
+    """No Hugging Face token is available for an upload."""
+
+
+class HubUploadError(RuntimeError):
+    """The Hub refused or failed an upload; the cause is the `HfHubHTTPError` or network error."""
+
+
+def _upload(api: HfApi, source: Path, repo_id: str, repo_type: str, staging: Path, **kwargs: Any) -> CommitInfo:
+    """`HfApi.upload_folder` of the staging folder, with failures reported as [`HubUploadError`]."""
+    try:
+        return api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=staging, **kwargs)
+    except (HfHubHTTPError, httpx.HTTPError) as error:
+        raise HubUploadError(
+            f"uploading {source} to the {repo_type} repository {repo_id} failed: {error}\n"
+            f"{source} is unchanged; run the upload again to retry."
+        ) from error
+
+
+def _require_token(token: str | None) -> str:
+    token = token or get_token()
+    if not token:
+        raise HubTokenError(
+            "No Hugging Face token found: pass token=... (--token), set the HF_TOKEN environment variable or run "
+            "`hf auth login`; uploads need a token with write access."
+        )
+    return token
+
+
+def _is_ignored(relative: Path, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatch(part, pattern) for part in relative.parts for pattern in patterns)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.symlink(source.resolve(), target)
+    except OSError:  # file systems without symbolic links
+        shutil.copy2(source, target)
+
+
+def _stage_folder(source: Path, staging: Path, ignore_patterns: tuple[str, ...]) -> list[str]:
+    """Links every file of `source` not matched by `ignore_patterns` into `staging`; returns their paths."""
+    staged = []
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        if path.is_file() and not _is_ignored(relative, ignore_patterns):
+            _link_or_copy(path, staging / relative)
+            staged.append(relative.as_posix())
+    return staged
+
+
+def check_checkpoint_folder(folder: Path) -> dict[str, Any]:
+    """Checks that `folder` is a complete hf-kd checkpoint; returns its config.
+
+    Raises:
+        FileNotFoundError: the folder, its config, its safetensors weights, its tokenizer or the modeling
+            code named by `auto_map` is missing.
+        ValueError: the config has no `auto_map`.
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {folder} does not exist")
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: save the model with save_pretrained first")
+    config = read_json_file(config_path)
+    if not list(folder.glob("*.safetensors")):
+        raise FileNotFoundError(
+            f"{folder} has no *.safetensors weights; save with save_pretrained (safetensors is the default)"
+        )
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"{folder} has no tokenizer ({', '.join(TOKENIZER_FILES)}); pass tokenizer=... to save_pretrained"
+        )
+    auto_map = config.get("auto_map")
+    if not isinstance(auto_map, dict) or "AutoModel" not in auto_map:
+        raise ValueError(
+            f"{config_path}: no auto_map with AutoModel, so the Hub copy would not load with trust_remote_code; "
+            "save the model with an hf-kd model class (import hf_kd registers them)"
+        )
+    for reference in auto_map.values():
+        module = str(reference).split("--")[-1].rsplit(".", 1)[0]
+        if not (folder / f"{module}.py").is_file():
+            raise FileNotFoundError(f"{config_path}: auto_map names {module}.py, which is not in {folder}")
+    return config
+
+
+def push_model(
+    folder: str | os.PathLike,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload hf-kd checkpoint",
+    card: ModelCard | str | None = None,
+    **card_fields: Any,
+) -> CommitInfo:
+    """Uploads a checkpoint folder to a model repository of the Hub, with its model card, in one commit.
+
+    The upload holds the safetensors weights, the tokenizer, `config.json` with its `auto_map`, the modeling
+    code, the sentence-transformers files the checkpoint has, any `metrics.json`, `latency.json` and
+    `train_summary.json`, and a `README.md` rendered from `model_cards/<architecture>.md`. Pickled files
+    (`*.bin`, `*.pt`, ...), `checkpoint-*` folders and hidden files are left out (see
+    [`CHECKPOINT_IGNORE_PATTERNS`]). The folder itself is only read: a failed upload leaves it as it was.
+
+    Args:
+        folder (`str` or `os.PathLike`): a checkpoint saved by an hf-kd model's `save_pretrained`.
+        repo_id (`str`): `ORG/NAME`; the repository is created if it does not exist.
+        private (`bool`, *optional*, defaults to `False`): create the repository as private.
+        revision (`str`, *optional*): the branch to commit to (created from `main` if missing); `main` by default.
+        token (`str`, *optional*): a write token; defaults to `HF_TOKEN` or the stored login.
+        commit_message (`str`, *optional*): the commit's summary.
+        card (`ModelCard` or `str`, *optional*): the card to upload instead of the rendered one; a `README.md`
+            inside the folder is replaced by the rendered card unless it is passed here.
+        **card_fields: user-given card fields: `license`, `base_model`, `datasets`, `teacher`, `language`
+            (see [`hf_kd.hub.ModelCardInfo`]).
+
+    Returns:
+        `huggingface_hub.CommitInfo` of the commit (its `oid` is the revision to pin).
+
+    Raises:
+        HubTokenError: no token is available (raised before any request).
+        FileNotFoundError, ValueError: the folder is not a complete checkpoint.
+        huggingface_hub.errors.HfHubHTTPError: the repository cannot be created or written to (e.g. 401, 403).
+        HubUploadError: the upload itself failed (server error, broken connection); the folder is unchanged.
+    """
+    folder = Path(folder)
+    check_checkpoint_folder(folder)
+    if card is None:
+        card = render_model_card(folder, repo_id, revision=revision or "main", **card_fields)
+    token = _require_token(token)
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision is not None:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hf-kd-push-") as staging:
+        staging = Path(staging)
+        _stage_folder(folder, staging, CHECKPOINT_IGNORE_PATTERNS + ("README.md",))
+        (staging / "README.md").write_text(str(card), encoding="utf-8")
+        return _upload(api, folder, repo_id, "model", staging, revision=revision, commit_message=commit_message)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Teacher-score datasets
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _score_source(dataset_dir: Path):
+    """(features, record batches, number of rows) of a teacher-score dataset folder in either layout."""
+    import pyarrow.parquet as pq
+    from datasets import Features, load_from_disk
+
+    if (dataset_dir / "state.json").is_file():
+        dataset = load_from_disk(str(dataset_dir))
+        return dataset.features, iter(dataset.data.to_batches()), dataset.num_rows
+    files = sorted((dataset_dir / "data").glob("*.parquet")) or sorted(dataset_dir.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(
+            f"{dataset_dir} holds no teacher scores: expected Parquet shards (data/*.parquet or *.parquet) or a "
+            "save_to_disk folder (state.json)"
+        )
+    schema = pq.read_schema(files[0])
+    rows = sum(pq.ParquetFile(file).metadata.num_rows for file in files)
+
+    def batches() -> Iterator:
+        for file in files:
+            yield from pq.ParquetFile(file).iter_batches()
+
+    return Features.from_arrow_schema(schema), batches(), rows
+
+
+def _schema_name(features) -> str:
+    """The hf-kd schema whose columns the dataset has (types are cast to it when written)."""
+    from ..data.schemas import SCHEMAS
+
+    for name, schema in SCHEMAS.items():
+        if set(features) == set(schema):
+            return name
+    expected = {name: list(schema) for name, schema in SCHEMAS.items()}
+    raise ValueError(f"columns {sorted(features)} match no teacher-score schema; expected one of {expected}")
+
+
+def write_parquet_shards(batches, features, rows: int, out: Path, max_shard_rows: int) -> list[str]:
+    """Writes record batches as `data/train-XXXXX-of-YYYYY.parquet` shards cast to `features`, at constant
+    memory; returns the shard paths relative to `out`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if max_shard_rows < 1:
+        raise ValueError(f"max_shard_rows must be >= 1, got {max_shard_rows}")
+    num_shards = max(1, math.ceil(rows / max_shard_rows))
+    schema = features.arrow_schema
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    names = [f"data/train-{i:05d}-of-{num_shards:05d}.parquet" for i in range(num_shards)]
+    writers = iter(names)
+    writer, in_shard = None, 0
+    for batch in batches:
+        table = pa.Table.from_batches([batch]).select(list(features)).cast(schema)
+        offset = 0
+        while offset < table.num_rows:
+            if writer is None or in_shard == max_shard_rows:
+                if writer is not None:
+                    writer.close()
+                writer, in_shard = pq.ParquetWriter(out / next(writers), schema), 0
+            take = min(max_shard_rows - in_shard, table.num_rows - offset)
+            writer.write_table(table.slice(offset, take))
+            offset, in_shard = offset + take, in_shard + take
+    if writer is None:  # an empty dataset still gets one (empty) shard with the schema
+        pq.ParquetWriter(out / names[0], schema).close()
+    else:
+        writer.close()
+    return names
+
+
+def push_scores(
+    dataset_dir: str | os.PathLike,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload hf-kd teacher scores",
+    card: DatasetCard | str | None = None,
+    max_shard_rows: int = 1_000_000,
+    **card_fields: Any,
+) -> CommitInfo:
+    """Uploads a teacher-score dataset to a dataset repository of the Hub as Parquet shards, with its card.
+
+    `datasets.load_dataset(repo_id)` then returns the same rows, in the same order, with the hf-kd schema's
+    features (scores as float32), in memory-mapped and streaming mode. The rows are written as
+    `data/train-XXXXX-of-YYYYY.parquet`; the texts of an id form (`texts/queries.parquet`,
+    `texts/collection.parquet`) become the `queries` and `collection` configurations, and
+    `hf_kd_provenance.json` is uploaded with its source files reduced to their names.
+
+    Args:
+        dataset_dir (`str` or `os.PathLike`): a teacher-score dataset written by `hf_kd.data` (Parquet shards
+            or `save_to_disk`), or any such folder whose columns match an hf-kd schema.
+        repo_id (`str`): `ORG/NAME`; the dataset repository is created if it does not exist.
+        private (`bool`, *optional*, defaults to `False`): create the repository as private.
+        revision (`str`, *optional*): the branch to commit to (created from `main` if missing).
+        token (`str`, *optional*): a write token; defaults to `HF_TOKEN` or the stored login.
+        commit_message (`str`, *optional*): the commit's summary.
+        card (`DatasetCard` or `str`, *optional*): the card to upload instead of the rendered one.
+        max_shard_rows (`int`, *optional*, defaults to 1,000,000): rows per Parquet shard.
+        **card_fields: `license`, `pretty_name`, `teachers` (override the provenance), `language`.
+
+    Returns:
+        `huggingface_hub.CommitInfo` of the commit.
+
+    Raises:
+        HubTokenError: no token is available (raised before any request).
+        FileNotFoundError, ValueError: the folder holds no teacher scores, or columns that match no schema.
+        huggingface_hub.errors.HfHubHTTPError: the repository cannot be created or written to (e.g. 401, 403).
+        HubUploadError: the upload itself failed (server error, broken connection); the folder is unchanged.
+    """
+    from ..data.provenance import PROVENANCE_FILENAME, read_provenance
+    from ..data.schemas import SCHEMAS
+
+    dataset_dir = Path(dataset_dir)
+    if not dataset_dir.is_dir():
+        raise FileNotFoundError(f"dataset folder {dataset_dir} does not exist")
+    features, batches, rows = _score_source(dataset_dir)
+    schema_name = _schema_name(features)
+    features = SCHEMAS[schema_name]
+    provenance = read_provenance(dataset_dir) if (dataset_dir / PROVENANCE_FILENAME).is_file() else None
+    token = _require_token(token)
+    texts = [
+        f"texts/{name}"
+        for name in ("queries.parquet", "collection.parquet")
+        if (dataset_dir / "texts" / name).is_file()
+    ]
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    if revision is not None:
+        api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hf-kd-push-scores-") as staging:
+        staging = Path(staging)
+        shards = write_parquet_shards(batches, features, rows, staging, max_shard_rows)
+        for text_file in texts:
+            _link_or_copy(dataset_dir / text_file, staging / text_file)
+        if provenance is not None:
+            provenance.source_files = [Path(path).name for path in provenance.source_files]
+            provenance.save(staging)
+        if card is None:
+            card = render_dataset_card(
+                repo_id,
+                schema_name=schema_name,
+                num_rows=rows,
+                shards=shards,
+                text_files=texts,
+                provenance=provenance,
+                revision=revision or "main",
+                **card_fields,
+            )
+        (staging / "README.md").write_text(str(card), encoding="utf-8")
+        return _upload(api, dataset_dir, repo_id, "dataset", staging, revision=revision, commit_message=commit_message)
