@@ -390,3 +390,6 @@ def test_bert_cat_checkpoint_is_a_cross_encoder_with_raw_scores(tmp_path, pairs,
     cross_encoder = CrossEncoder(str(tmp_path))
     predicted = torch.tensor(cross_encoder.predict(list(zip(queries, passages))))
     torch.testing.assert_close(predicted, model.score(queries, passages, tokenizer), atol=1e-5, rtol=1e-5)
+    ranked = cross_encoder.rank(queries[0], passages)
+    expected_order = torch.argsort(model.score([queries[0]] * len(passages), passages, tokenizer), descending=True)
+    assert [r["corpus_id"] for r in ranked] == expected_order.tolist()

@@ -36,6 +36,7 @@ class BertCatConfig(RankingConfig):
 
     def __init__(self, classifier_dropout: float = 0.0, **kwargs):
         self.classifier_dropout = classifier_dropout
+        kwargs.setdefault("num_labels", 1)  # one relevance logit, as `CrossEncoder` and teachers expect
         super().__init__(**kwargs)
 
     def validate_ranking_config(self) -> None:
