@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
 
 from .configuration_colbert import ColBERTConfig
 from .modeling_ranking import (
@@ -18,11 +20,55 @@ from .modeling_ranking import (
 )
 
 
+def colbert_chat_template(query_augmentation_tokens: int) -> str:
+    """The Jinja template through which sentence-transformers' `MultiVectorEncoder` tokenises a ColBERT checkpoint:
+    `[CLS] text [SEP]`, followed for queries (`task == "query"`) by `query_augmentation_tokens` [MASK] tokens.
+
+    Message contents are concatenated in order, so a prompt (a system message) is prepended to the text as it
+    would be on the plain-text path. The special tokens are the tokenizer's own (`cls_token`, `sep_token`,
+    `mask_token` are template variables of `apply_chat_template`).
+    """
+    augmentation = f"{{{{ mask_token * {query_augmentation_tokens} }}}}" if query_augmentation_tokens else ""
+    return (
+        "{{ cls_token }}{% for message in messages %}{{ message['content'] }}{% endfor %}{{ sep_token }}"
+        f"{{% if task == 'query' %}}{augmentation}{{% endif %}}"
+    )
+
+
 class ColBERTModel(SplitRankingModel):
     """ColBERT: `score(q, p) = sum_i max_j E(q)_i . E(p)_j` with `E` the projected token vectors.
 
     Queries are `[CLS] q [SEP]` followed by `query_augmentation_tokens` [MASK] tokens; passages `[CLS] p [SEP]`.
     The cached passage representation is one `compression_dim` vector per passage token.
+
+    A saved checkpoint is also a sentence-transformers `MultiVectorEncoder` (pipeline: Transformer over
+    `embed_tokens` -> [Normalize when `normalize_embeddings`] -> MultiVectorMask without skiplist; MaxSim
+    similarity, no length normalisation):
+
+    - `encode_document(passages)[i]` equals `encode_passages(passages)` row i restricted to its real tokens
+      (`[CLS]`, the passage word pieces truncated at `max_passage_length`, `[SEP]`; no token is skipped).
+    - `encode_query(queries)[i]` equals `encode_queries(queries)` row i restricted to its real tokens, the
+      [MASK] augmentation tokens included, for every query length.
+    - `similarity_pairwise(encode_query(q), encode_document(p))` equals `score(q, p)`, and `similarity` gives
+      the all-pairs matrix of the same scores (up to float rounding).
+
+    How the queries are reproduced, and what differs:
+
+    - The encoder's own `query_expansion` is not used. Its strategies ("fixed", "min") pad every query to one
+      total length `L` with [MASK] tokens, so a query of `n` word pieces gets `L - n - 2` of them, whereas this
+      model always appends exactly `query_augmentation_tokens`; the two agree only when
+      `n == L - 2 - query_augmentation_tokens`. Instead the checkpoint's `sentence_bert_config.json` gives the
+      tokenizer a chat template (`processor_kwargs.chat_template`, see `colbert_chat_template`) that renders
+      `[CLS] text [SEP]` and, when the encoder's task is "query", the [MASK] tokens. The [MASK] tokens are
+      ordinary attended tokens, as here. Over-long text is truncated to `query_length`/`document_length`
+      tokens and the encoder restores the template's tail (`[SEP]` and the [MASK] tokens), which yields the
+      same truncation as `max_query_length`/`max_passage_length`.
+    - `encode()` without a task encodes texts as documents (no [MASK] tokens). A caller-supplied prompt is
+      prepended to the text before tokenisation (this model has no prompts).
+    - `MultiVectorEncoder.get_embedding_dimension()` reports the backbone's hidden size: the encoder reads it from
+      the model config, unaware of the projection inside `embed_tokens`. The vectors are `compression_dim` wide.
+    - The chat template lives only in the sentence-transformers config: the checkpoint's tokenizer files are
+      unchanged and `AutoTokenizer` gives the same tokenizer as before.
     """
 
     config_class = ColBERTConfig
@@ -46,8 +92,7 @@ class ColBERTModel(SplitRankingModel):
         return [[cls_id, *ids, sep_id] for ids in tokenize_texts(tokenizer, passages, self.config.max_passage_length)]
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncodedBatch:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        vectors = self.compressor(hidden)
+        vectors = self.embed_tokens(input_ids, attention_mask).last_hidden_state
         if self.config.normalize_embeddings:
             vectors = nn.functional.normalize(vectors, dim=-1)
         vectors = vectors * attention_mask.unsqueeze(-1).to(vectors.dtype)
@@ -58,6 +103,63 @@ class ColBERTModel(SplitRankingModel):
 
     def score_pairs(self, queries: EncodedBatch, passages: EncodedBatch) -> torch.Tensor:
         return maxsim_scores(queries.embeddings, queries.mask, passages.embeddings, passages.mask)
+
+    def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> BaseModelOutput:
+        """Projected token vectors, Linear(hidden, compression_dim) of the backbone's last hidden states (before
+        the optional L2 normalisation; padding positions are not zeroed): the entry point of the checkpoint's
+        sentence-transformers `MultiVectorEncoder` pipeline."""
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return BaseModelOutput(last_hidden_state=self.compressor(hidden))
+
+    def sentence_transformers_layout(self) -> dict[str, Any]:
+        """A `MultiVectorEncoder` pipeline whose token vectors and MaxSim scores equal this model's (see the class
+        docstring for how queries are tokenised)."""
+        query_length = self.config.max_query_length + 2 + self.config.query_augmentation_tokens
+        document_length = self.config.max_passage_length + 2
+        module_types = [("", "sentence_transformers.base.modules.transformer.Transformer")]
+        if self.config.normalize_embeddings:
+            module_types.append(("Normalize", "sentence_transformers.base.modules.normalize.Normalize"))
+        module_types.append(
+            ("MultiVectorMask", "sentence_transformers.multi_vector_encoder.modules.multi_vector_mask.MultiVectorMask")
+        )
+        modules, layout = [], {}
+        for idx, (name, class_ref) in enumerate(module_types):
+            path = f"{idx}_{name}" if name else ""
+            modules.append({"idx": idx, "name": str(idx), "path": path, "type": class_ref})
+            if name == "Normalize":
+                layout[f"{path}/config.json"] = {
+                    "module_input_name": "token_embeddings",
+                    "module_output_name": "token_embeddings",
+                }
+            elif name == "MultiVectorMask":
+                layout[f"{path}/config.json"] = {
+                    "skiplist_words": [],
+                    "skiplist_tasks": ["document"],
+                    "keep_only_token_ids": None,
+                }
+        embed = {"method": "embed_tokens", "method_output_name": "last_hidden_state"}
+        layout.update(
+            {
+                "modules.json": modules,
+                "sentence_bert_config.json": {
+                    "transformer_task": "feature-extraction",
+                    "modality_config": {"text": embed, "message": {**embed, "format": "flat"}},
+                    "module_output_name": "token_embeddings",
+                    "processor_kwargs": {"chat_template": colbert_chat_template(self.config.query_augmentation_tokens)},
+                    "max_seq_length": document_length,
+                    "query_length": query_length,
+                    "document_length": document_length,
+                    "query_expansion": None,
+                },
+                "config_sentence_transformers.json": {
+                    "model_type": "MultiVectorEncoder",
+                    "prompts": {"query": "", "document": ""},
+                    "default_prompt_name": None,
+                    "similarity_fn_name": "maxsim",
+                },
+            }
+        )
+        return layout
 
 
 __all__ = ["ColBERTModel"]
