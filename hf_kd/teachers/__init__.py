@@ -1,0 +1,30 @@
+"""Teachers: scoring triples with one or several cross-encoders, mean ensembles, score-distribution analysis."""
+
+from .analysis import analyze_scores, score_statistics
+from .ensemble import NORMALIZATIONS, ensemble_score_datasets, mean_ensemble, normalize_scores
+from .loading import CrossEncoderTeacher, HfKdTeacher, SequenceClassificationTeacher, Teacher, load_teacher
+from .score_dataset import load_teacher_scores, split_teacher_scores, write_teacher_scores
+from .scoring import DistinctPairs, ScoringResult, find_distinct_pairs, read_triples, score_pairs, score_triples
+
+__all__ = [
+    "NORMALIZATIONS",
+    "CrossEncoderTeacher",
+    "DistinctPairs",
+    "HfKdTeacher",
+    "ScoringResult",
+    "SequenceClassificationTeacher",
+    "Teacher",
+    "analyze_scores",
+    "ensemble_score_datasets",
+    "find_distinct_pairs",
+    "load_teacher",
+    "load_teacher_scores",
+    "mean_ensemble",
+    "normalize_scores",
+    "read_triples",
+    "score_pairs",
+    "score_statistics",
+    "score_triples",
+    "split_teacher_scores",
+    "write_teacher_scores",
+]

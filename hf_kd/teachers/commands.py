@@ -1,0 +1,137 @@
+"""`hf-kd score`, `hf-kd ensemble` and `hf-kd analyze-scores`: thin command-line wrappers of `hf_kd.teachers`."""
+
+from __future__ import annotations
+
+import argparse
+
+from .analysis import SUMMARY_FILENAME, analyze_scores
+from .ensemble import NORMALIZATIONS, ensemble_score_datasets
+from .loading import load_teacher
+from .scoring import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_SIZE, score_triples
+
+__all__ = ["add_subcommands"]
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return number
+
+
+def run_score(args: argparse.Namespace) -> int:
+    teachers = [load_teacher(t, device=args.device) for t in args.teacher]
+    result = score_triples(
+        teachers,
+        args.triples,
+        args.out,
+        batch_size=args.batch_size,
+        bf16=args.bf16,
+        shard_size=args.shard_size,
+        normalize=args.normalize,
+        overwrite=args.overwrite,
+    )
+    resumed = f", {result.resumed_pairs:,} resumed from an earlier run" if result.resumed_pairs else ""
+    print(
+        f"{result.triples:,} triples, {result.distinct_pairs:,} distinct pairs x {len(teachers)} teacher(s): "
+        f"{result.scored_pairs:,} pairs scored{resumed} in {result.seconds:.1f} s -> {result.out}"
+    )
+    return 0
+
+
+def run_ensemble(args: argparse.Namespace) -> int:
+    rows = ensemble_score_datasets(args.scores, args.out, normalize=args.normalize, overwrite=args.overwrite)
+    print(f"{rows:,} triples, mean of the teachers of {len(args.scores)} dataset(s) -> {args.out}")
+    return 0
+
+
+def run_analyze_scores(args: argparse.Namespace) -> int:
+    summary = analyze_scores(
+        args.scores,
+        args.out,
+        models=args.model,
+        batch_size=args.batch_size,
+        bf16=args.bf16,
+        device=args.device,
+        max_triples=args.max_triples,
+    )
+    for name, stats in summary["scorers"].items():
+        pos, neg, margin = stats["pos"], stats["neg"], stats["margin"]
+        print(
+            f"{name:>24}  pos {pos['mean']:8.3f} +- {pos['std']:6.3f}  neg {neg['mean']:8.3f} +- {neg['std']:6.3f}  "
+            f"margin {margin['mean']:8.3f}  positive first {stats['positive_ranked_first']:.1%}"
+        )
+    print(f"{', '.join(summary['plots'])} and {SUMMARY_FILENAME} written to {args.out}")
+    return 0
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Registers `score`, `ensemble` and `analyze-scores` on the `hf-kd` parser's subparsers."""
+    score = subparsers.add_parser(
+        "score",
+        help="score triples with one or several teachers into a teacher-score dataset",
+        description="Scores every distinct (query, passage) pair of the triples once per teacher, in length-sorted "
+        "batches, and writes the teacher-score dataset (Parquet shards + provenance). A killed run resumes from its "
+        "finished shards when started again with the same arguments.",
+    )
+    score.add_argument(
+        "--teacher",
+        action="append",
+        required=True,
+        metavar="PATH_OR_HUB_ID",
+        help="a teacher checkpoint: hf-kd BERT_CAT, sentence-transformers CrossEncoder, or "
+        "AutoModelForSequenceClassification with one logit; repeat for an ensemble",
+    )
+    score.add_argument(
+        "--triples",
+        required=True,
+        help="query<TAB>positive<TAB>negative TSV, Parquet file, or triples dataset folder",
+    )
+    score.add_argument("--out", required=True, help="the teacher-score dataset folder to create")
+    score.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, help="pairs per forward pass")
+    score.add_argument(
+        "--shard-size", type=_positive_int, default=DEFAULT_SHARD_SIZE, help="distinct pairs per resumable shard"
+    )
+    score.add_argument("--bf16", action="store_true", help="run the teachers under bfloat16 autocast")
+    score.add_argument(
+        "--normalize",
+        choices=NORMALIZATIONS,
+        default="none",
+        help="per-teacher normalisation before averaging several teachers (default: none, the paper's T2)",
+    )
+    score.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    score.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    score.set_defaults(func=run_score)
+
+    ensemble = subparsers.add_parser(
+        "ensemble",
+        help="average the teachers of teacher-score datasets of the same triples",
+        description="Builds the mean ensemble (the paper's T2) of the teachers of one or several teacher-score "
+        "datasets of the same triples; each teacher's raw scores stay in pos_score_<teacher>/neg_score_<teacher>.",
+    )
+    ensemble.add_argument(
+        "--scores", action="append", required=True, help="a teacher-score dataset folder; repeat for each input"
+    )
+    ensemble.add_argument("--out", required=True, help="the ensemble dataset folder to create")
+    ensemble.add_argument(
+        "--normalize", choices=NORMALIZATIONS, default="none", help="per-teacher normalisation before averaging"
+    )
+    ensemble.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    ensemble.set_defaults(func=run_ensemble)
+
+    analyze = subparsers.add_parser(
+        "analyze-scores",
+        help="plot score and margin distributions of teachers and students",
+        description="Draws the score distributions on positives and negatives, and the margin distributions, of "
+        "each teacher of a teacher-score dataset and of each --model, as PNG files with summary statistics in JSON.",
+    )
+    analyze.add_argument("--scores", required=True, help="a teacher-score dataset folder")
+    analyze.add_argument("--out", required=True, help="folder for the PNG files and score_summary.json")
+    analyze.add_argument(
+        "--model", action="append", default=[], help="a student (or other) checkpoint to score the same triples"
+    )
+    analyze.add_argument("--max-triples", type=_positive_int, default=None, help="analyse only the first N triples")
+    analyze.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, help="pairs per forward pass")
+    analyze.add_argument("--bf16", action="store_true", help="run the models under bfloat16 autocast")
+    analyze.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    analyze.set_defaults(func=run_analyze_scores)

@@ -1,0 +1,399 @@
+"""Teachers: any cross-encoder checkpoint behind one small interface, `Teacher.score(queries, passages)`.
+
+Three kinds of checkpoint load, by path or Hub id:
+
+| kind                      | recognised by                                       | scored with                        |
+|---------------------------|-----------------------------------------------------|------------------------------------|
+| `hf_kd`                   | an hf-kd `model_type` (BERT_CAT, or any zoo model)  | `model.prepare_inputs` + `forward` |
+| `cross_encoder`           | `config_sentence_transformers.json`, a CrossEncoder | `CrossEncoder.predict`, raw logits |
+| `sequence_classification` | a `*ForSequenceClassification` with one label       | tokenizer pair encoding + `logits` |
+
+Scores are always the raw, unnormalised logits: Margin-MSE learns from raw teacher margins, so no sigmoid is
+applied, whatever activation a CrossEncoder folder declares.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+from ..models import MODEL_CLASSES
+
+__all__ = [
+    "CrossEncoderTeacher",
+    "HfKdTeacher",
+    "SequenceClassificationTeacher",
+    "Teacher",
+    "load_teacher",
+]
+
+# Any one of these makes a tokenizer loadable; without them `AutoTokenizer` silently builds an empty vocabulary.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "vocab.json",
+    "tokenizer.model",
+)
+_HF_KD_MODEL_TYPES = frozenset(model.config_class.model_type for model in MODEL_CLASSES.values())
+_COMMIT_IN_PATH = re.compile(r"/snapshots/([0-9a-f]{40})(?:/|$)")
+
+
+class Teacher(ABC):
+    """A model that gives one raw relevance score per (query, passage) pair.
+
+    Subclasses implement [`score`] on one batch; [`pair_lengths`] lets the caller sort pairs by input
+    length so that batches carry little padding.
+
+    Attributes:
+        name_or_path (`str`): the checkpoint, as given (folder or Hub id).
+        name (`str`): a short name for score columns (`pos_score_<name>`), by default the checkpoint's last
+            path component.
+        revision (`str` or `None`): the Hub commit hash of the loaded files, where known.
+        tokenizer: the checkpoint's tokenizer.
+        max_length (`int`): the most tokens of one pair input, special tokens included.
+        device (`torch.device`): where the model runs.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(
+        self,
+        name_or_path: str,
+        tokenizer,
+        max_length: int,
+        device: torch.device,
+        revision: str | None = None,
+        name: str | None = None,
+    ):
+        self.name_or_path = str(name_or_path)
+        self.name = name or _short_name(self.name_or_path)
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.device = device
+        self.revision = revision
+
+    @abstractmethod
+    def score(self, queries: Sequence[str], passages: Sequence[str]) -> torch.Tensor:
+        """Scores one batch of aligned pairs.
+
+        Args:
+            queries (`Sequence[str]`): n query texts.
+            passages (`Sequence[str]`): n passage texts, `passages[i]` belongs to `queries[i]`.
+
+        Returns:
+            `torch.Tensor`: (n,) float32 raw scores on the CPU.
+        """
+
+    def pair_lengths(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        """Tokens in each pair's model input (special tokens included), used to sort pairs into batches.
+
+        Each distinct text is tokenised once, since pairs share queries and passages.
+        """
+        query_tokens = _token_counts(self.tokenizer, queries, self.max_length)
+        passage_tokens = _token_counts(self.tokenizer, passages, self.max_length)
+        return self._pair_length(query_tokens, passage_tokens)
+
+    def _pair_length(self, query_tokens: np.ndarray, passage_tokens: np.ndarray) -> np.ndarray:
+        special = self.tokenizer.num_special_tokens_to_add(pair=True)
+        return np.minimum(query_tokens + passage_tokens + special, self.max_length)
+
+    def describe(self) -> dict[str, Any]:
+        """What the provenance of a teacher-score dataset records about this teacher."""
+        local = Path(self.name_or_path).is_dir()
+        return {
+            "name": self.name,
+            "name_or_path": str(Path(self.name_or_path).resolve()) if local else self.name_or_path,
+            "kind": self.kind,
+            "revision": self.revision,
+            "max_length": self.max_length,
+            "dtype": None if self.dtype is None else str(self.dtype).removeprefix("torch."),
+        }
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The dtype of the model's weights (`None` for a teacher without a torch model)."""
+        model = getattr(self, "model", None)
+        parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+        return None if parameter is None else parameter.dtype
+
+    def _check_scores(self, scores: torch.Tensor, n: int) -> torch.Tensor:
+        if scores.ndim == 2 and scores.shape[1] == 1:
+            scores = scores.squeeze(1)
+        if tuple(scores.shape) != (n,):
+            raise ValueError(
+                f"teacher {self.name_or_path!r} returned scores of shape {tuple(scores.shape)} for {n} pairs; "
+                f"a teacher must output one logit per (query, passage) pair, shape ({n},) or ({n}, 1)"
+            )
+        return scores.float().cpu()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name_or_path!r}, device={self.device}, max_length={self.max_length})"
+
+
+class HfKdTeacher(Teacher):
+    """An hf-kd ranking model (BERT_CAT, the paper's teacher; the other zoo architectures score the same way),
+    with its own tokenisation conventions and query / passage length limits."""
+
+    kind = "hf_kd"
+
+    def __init__(self, model, tokenizer, name_or_path: str, revision: str | None = None, name: str | None = None):
+        config = model.config
+        super().__init__(
+            name_or_path,
+            tokenizer,
+            max_length=config.max_query_length + config.max_passage_length + 3,
+            device=model.device,
+            revision=revision,
+            name=name,
+        )
+        self.model = model.eval()
+
+    @torch.inference_mode()
+    def score(self, queries: Sequence[str], passages: Sequence[str]) -> torch.Tensor:
+        inputs = self.model.prepare_inputs(list(queries), list(passages), self.tokenizer)
+        inputs = {key: value.to(self.device) for key, value in inputs.items()}
+        return self._check_scores(self.model(**inputs).scores, len(queries))
+
+    def pair_lengths(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        config = self.model.config
+        query_tokens = _token_counts(self.tokenizer, queries, config.max_query_length)
+        passage_tokens = _token_counts(self.tokenizer, passages, config.max_passage_length)
+        return query_tokens + passage_tokens + 3
+
+
+class SequenceClassificationTeacher(Teacher):
+    """Any `AutoModelForSequenceClassification` cross-encoder with a single output logit; the pair is encoded
+    by its tokenizer (`[CLS] q [SEP] p [SEP]` for BERT) and truncated `longest_first` to `max_length`."""
+
+    kind = "sequence_classification"
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        name_or_path: str,
+        max_length: int,
+        revision: str | None = None,
+        name: str | None = None,
+    ):
+        super().__init__(name_or_path, tokenizer, max_length, model.device, revision=revision, name=name)
+        self.model = model.eval()
+
+    @torch.inference_mode()
+    def score(self, queries: Sequence[str], passages: Sequence[str]) -> torch.Tensor:
+        features = self.tokenizer(
+            list(queries),
+            list(passages),
+            padding=True,
+            truncation="longest_first",
+            max_length=self.max_length,
+            return_tensors="pt",
+        ).to(self.device)
+        return self._check_scores(self.model(**features).logits, len(queries))
+
+
+class CrossEncoderTeacher(Teacher):
+    """A sentence-transformers `CrossEncoder` folder, scored through `CrossEncoder.predict` without its
+    activation function (raw logits)."""
+
+    kind = "cross_encoder"
+
+    def __init__(self, cross_encoder, name_or_path: str, revision: str | None = None, name: str | None = None):
+        super().__init__(
+            name_or_path,
+            cross_encoder.tokenizer,
+            max_length=cross_encoder.max_seq_length,
+            device=cross_encoder.device,
+            revision=revision,
+            name=name,
+        )
+        self.model = cross_encoder
+
+    def score(self, queries: Sequence[str], passages: Sequence[str]) -> torch.Tensor:
+        scores = self.model.predict(
+            list(zip(queries, passages)),
+            batch_size=len(queries),
+            activation_fn=torch.nn.Identity(),
+            convert_to_tensor=True,
+            show_progress_bar=False,
+        )
+        return self._check_scores(scores, len(queries))
+
+
+def _short_name(name_or_path: str) -> str:
+    name = Path(name_or_path.rstrip("/\\")).name or "teacher"
+    return re.sub(r"[^0-9A-Za-z_.-]+", "_", name)
+
+
+def _token_counts(tokenizer, texts: Sequence[str], max_tokens: int) -> np.ndarray:
+    """Word-piece count of each text (no special tokens), capped at `max_tokens`; each distinct text once."""
+    distinct, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+    encoded = tokenizer(distinct.tolist(), add_special_tokens=False, truncation=True, max_length=max_tokens)
+    return np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)[inverse.reshape(-1)]
+
+
+def _has_file(name_or_path: str, filename: str, revision: str | None) -> bool:
+    if Path(name_or_path).is_dir():
+        return (Path(name_or_path) / filename).is_file()
+    try:
+        hf_hub_download(name_or_path, filename, revision=revision)
+    except EntryNotFoundError:  # missing on the Hub, or offline and not in the cache
+        return False
+    return True
+
+
+def _load_tokenizer(name_or_path: str, revision: str | None):
+    if not any(_has_file(name_or_path, filename, revision) for filename in TOKENIZER_FILES):
+        raise ValueError(
+            f"teacher {name_or_path!r} has no tokenizer: none of {', '.join(TOKENIZER_FILES)} was found. Save the "
+            "tokenizer the model was trained with beside it (`tokenizer.save_pretrained(folder)`)"
+        )
+    return AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+
+
+def _revision_of(config, name_or_path: str) -> str | None:
+    commit = getattr(config, "_commit_hash", None)
+    if commit:
+        return commit
+    match = _COMMIT_IN_PATH.search(Path(name_or_path).resolve().as_posix())
+    return match.group(1) if match else None
+
+
+def _cross_encoder_config(name_or_path: str, revision: str | None) -> dict | None:
+    """The `config_sentence_transformers.json` of a sentence-transformers folder, or None."""
+    if not _has_file(name_or_path, "config_sentence_transformers.json", revision):
+        return None
+    if Path(name_or_path).is_dir():
+        path = Path(name_or_path) / "config_sentence_transformers.json"
+    else:
+        path = Path(hf_hub_download(name_or_path, "config_sentence_transformers.json", revision=revision))
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _default_max_length(tokenizer, config) -> int:
+    limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    # tokenizers without a declared limit report a huge sentinel value
+    limits = [limit for limit in limits if isinstance(limit, int) and 0 < limit < 100_000]
+    return min(limits) if limits else 512
+
+
+def load_teacher(
+    name_or_path: str | os.PathLike,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    *,
+    max_length: int | None = None,
+    revision: str | None = None,
+    name: str | None = None,
+) -> Teacher:
+    """Loads a cross-encoder checkpoint as a [`Teacher`].
+
+    Args:
+        name_or_path (`str` or `os.PathLike`): a local folder or a Hub id. An hf-kd checkpoint (BERT_CAT),
+            a sentence-transformers `CrossEncoder` folder, or any `AutoModelForSequenceClassification`
+            checkpoint with one output logit; it must hold its tokenizer.
+        device (`str` or `torch.device`, *optional*): where to run; defaults to CUDA when available, else CPU.
+        dtype (`torch.dtype`, *optional*): the dtype to load the weights in; defaults to the checkpoint's.
+        max_length (`int`, *optional*): the most tokens of one pair input, for `AutoModelForSequenceClassification`
+            and `CrossEncoder` teachers; defaults to the checkpoint's limit. hf-kd models use their config's
+            `max_query_length` and `max_passage_length`.
+        revision (`str`, *optional*): the Hub revision (branch, tag or commit) to load.
+        name (`str`, *optional*): the teacher's short name in score columns; defaults to the last path component.
+
+    Returns:
+        [`Teacher`]: an [`HfKdTeacher`], [`CrossEncoderTeacher`] or [`SequenceClassificationTeacher`].
+
+    Raises:
+        ValueError: when the checkpoint has no tokenizer, does not output exactly one logit per pair, or has no
+            cross-encoder head; the message names the checkpoint.
+    """
+    name_or_path = str(name_or_path)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    config = AutoConfig.from_pretrained(name_or_path, revision=revision)
+    tokenizer = _load_tokenizer(name_or_path, revision)
+    commit = _revision_of(config, name_or_path)
+    dtype_kwargs = {} if dtype is None else {"dtype": dtype}
+
+    if config.model_type in _HF_KD_MODEL_TYPES:
+        model = AutoModel.from_pretrained(name_or_path, revision=revision, **dtype_kwargs).to(device)
+        return HfKdTeacher(model, tokenizer, name_or_path, revision=commit, name=name)
+
+    cross_encoder_config = _cross_encoder_config(name_or_path, revision)
+    if cross_encoder_config is not None:
+        model_type = cross_encoder_config.get("model_type", "CrossEncoder")
+        if model_type != "CrossEncoder":
+            raise ValueError(
+                f"teacher {name_or_path!r} is a sentence-transformers {model_type}, not a CrossEncoder: a teacher "
+                "must score (query, passage) pairs jointly"
+            )
+        return _load_cross_encoder(name_or_path, device, dtype_kwargs, max_length, revision, commit, name)
+
+    architectures = getattr(config, "architectures", None) or []
+    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ValueError(
+            f"teacher {name_or_path!r} is a {', '.join(architectures)} without a sequence-classification head; "
+            "expected an hf-kd BERT_CAT, a CrossEncoder, or an AutoModelForSequenceClassification checkpoint "
+            "with one output logit"
+        )
+    _check_single_logit(name_or_path, config.num_labels)
+    model, loading_info = AutoModelForSequenceClassification.from_pretrained(
+        name_or_path, revision=revision, output_loading_info=True, **dtype_kwargs
+    )
+    if loading_info["missing_keys"]:
+        missing = sorted(loading_info["missing_keys"])
+        raise ValueError(
+            f"teacher {name_or_path!r} lacks trained weights for {missing[:5]}: its scores would come from a "
+            "randomly initialised head"
+        )
+    return SequenceClassificationTeacher(
+        model.to(device),
+        tokenizer,
+        name_or_path,
+        max_length=max_length or _default_max_length(tokenizer, config),
+        revision=commit,
+        name=name,
+    )
+
+
+def _check_single_logit(name_or_path: str, num_labels: int) -> None:
+    if num_labels != 1:
+        raise ValueError(
+            f"teacher {name_or_path!r} outputs {num_labels} logits per pair (num_labels={num_labels}); a teacher "
+            "needs a single relevance logit (num_labels=1)"
+        )
+
+
+def _load_cross_encoder(
+    name_or_path: str,
+    device: torch.device,
+    dtype_kwargs: dict,
+    max_length: int | None,
+    revision: str | None,
+    commit: str | None,
+    name: str | None,
+) -> CrossEncoderTeacher:
+    from sentence_transformers import CrossEncoder
+
+    cross_encoder = CrossEncoder(
+        name_or_path,
+        device=str(device),
+        revision=revision,
+        max_length=max_length,
+        model_kwargs=dtype_kwargs or None,
+        activation_fn=torch.nn.Identity(),
+    )
+    _check_single_logit(name_or_path, cross_encoder.num_labels)
+    return CrossEncoderTeacher(cross_encoder, name_or_path, revision=commit, name=name)

@@ -1,0 +1,517 @@
+"""Scoring triples with one or several teachers into a teacher-score dataset, resumably.
+
+Triples share passages (a positive appears in many triples, a negative under several queries), so every
+distinct (query, passage) pair is scored once per teacher, and the triples' scores are gathered from those.
+Pairs are scored in shards of `shard_size`; inside a shard they are sorted by input length so that batches
+carry little padding. Each finished shard is written at once (temporary file, then `os.replace`) into a
+work folder beside the output:
+
+```
+OUT.partial/
+  manifest.json                    the inputs the shards belong to, checked when a run resumes
+  teacher-0/pairs-00000.parquet    columns `pair` (distinct pair index) and `score`
+  teacher-1/...
+```
+
+A killed run started again with the same arguments skips the finished shards. When every shard is there,
+the dataset is written to `OUT` (see [`write_teacher_scores`]) and the work folder is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from datasets import Dataset, load_from_disk
+from tqdm.auto import tqdm
+
+from ..data.provenance import PROVENANCE_FILENAME, Provenance, read_provenance
+from ..data.readers import TriplesReader
+from ..data.schemas import ID_SCHEMAS, TRIPLES_FEATURES
+from ..data.writers import load_scores
+from .ensemble import check_normalization, mean_ensemble
+from .loading import Teacher, load_teacher
+from .score_dataset import write_teacher_scores
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_SHARD_SIZE",
+    "DistinctPairs",
+    "ScoringResult",
+    "find_distinct_pairs",
+    "read_triples",
+    "score_pairs",
+    "score_triples",
+]
+
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_SHARD_SIZE = 50_000
+_TRIPLE_COLUMNS = list(TRIPLES_FEATURES)
+_MANIFEST = "manifest.json"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Distinct pairs
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DistinctPairs:
+    """The distinct (query, passage) pairs of a set of pairs, in order of first appearance.
+
+    Attributes:
+        queries (`pa.Array`): the distinct query texts.
+        passages (`pa.Array`): the distinct passage texts.
+        query_index (`np.ndarray`): (n_pairs,) index into `queries` of each pair.
+        passage_index (`np.ndarray`): (n_pairs,) index into `passages` of each pair.
+    """
+
+    queries: pa.Array
+    passages: pa.Array
+    query_index: np.ndarray
+    passage_index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.query_index)
+
+    def texts(self, start: int = 0, stop: int | None = None) -> tuple[list[str], list[str]]:
+        """The (queries, passages) texts of pairs `start` to `stop`."""
+        query_index = self.query_index[start:stop]
+        passage_index = self.passage_index[start:stop]
+        return self.queries.take(query_index).to_pylist(), self.passages.take(passage_index).to_pylist()
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the pairs' texts in order: the identity of a scoring run's work."""
+        digest = hashlib.sha256()
+        for texts in (self.queries, self.passages):
+            _hash_strings(digest, texts)
+        digest.update(self.query_index.astype(np.int64).tobytes())
+        digest.update(self.passage_index.astype(np.int64).tobytes())
+        return digest.hexdigest()
+
+
+def _hash_strings(digest, texts: pa.Array) -> None:
+    texts = texts.cast(pa.large_string())
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64)[texts.offset : texts.offset + len(texts) + 1]
+    digest.update(len(texts).to_bytes(8, "little"))
+    digest.update((offsets - offsets[0]).tobytes())
+    data = texts.buffers()[2]
+    if data is not None:
+        digest.update(memoryview(data)[offsets[0] : offsets[-1]])
+
+
+def _dictionary_encode(texts: Sequence[str] | pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
+    if not isinstance(texts, (pa.Array, pa.ChunkedArray)):
+        texts = pa.array(list(texts), pa.large_string())
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.cast(pa.large_string()).combine_chunks()
+    return pc.dictionary_encode(texts)
+
+
+def _distinct_from_codes(
+    queries: pa.Array, query_codes: np.ndarray, passages: pa.Array, passage_codes: np.ndarray
+) -> tuple[DistinctPairs, np.ndarray]:
+    keys = query_codes.astype(np.int64) * len(passages) + passage_codes.astype(np.int64)
+    unique_keys, first_seen, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first_seen, kind="stable")  # distinct pairs in order of first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    ordered_keys = unique_keys[order]
+    pairs = DistinctPairs(queries, passages, ordered_keys // len(passages), ordered_keys % len(passages))
+    return pairs, rank[inverse.reshape(-1)]
+
+
+def find_distinct_pairs(
+    queries: Sequence[str] | pa.Array | pa.ChunkedArray, passages: Sequence[str] | pa.Array | pa.ChunkedArray
+) -> tuple[DistinctPairs, np.ndarray]:
+    """Finds the distinct pairs among aligned (query, passage) pairs.
+
+    Args:
+        queries: n query texts.
+        passages: n passage texts, `passages[i]` paired with `queries[i]`.
+
+    Returns:
+        `tuple[DistinctPairs, np.ndarray]`: the distinct pairs, and for each input pair the index of its
+        distinct pair, so that `scores_of_inputs = scores_of_distinct[index]`.
+
+    Example:
+        ```python
+        >>> pairs, index = find_distinct_pairs(["q1", "q1", "q2", "q1"], ["a", "b", "a", "a"])
+        >>> len(pairs), index.tolist()
+        (3, [0, 1, 2, 0])
+        ```
+    """
+    if len(queries) != len(passages):
+        raise ValueError(f"queries and passages must be aligned, got {len(queries)} and {len(passages)}")
+    encoded_queries, encoded_passages = _dictionary_encode(queries), _dictionary_encode(passages)
+    return _distinct_from_codes(
+        encoded_queries.dictionary,
+        encoded_queries.indices.to_numpy(),
+        encoded_passages.dictionary,
+        encoded_passages.indices.to_numpy(),
+    )
+
+
+def _distinct_pairs_of_triples(triples: pa.Table) -> tuple[DistinctPairs, np.ndarray]:
+    """The distinct pairs of triples, and a (n_triples, 2) index of each triple's positive and negative pair."""
+    n = triples.num_rows
+    queries = _dictionary_encode(triples.column("query"))
+    passages = _dictionary_encode(
+        pa.chunked_array(
+            triples.column("positive").cast(pa.large_string()).chunks
+            + triples.column("negative").cast(pa.large_string()).chunks,
+            type=pa.large_string(),
+        )
+    )
+    passage_codes = passages.indices.to_numpy()
+    # interleaved (q, pos), (q, neg) per triple, so that pairs are numbered in reading order
+    query_codes = np.repeat(queries.indices.to_numpy(), 2)
+    passage_codes = np.stack([passage_codes[:n], passage_codes[n:]], axis=1).reshape(-1)
+    pairs, index = _distinct_from_codes(queries.dictionary, query_codes, passages.dictionary, passage_codes)
+    return pairs, index.reshape(n, 2)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reading triples
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _triples_of_dataset(dataset: Dataset, source: str) -> pa.Table:
+    if set(_TRIPLE_COLUMNS) <= set(dataset.column_names):
+        return dataset.select_columns(_TRIPLE_COLUMNS).with_format("arrow")[:]
+    rows = dataset[:]  # an id form with lazily joined texts
+    if not set(_TRIPLE_COLUMNS) <= set(rows):
+        raise ValueError(
+            f"{source}: columns {dataset.column_names} hold no triples; expected {_TRIPLE_COLUMNS} (or their id form)"
+        )
+    return pa.table({c: pa.array(rows[c], pa.string()) for c in _TRIPLE_COLUMNS})
+
+
+def _check_triples_table(table: pa.Table, source: str) -> pa.Table:
+    missing = [c for c in _TRIPLE_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{source}: missing columns {missing}; triples need the columns {_TRIPLE_COLUMNS}")
+    table = table.select(_TRIPLE_COLUMNS)
+    for column in _TRIPLE_COLUMNS:
+        values = table.column(column)
+        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+            raise ValueError(f"{source}: column {column!r} has type {values.type}, expected string")
+        if values.null_count:
+            row = pc.index(pc.is_null(values), True).as_py()
+            raise ValueError(f"{source}, row {row + 1}: {column} is missing (null); every triple needs three texts")
+    return table
+
+
+def read_triples(source: str | os.PathLike | Dataset | pa.Table) -> tuple[pa.Table, str | None]:
+    """Reads the (query, positive, negative) texts of triples to score.
+
+    Args:
+        source: a `query<TAB>positive<TAB>negative` TSV file (read with `hf_kd.data.TriplesReader`, whose
+            errors name the file and line), a Parquet file, a dataset folder (written by `hf_kd.data`, by
+            `Dataset.save_to_disk`, or holding Parquet files; an id form is joined to its texts), a
+            `datasets.Dataset`, or a `pyarrow.Table`. Extra columns (e.g. earlier scores) are ignored.
+
+    Returns:
+        `tuple[pa.Table, str | None]`: the `query`, `positive`, `negative` columns, and the absolute path of
+        the source when it is a file or folder.
+    """
+    if isinstance(source, pa.Table):
+        return _check_triples_table(source, "the triples table"), None
+    if isinstance(source, Dataset):
+        return _check_triples_table(_triples_of_dataset(source, "the triples dataset"), "the triples dataset"), None
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"triples not found: {path}")
+    if path.is_dir():
+        if (path / PROVENANCE_FILENAME).is_file() and read_provenance(path).schema in ID_SCHEMAS:
+            table = _triples_of_dataset(load_scores(path), str(path))  # joins the stored texts
+        elif (path / "state.json").is_file():
+            table = _triples_of_dataset(load_from_disk(str(path)), str(path))
+        else:
+            files = [f for f in sorted(path.rglob("*.parquet")) if "texts" not in f.relative_to(path).parts]
+            if not files:
+                raise ValueError(f"{path}: a folder of triples needs Parquet files or a saved dataset, found neither")
+            table = pa.concat_tables([pq.read_table(f) for f in files])
+    elif path.suffix == ".parquet":
+        table = pq.read_table(path)
+    else:
+        reader = TriplesReader(path)
+        table = pa.Table.from_batches(list(reader), schema=reader.schema)
+    return _check_triples_table(table, str(path)), str(path.resolve())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Scoring
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _score_length_sorted(
+    teacher: Teacher,
+    queries: list[str],
+    passages: list[str],
+    batch_size: int,
+    bf16: bool,
+    progress: tqdm,
+) -> np.ndarray:
+    """Scores aligned pairs in batches of similar length (longest first); returns the scores in input order."""
+    order = np.argsort(-np.asarray(teacher.pair_lengths(queries, passages)), kind="stable")
+    scores = np.empty(len(queries), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        with torch.autocast(device_type=teacher.device.type, dtype=torch.bfloat16, enabled=bf16):
+            batch_scores = teacher.score([queries[i] for i in batch], [passages[i] for i in batch])
+        scores[batch] = batch_scores.numpy()
+        progress.update(len(batch))
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if len(bad):
+        raise ValueError(
+            f"teacher {teacher.name_or_path!r} gave non-finite scores to {len(bad)} pairs, e.g. query "
+            f"{queries[bad[0]][:80]!r} with passage {passages[bad[0]][:80]!r}" + (" (try without bf16)" if bf16 else "")
+        )
+    return scores
+
+
+def score_pairs(
+    teacher: Teacher,
+    queries: Sequence[str],
+    passages: Sequence[str],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    bf16: bool = False,
+    show_progress_bar: bool = False,
+) -> np.ndarray:
+    """Scores aligned (query, passage) pairs, each distinct pair once, in length-sorted batches.
+
+    Args:
+        teacher ([`Teacher`]): the scorer.
+        queries (`Sequence[str]`): n query texts.
+        passages (`Sequence[str]`): n passage texts, `passages[i]` paired with `queries[i]`.
+        batch_size (`int`, *optional*, defaults to 64): pairs per forward pass.
+        bf16 (`bool`, *optional*, defaults to `False`): run under bfloat16 autocast.
+        show_progress_bar (`bool`, *optional*, defaults to `False`): show a tqdm bar with the ETA.
+
+    Returns:
+        `np.ndarray`: (n,) float32 raw scores, in input order.
+    """
+    _check_positive("batch_size", batch_size)
+    pairs, index = find_distinct_pairs(list(queries), list(passages))
+    with tqdm(total=len(pairs), unit="pair", desc=f"scoring ({teacher.name})", disable=not show_progress_bar) as bar:
+        scores = _score_length_sorted(teacher, *pairs.texts(), batch_size, bf16, bar)
+    return scores[index]
+
+
+@dataclass
+class ScoringResult:
+    """What [`score_triples`] did.
+
+    Attributes:
+        out (`Path`): the teacher-score dataset folder.
+        triples (`int`): rows written.
+        distinct_pairs (`int`): distinct (query, passage) pairs among the triples.
+        scored_pairs (`int`): pairs scored by this call, over all teachers.
+        resumed_pairs (`int`): pairs whose scores an earlier, interrupted call had written.
+        seconds (`float`): wall time of the call.
+    """
+
+    out: Path
+    triples: int
+    distinct_pairs: int
+    scored_pairs: int
+    resumed_pairs: int
+    seconds: float
+
+
+def _check_positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _check_output_free(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} already exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+
+
+def _distinct_names(teachers: Sequence[Teacher]) -> list[str]:
+    names: list[str] = []
+    for teacher in teachers:
+        name, index = teacher.name, 2
+        while name in names:
+            name, index = f"{teacher.name}_{index}", index + 1
+        names.append(name)
+    return names
+
+
+def _write_json_atomically(path: Path, content: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _open_work_folder(work: Path, manifest: dict) -> None:
+    """Creates the work folder, or checks that the unfinished run in it had the same inputs."""
+    manifest_path = work / _MANIFEST
+    if manifest_path.is_file():
+        previous = json.loads(manifest_path.read_text(encoding="utf-8"))
+        differences = [key for key in manifest if previous.get(key) != manifest[key]]
+        if differences:
+            raise ValueError(
+                f"{work} holds an unfinished scoring run with other {', '.join(differences)}; resume it with the "
+                "same triples, teachers (in the same order) and shard size, or delete the folder to start over"
+            )
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    _write_json_atomically(manifest_path, manifest)
+
+
+def _shard_path(work: Path, teacher_index: int, shard: int) -> Path:
+    return work / f"teacher-{teacher_index}" / f"pairs-{shard:05d}.parquet"
+
+
+def _write_shard(path: Path, start: int, scores: np.ndarray) -> None:
+    table = pa.table(
+        {
+            "pair": pa.array(np.arange(start, start + len(scores)), pa.int64()),
+            "score": pa.array(scores, pa.float32()),
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        pq.write_table(table, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_shards(work: Path, teacher_index: int, num_pairs: int, shard_size: int) -> np.ndarray:
+    scores = np.empty(num_pairs, dtype=np.float32)
+    for shard, start in enumerate(range(0, num_pairs, shard_size)):
+        path = _shard_path(work, teacher_index, shard)
+        table = pq.read_table(path)
+        expected = np.arange(start, min(start + shard_size, num_pairs))
+        pairs = table.column("pair").to_numpy()
+        if not np.array_equal(pairs, expected):
+            raise ValueError(
+                f"{path} holds pairs {pairs[:1].tolist()}..{pairs[-1:].tolist()} ({len(pairs)} rows), expected "
+                f"{start}..{expected[-1]}; delete it to score that shard again"
+            )
+        scores[start : start + len(pairs)] = table.column("score").to_numpy()
+    return scores
+
+
+def score_triples(
+    teachers: Sequence[Teacher | str | os.PathLike],
+    triples_dataset: str | os.PathLike | Dataset | pa.Table,
+    out_dir: str | os.PathLike,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    bf16: bool = False,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    *,
+    normalize: str = "none",
+    overwrite: bool = False,
+    show_progress_bar: bool = True,
+) -> ScoringResult:
+    """Scores triples with one or several teachers and writes the teacher-score dataset (`hf-kd score`).
+
+    Every distinct (query, passage) pair is scored once per teacher, in length-sorted batches, shard by
+    shard; an interrupted call resumes from its finished shards when called again with the same arguments.
+
+    The dataset has the `scored_triples` text form of `hf_kd.data` (`query, positive, negative, pos_score,
+    neg_score`). With several teachers, each teacher's raw scores are kept in `pos_score_<teacher>` /
+    `neg_score_<teacher>`, and `pos_score` / `neg_score` hold their mean (see `hf_kd.teachers.mean_ensemble`).
+    Its provenance records the teachers (names, paths or Hub ids, revisions), the source, the creation time
+    and the hf-kd version.
+
+    Args:
+        teachers (`Sequence[Teacher | str]`): loaded teachers, or checkpoints for [`load_teacher`].
+        triples_dataset: the triples, anything [`read_triples`] reads (TSV, Parquet, dataset folder, `Dataset`).
+        out_dir (`str` or `os.PathLike`): the dataset folder to create; `<out_dir>.partial` holds the work.
+        batch_size (`int`, *optional*, defaults to 64): pairs per forward pass.
+        bf16 (`bool`, *optional*, defaults to `False`): run the teachers under bfloat16 autocast.
+        shard_size (`int`, *optional*, defaults to 50,000): distinct pairs per resumable shard.
+        normalize (`str`, *optional*, defaults to `"none"`): per-teacher normalisation before averaging several
+            teachers: `none` (the paper's T2), `zscore` or `minmax`.
+        overwrite (`bool`, *optional*, defaults to `False`): replace an existing non-empty `out_dir`.
+        show_progress_bar (`bool`, *optional*, defaults to `True`): show a tqdm bar with the ETA.
+
+    Returns:
+        [`ScoringResult`]: the output folder and the counts of triples and pairs.
+    """
+    started = time.perf_counter()
+    out = Path(out_dir)
+    if not teachers:
+        raise ValueError("pass at least one teacher")
+    _check_positive("batch_size", batch_size)
+    _check_positive("shard_size", shard_size)
+    check_normalization(normalize, len(teachers))
+    _check_output_free(out, overwrite)
+
+    triples, source = read_triples(triples_dataset)
+    pairs, triple_pairs = _distinct_pairs_of_triples(triples)
+    teachers = [t if isinstance(t, Teacher) else load_teacher(t) for t in teachers]
+    names = _distinct_names(teachers)
+    descriptions = [{**teacher.describe(), "name": name} for teacher, name in zip(teachers, names)]
+
+    work = out.with_name(f"{out.name}.partial")
+    manifest = {
+        "source": source,
+        "triples": triples.num_rows,
+        "distinct_pairs": len(pairs),
+        "pairs_sha256": pairs.fingerprint(),
+        "shard_size": shard_size,
+        "teachers": [d["name_or_path"] for d in descriptions],
+    }
+    _open_work_folder(work, manifest)
+
+    starts = range(0, len(pairs), shard_size)
+    shards = [(i, start, min(start + shard_size, len(pairs))) for i, start in enumerate(starts)]
+    todo = [(t, shard) for t in range(len(teachers)) for shard in shards if not _shard_path(work, t, shard[0]).exists()]
+    total = len(pairs) * len(teachers)
+    scored = sum(stop - start for _, (_, start, stop) in todo)
+    with tqdm(total=total, initial=total - scored, unit="pair", desc="scoring", disable=not show_progress_bar) as bar:
+        for teacher_index, (shard, start, stop) in todo:
+            teacher = teachers[teacher_index]
+            bar.set_postfix_str(f"{names[teacher_index]}, shard {shard + 1}/{len(shards)}")
+            queries, passages = pairs.texts(start, stop)
+            scores = _score_length_sorted(teacher, queries, passages, batch_size, bf16, bar)
+            _write_shard(_shard_path(work, teacher_index, shard), start, scores)
+
+    teacher_scores = {}
+    for teacher_index, name in enumerate(names):
+        pair_scores = _read_shards(work, teacher_index, len(pairs), shard_size)
+        teacher_scores[name] = (pair_scores[triple_pairs[:, 0]], pair_scores[triple_pairs[:, 1]])
+    provenance = Provenance(
+        format="hf-kd-score",
+        schema="scored_triples",
+        source_files=[source] if source else [],
+        teachers=[d["name_or_path"] for d in descriptions],
+        parameters={
+            "teachers": descriptions,
+            "ensemble": "mean" if len(teachers) > 1 else None,
+            "normalize": normalize,
+            "distinct_pairs": len(pairs),
+            "batch_size": batch_size,
+            "bf16": bf16,
+        },
+    )
+    ensemble = mean_ensemble(teacher_scores, normalize) if len(teachers) > 1 else None
+    rows = write_teacher_scores(out, triples, teacher_scores, provenance, ensemble=ensemble, overwrite=overwrite)
+    shutil.rmtree(work)
+    return ScoringResult(
+        out=out,
+        triples=rows,
+        distinct_pairs=len(pairs),
+        scored_pairs=scored,
+        resumed_pairs=total - scored,
+        seconds=time.perf_counter() - started,
+    )
