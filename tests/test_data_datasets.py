@@ -191,3 +191,31 @@ def test_texts_are_refused_for_text_formats(ci_data, tmp_path):
     dl20 = ci_data / "msmarco-dl20"
     with pytest.raises(ValueError, match="--queries and --collection are for id formats only"):
         convert("triples", ci_data / "msmarco-train-100.triples.tsv", tmp_path / "o", queries=dl20 / "queries.tsv")
+
+
+def test_per_teacher_columns_ride_along_with_the_schema(tmp_path):
+    import pyarrow as pa
+
+    from hf_kd.data import SCORED_TRIPLES_FEATURES, Provenance, detect_schema, load_scores, write_scores
+
+    table = pa.table(
+        {
+            "query": ["q1", "q2"],
+            "positive": ["p1", "p2"],
+            "negative": ["n1", "n2"],
+            "pos_score": pa.array([1.5, 2.5], pa.float32()),
+            "neg_score": pa.array([0.5, 0.0], pa.float32()),
+            "pos_score_a": pa.array([1.0, 2.0], pa.float32()),
+            "neg_score_a": pa.array([0.0, 0.5], pa.float32()),
+        }
+    )
+    features = SCORED_TRIPLES_FEATURES.copy()
+    features["pos_score_a"] = features["pos_score"]
+    features["neg_score_a"] = features["neg_score"]
+    provenance = Provenance(format="hf-kd-score", schema="scored_triples", source_files=[], teachers=["a", "b"])
+    write_scores(table.to_batches(), tmp_path / "scores", features=features, provenance=provenance)
+    dataset = load_scores(tmp_path / "scores")
+    assert detect_schema(dataset) == "scored_triples"
+    assert dataset["pos_score_a"] == [1.0, 2.0]
+    streamed = list(load_scores(tmp_path / "scores", streaming=True))
+    assert [row["neg_score_a"] for row in streamed] == [0.0, 0.5]

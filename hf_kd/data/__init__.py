@@ -41,7 +41,9 @@ from .schemas import (
     TRIPLES_FEATURES,
     detect_schema,
     join_texts,
+    per_teacher_columns,
     text_schema_of,
+    with_per_teacher_columns,
 )
 from .triples import TripleStats, build_triples, read_query_id_list, save_triples
 from .writers import DEFAULT_SHARD_ROWS, load_scores, write_scores, write_texts
@@ -80,6 +82,8 @@ __all__ = [
     "build_triples",
     "convert",
     "detect_schema",
+    "per_teacher_columns",
+    "with_per_teacher_columns",
     "join_texts",
     "load_scores",
     "open_reader",

@@ -41,6 +41,8 @@ __all__ = [
     "TEXT_SCHEMAS",
     "TRIPLES_FEATURES",
     "detect_schema",
+    "per_teacher_columns",
+    "with_per_teacher_columns",
     "join_texts",
     "text_schema_of",
 ]
@@ -126,7 +128,7 @@ def detect_schema(dataset_or_features: Dataset | IterableDataset | Features) -> 
     features = dataset_or_features if isinstance(dataset_or_features, Features) else dataset_or_features.features
     if features is None:
         raise ValueError("the dataset declares no features; cast it to one of hf_kd.data.SCHEMAS first")
-    columns = set(features)
+    columns = set(features) - set(per_teacher_columns(features))
     for name, schema in SCHEMAS.items():
         if columns == set(schema):
             mismatched = [c for c in schema if features[c] != schema[c]]
@@ -138,6 +140,23 @@ def detect_schema(dataset_or_features: Dataset | IterableDataset | Features) -> 
             return name
     known = {name: list(schema) for name, schema in SCHEMAS.items()}
     raise ValueError(f"columns {sorted(columns)} match no teacher-score schema; expected one of {known}")
+
+
+PER_TEACHER_PREFIXES = ("pos_score_", "neg_score_", "margin_", "scores_")
+
+
+def per_teacher_columns(columns) -> list[str]:
+    """Columns holding one teacher's scores beside an ensemble's (`pos_score_<teacher>`, `neg_score_<teacher>`,
+    `margin_<teacher>`, `scores_<teacher>`); they ride along with any schema."""
+    return [c for c in columns if c.startswith(PER_TEACHER_PREFIXES)]
+
+
+def with_per_teacher_columns(features: Features, columns) -> Features:
+    """`features` plus the per-teacher score columns among `columns`, typed like the schema's own scores."""
+    extended = Features(dict(features))
+    for column in per_teacher_columns(columns):
+        extended[column] = List(_SCORE) if column.startswith("scores_") else _SCORE
+    return extended
 
 
 def text_schema_of(schema_name: str) -> str:

@@ -35,7 +35,7 @@ from datasets import Dataset, DatasetInfo, Features, IterableDataset, load_datas
 from datasets.arrow_writer import ArrowWriter
 
 from .provenance import Provenance, read_provenance
-from .schemas import SCHEMAS, TEXTS_FEATURES, join_texts
+from .schemas import SCHEMAS, TEXTS_FEATURES, join_texts, with_per_teacher_columns
 
 __all__ = ["DEFAULT_SHARD_ROWS", "check_output_folder", "load_scores", "write_scores", "write_texts"]
 
@@ -295,6 +295,7 @@ def load_scores(
         files = sorted(str(f) for f in (path / "data").glob("*.parquet"))
         if not files:
             raise FileNotFoundError(f"no Parquet shards in {path / 'data'}")
+        features = with_per_teacher_columns(features, pq.read_schema(files[0]).names)
         cache = str(cache_dir) if cache_dir is not None else None
         if streaming:
             dataset = load_dataset(
