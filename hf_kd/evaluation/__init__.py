@@ -1,0 +1,50 @@
+"""Evaluation of zoo models the way the paper did it.
+
+- `metrics`: MRR@10, nDCG@10, Recall@100/1000 and MAP from the `evaluate` module in `ir_metrics/` (trec_eval
+  through pytrec_eval), per query and mean.
+- `rerank`: re-ranking the candidates of a first-stage run, with cached passage representations where the
+  architecture allows.
+- `bm25`: a BM25 first stage (bm25s) for BEIR-style data.
+- `dense`: BERT_DOT encoding and faiss indexes (exact, HNSW, IVF-PQ), dense retrieval.
+- `latency` and `report`: query latency of re-ranking, the efficiency table and the efficiency-effectiveness plot.
+- `commands`: the `hf-kd evaluate`, `bm25`, `index`, `retrieve` and `benchmark` subcommands.
+
+Names are imported from their submodules on first use, so that `import hf_kd.evaluation` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "METRIC_NAMES": "metrics",
+    "compute_metrics": "metrics",
+    "evaluate_run": "metrics",
+    "load_ir_metrics": "metrics",
+    "rerank": "rerank",
+    "bm25_search": "bm25",
+    "DenseIndex": "dense",
+    "dense_retrieve": "dense",
+    "encode_texts": "dense",
+    "index_factory_string": "dense",
+    "LatencyResult": "latency",
+    "latency_candidates": "latency",
+    "measure_rerank_latency": "latency",
+    "EfficiencyRow": "report",
+    "efficiency_markdown": "report",
+    "join_efficiency": "report",
+    "plot_efficiency": "report",
+    "write_efficiency_report": "report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

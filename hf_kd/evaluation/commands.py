@@ -1,0 +1,348 @@
+"""`hf-kd` subcommands of the evaluation package: `evaluate`, `bm25`, `index`, `retrieve`, `benchmark`.
+
+Each is a thin wrapper over the modules of `hf_kd.evaluation`: read the files, call one function, write the
+results (atomically) and print a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..data.ir_files import read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run, write_run
+from .files import write_json_atomic
+from .metrics import METRIC_NAMES, evaluate_run
+
+__all__ = ["add_subcommands", "load_model"]
+
+
+def load_model(model_dir: str, device: str | None = None):
+    """Loads a saved zoo model and its tokenizer, on `device` (CUDA when available by default), in eval mode."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    import hf_kd  # noqa: F401  (registers the zoo architectures with AutoModel)
+
+    model = AutoModel.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval(), tokenizer
+
+
+def _run_tag(model_dir: str) -> str:
+    return "".join(c if not c.isspace() else "_" for c in Path(model_dir).resolve().name) or "hf-kd"
+
+
+def _summary(metrics: dict) -> str:
+    return "  ".join(f"{name} {metrics[name]:.4f}" for name in METRIC_NAMES)
+
+
+def _read_inputs(args: argparse.Namespace, need_collection: bool = True) -> tuple[dict, dict | None, dict | None, str]:
+    """(queries, collection, qrels, qrels source) from either `--beir/--split` or the TSV/TREC files."""
+    if args.beir:
+        given = [flag for flag in ("queries", "collection", "qrels") if getattr(args, flag, None)]
+        if given:
+            raise ValueError(f"--beir provides the queries, corpus and qrels; do not also pass --{', --'.join(given)}")
+        data = read_beir(args.beir, args.split)
+        return data.queries, data.corpus, data.qrels, str(Path(args.beir) / "qrels" / f"{args.split}.tsv")
+    if not args.queries or (need_collection and not args.collection):
+        needed = "--queries and --collection" if need_collection else "--queries"
+        raise ValueError(f"pass {needed} (MS MARCO TSV files), or --beir DIR")
+    queries = read_queries_tsv(args.queries)
+    collection = read_collection_tsv(args.collection) if need_collection else None
+    qrels = read_qrels(args.qrels) if args.qrels else None
+    return queries, collection, qrels, args.qrels
+
+
+def _rel_threshold(args: argparse.Namespace) -> int:
+    if args.rel_threshold is not None:
+        return args.rel_threshold
+    return 1 if args.beir else 2
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser, collection: bool = True) -> None:
+    parser.add_argument("--queries", help="queries TSV (qid<TAB>text)")
+    if collection:
+        parser.add_argument("--collection", help="collection TSV (pid<TAB>text)")
+    parser.add_argument("--qrels", help="relevance judgements, TREC (qid 0 pid grade) or BEIR tsv")
+    parser.add_argument("--beir", help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/), instead of the files")
+    parser.add_argument("--split", default="test", help="BEIR qrels split (default: test)")
+    parser.add_argument(
+        "--rel-threshold",
+        type=int,
+        default=None,
+        help="smallest relevant grade for MRR@10, Recall and MAP (default: 2, or 1 with --beir)",
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# evaluate
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .rerank import check_run_inputs, rerank, top_candidates
+
+    queries, collection, qrels, qrels_source = _read_inputs(args)
+    if qrels is None:
+        raise ValueError("pass --qrels (or --beir DIR) to evaluate the re-ranked run")
+    rel_threshold = _rel_threshold(args)
+    first_stage = read_run(args.run)
+    check_run_inputs(top_candidates(first_stage, args.top_k), queries, collection)  # fail before loading the model
+    model, tokenizer = load_model(args.model, args.device)
+    reranked = rerank(
+        model,
+        tokenizer,
+        queries,
+        collection,
+        first_stage,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        cache_passages=not args.no_cache,
+    )
+    result = evaluate_run(reranked, qrels, rel_threshold)
+    first_stage_result = evaluate_run(first_stage, qrels, rel_threshold)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_run(reranked, out / "run.trec", tag=_run_tag(args.model))
+    report = {
+        "name": Path(args.model).resolve().name,
+        "model": str(args.model),
+        "architecture": getattr(model.config, "architecture", model.config.model_type),
+        "run": str(args.run),
+        "qrels": qrels_source,
+        "top_k": args.top_k,
+        "rel_threshold": rel_threshold,
+        "metrics": {name: result[name] for name in METRIC_NAMES},
+        "first_stage_metrics": {name: first_stage_result[name] for name in METRIC_NAMES},
+        "num_queries": result["num_queries"],
+        "num_queries_missing_from_run": result["num_queries_missing_from_run"],
+        "num_run_queries_without_qrels": result["num_run_queries_without_qrels"],
+        "per_query": result["per_query"],
+    }
+    write_json_atomic(out / "metrics.json", report)
+    print(f"first stage: {_summary(first_stage_result)}")
+    print(f"re-ranked:   {_summary(result)}  ({result['num_queries']} queries, wrote {out / 'run.trec'})")
+    return 0
+
+
+def _add_evaluate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="re-rank a first-stage run with a zoo model and compute MRR@10, nDCG@10, Recall, MAP",
+        description="Re-ranks the top-k candidates of RUN with the model in DIR; writes run.trec and metrics.json.",
+    )
+    parser.add_argument("--model", required=True, help="folder of a saved zoo model (with its tokenizer)")
+    parser.add_argument("--run", required=True, help="first-stage TREC run whose candidates are re-ranked")
+    _add_data_arguments(parser)
+    parser.add_argument("--out", required=True, help="output folder for run.trec and metrics.json")
+    parser.add_argument("--top-k", type=int, default=100, help="candidates re-ranked per query (default: 100)")
+    parser.add_argument("--batch-size", type=int, default=64, help="texts or pairs per forward pass (default: 64)")
+    parser.add_argument("--no-cache", action="store_true", help="score pairs without caching passage encodings")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.set_defaults(func=run_evaluate)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bm25
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run_bm25(args: argparse.Namespace) -> int:
+    from .bm25 import bm25_search
+
+    data = read_beir(args.beir, args.split)
+    run = bm25_search(data.corpus, data.queries, k=args.k, k1=args.k1, b=args.b)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_run(run, out, tag="bm25s")
+    num_empty = sum(1 for candidates in run.values() if not candidates)
+    print(f"wrote {out}: {len(run)} queries, {sum(len(c) for c in run.values())} candidates", end="")
+    print(f" ({num_empty} queries without any matching document)" if num_empty else "")
+    print(f"{args.split}: {_summary(evaluate_run(run, data.qrels, _rel_threshold(args)))}")
+    return 0
+
+
+def _add_bm25(subparsers) -> None:
+    parser = subparsers.add_parser("bm25", help="BM25 first stage (bm25s) over a BEIR corpus, written as a TREC run")
+    parser.add_argument("--beir", required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    parser.add_argument("--split", default="test", help="qrels split whose queries are searched (default: test)")
+    parser.add_argument("--out", required=True, help="the TREC run file to write")
+    parser.add_argument("--k", type=int, default=1000, help="candidates per query (default: 1000)")
+    parser.add_argument("--k1", type=float, default=1.2, help="BM25 k1 (default: 1.2)")
+    parser.add_argument("--b", type=float, default=0.75, help="BM25 b (default: 0.75)")
+    parser.add_argument("--rel-threshold", type=int, default=1, help="relevant grade for the printed metrics")
+    parser.set_defaults(func=run_bm25)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# index / retrieve
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from .dense import DenseIndex, encode_texts, index_factory_string
+
+    if bool(args.beir) == bool(args.collection):
+        raise ValueError("pass exactly one of --collection (MS MARCO TSV) or --beir DIR")
+    collection = read_beir(args.beir, args.split).corpus if args.beir else read_collection_tsv(args.collection)
+    model, tokenizer = load_model(args.model, args.device)
+    ids = list(collection)
+    vectors = encode_texts(model, tokenizer, [collection[pid] for pid in ids], "passages", args.batch_size, args.fp16)
+    factory = index_factory_string(args.index_type, args.fp16, args.hnsw_m, args.nlist, args.pq_m, args.pq_nbits)
+    index = DenseIndex.build(
+        vectors, ids, factory, ef_construction=args.ef_construction, ef_search=args.ef_search, nprobe=args.nprobe
+    )
+    index.save(args.out)
+    print(f"indexed {len(index)} passages ({factory}, {index.dim}-d): {index.nbytes()} bytes in {args.out}")
+    return 0
+
+
+def _add_index(subparsers) -> None:
+    parser = subparsers.add_parser("index", help="encode a collection with a BERT_DOT model into a faiss index")
+    parser.add_argument("--model", required=True, help="folder of a saved BERT_DOT model")
+    parser.add_argument("--collection", help="collection TSV (pid<TAB>text)")
+    parser.add_argument("--beir", help="BEIR folder whose corpus.jsonl is indexed")
+    parser.add_argument("--split", default="test", help="BEIR split to read alongside the corpus (default: test)")
+    parser.add_argument("--out", required=True, help="folder for index.faiss, ids.json, index_config.json")
+    parser.add_argument("--index-type", choices=("flat", "hnsw", "ivfpq"), default="flat", help="default: flat (exact)")
+    parser.add_argument("--fp16", action="store_true", help="float16 vectors while encoding and in flat/hnsw storage")
+    parser.add_argument("--hnsw-m", type=int, default=32, help="HNSW neighbours per node (default: 32)")
+    parser.add_argument("--ef-construction", type=int, default=None, help="HNSW build beam (faiss default: 40)")
+    parser.add_argument("--ef-search", type=int, default=None, help="HNSW search beam (faiss default: 16)")
+    parser.add_argument("--nlist", type=int, default=1024, help="IVF lists (default: 1024)")
+    parser.add_argument("--pq-m", type=int, default=16, help="PQ sub-quantisers, divides the vector size (default: 16)")
+    parser.add_argument("--pq-nbits", type=int, default=8, help="bits per PQ code (default: 8)")
+    parser.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (faiss default: 1)")
+    parser.add_argument("--batch-size", type=int, default=64, help="passages per forward pass (default: 64)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.set_defaults(func=run_index)
+
+
+def run_retrieve(args: argparse.Namespace) -> int:
+    from .dense import DenseIndex, dense_retrieve
+
+    queries, _, qrels, qrels_source = _read_inputs(args, need_collection=False)
+    index = DenseIndex.load(args.index)
+    model, tokenizer = load_model(args.model, args.device)
+    run = dense_retrieve(model, tokenizer, index, queries, k=args.k, batch_size=args.batch_size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_run(run, out / "run.trec", tag=_run_tag(args.model))
+    print(f"wrote {out / 'run.trec'}: {len(run)} queries, top {args.k} of {len(index)} passages")
+    if qrels is None:
+        return 0
+    rel_threshold = _rel_threshold(args)
+    result = evaluate_run(run, qrels, rel_threshold)
+    report = {
+        "name": Path(args.model).resolve().name,
+        "model": str(args.model),
+        "index": str(args.index),
+        "index_factory": index.factory,
+        "index_bytes": index.nbytes(),
+        "num_passages": len(index),
+        "k": args.k,
+        "qrels": qrels_source,
+        "rel_threshold": rel_threshold,
+        "metrics": {name: result[name] for name in METRIC_NAMES},
+        "num_queries": result["num_queries"],
+        "num_queries_missing_from_run": result["num_queries_missing_from_run"],
+        "num_run_queries_without_qrels": result["num_run_queries_without_qrels"],
+        "per_query": result["per_query"],
+    }
+    write_json_atomic(out / "metrics.json", report)
+    print(f"{_summary(result)}  (index {index.factory}, {report['index_bytes']} bytes)")
+    return 0
+
+
+def _add_retrieve(subparsers) -> None:
+    parser = subparsers.add_parser("retrieve", help="dense retrieval from a faiss index, with metrics")
+    parser.add_argument("--model", required=True, help="folder of the BERT_DOT model that built the index")
+    parser.add_argument("--index", required=True, help="folder written by `hf-kd index`")
+    _add_data_arguments(parser, collection=False)
+    parser.add_argument("--out", required=True, help="output folder for run.trec and metrics.json")
+    parser.add_argument("--k", type=int, default=1000, help="passages retrieved per query (default: 1000)")
+    parser.add_argument("--batch-size", type=int, default=64, help="queries per forward pass (default: 64)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.set_defaults(func=run_retrieve)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# benchmark
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    from .latency import latency_candidates, measure_rerank_latency
+    from .report import efficiency_markdown, join_efficiency, write_efficiency_report
+
+    reports = [json.loads(Path(path).read_text(encoding="utf-8")) for path in args.metrics]
+    effectiveness = {report["name"]: report["metrics"] for report in reports}
+    latencies = json.loads(Path(args.latency).read_text(encoding="utf-8")) if args.latency else []
+    if isinstance(latencies, dict):
+        latencies = latencies.get("results", [])
+    measured = {item["name"] for item in latencies}
+    to_measure = [report for report in reports if report["name"] not in measured]
+    if to_measure:
+        if not (args.queries and args.collection and args.runs):
+            names = ", ".join(report["name"] for report in to_measure)
+            raise ValueError(f"no latency for {names}: pass --latency FILE, or --queries, --collection and --runs")
+        queries = read_queries_tsv(args.queries)
+        collection = read_collection_tsv(args.collection)
+        runs = [read_run(path) for path in args.runs]
+        query_ids = [qid for qid in queries if any(qid in run for run in runs)][: args.num_queries]
+        candidates = latency_candidates(runs, collection, query_ids, args.num_candidates)
+        for report in to_measure:
+            model, tokenizer = load_model(report["model"], args.device)
+            result = measure_rerank_latency(
+                model,
+                tokenizer,
+                [queries[qid] for qid in query_ids],
+                [[collection[pid] for pid in candidates[qid]] for qid in query_ids],
+                batch_size=args.batch_size,
+                name=report["name"],
+            )
+            latencies.append(result.to_dict())
+            del model
+    rows = join_efficiency(latencies, effectiveness)
+    paths = write_efficiency_report(rows, args.out)
+    sys.stdout.write(efficiency_markdown(rows))
+    print("wrote " + ", ".join(str(path) for path in paths.values()))
+    return 0
+
+
+def _add_benchmark(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "benchmark",
+        help="join re-ranking latency with effectiveness into a table and an efficiency-effectiveness plot",
+        description=(
+            "For each metrics.json written by `hf-kd evaluate`, measures the re-ranking latency of its model "
+            "(or takes it from --latency) and writes efficiency.md, efficiency.json and efficiency.png."
+        ),
+    )
+    parser.add_argument("--metrics", nargs="+", required=True, help="metrics.json files of `hf-kd evaluate`")
+    parser.add_argument("--latency", help="latency JSON (a list of results, or {'results': [...]}) to reuse")
+    parser.add_argument("--queries", help="queries TSV for the latency measurement")
+    parser.add_argument("--collection", help="collection TSV for the latency measurement")
+    parser.add_argument("--runs", nargs="+", help="first-stage runs whose union gives the candidates")
+    parser.add_argument("--num-queries", type=int, default=20, help="timed queries (default: 20)")
+    parser.add_argument("--num-candidates", type=int, default=1000, help="candidates per query (default: 1000)")
+    parser.add_argument("--batch-size", type=int, default=256, help="candidates per forward pass (default: 256)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.set_defaults(func=run_benchmark)
+
+
+def add_subcommands(subparsers) -> None:
+    """Registers `evaluate`, `bm25`, `index`, `retrieve` and `benchmark` on an argparse subparsers object.
+
+    Each subcommand sets `func`, a callable taking the parsed arguments and returning the exit status.
+    """
+    _add_evaluate(subparsers)
+    _add_bm25(subparsers)
+    _add_index(subparsers)
+    _add_retrieve(subparsers)
+    _add_benchmark(subparsers)

@@ -1,0 +1,275 @@
+"""Dense retrieval with a BERT_DOT model: encode a collection, index it with faiss, search top-k."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import faiss
+import numpy as np
+from tqdm.auto import tqdm
+
+from .files import atomic_path, write_json_atomic
+
+__all__ = ["INDEX_TYPES", "DenseIndex", "dense_retrieve", "encode_texts", "index_factory_string"]
+
+INDEX_TYPES = ("flat", "hnsw", "ivfpq")
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.json"
+CONFIG_FILE = "index_config.json"
+
+
+def index_factory_string(
+    index_type: str = "flat",
+    fp16: bool = False,
+    hnsw_m: int = 32,
+    nlist: int = 1024,
+    pq_m: int = 16,
+    pq_nbits: int = 8,
+) -> str:
+    """The `faiss.index_factory` description of an index type.
+
+    Args:
+        index_type (`str`, *optional*, defaults to `"flat"`): `"flat"` (exact inner product), `"hnsw"` (graph,
+            approximate) or `"ivfpq"` (inverted lists over product-quantised codes, approximate, compact).
+        fp16 (`bool`, *optional*, defaults to `False`): store the vectors of `flat` and `hnsw` as float16
+            (`SQfp16`), halving the index.
+        hnsw_m (`int`, *optional*, defaults to 32): neighbours per HNSW node.
+        nlist (`int`, *optional*, defaults to 1024): IVF lists (needs at least that many vectors to train).
+        pq_m (`int`, *optional*, defaults to 16): PQ sub-quantisers; must divide the vector size.
+        pq_nbits (`int`, *optional*, defaults to 8): bits per PQ code.
+
+    Returns:
+        `str`: e.g. `"Flat"`, `"HNSW32,Flat"`, `"IVF1024,PQ16x8"`.
+    """
+    storage = "SQfp16" if fp16 else "Flat"
+    if index_type == "flat":
+        return storage
+    if index_type == "hnsw":
+        return f"HNSW{hnsw_m},{storage}"
+    if index_type == "ivfpq":
+        return f"IVF{nlist},PQ{pq_m}x{pq_nbits}"
+    raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
+
+
+def encode_texts(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    kind: str = "passages",
+    batch_size: int = 64,
+    fp16: bool = False,
+    show_progress: bool = True,
+) -> np.ndarray:
+    """Encodes texts into one vector each with a single-vector model (BERT_DOT), in length-sorted batches.
+
+    Args:
+        model: a model whose `encode_passages` / `encode_queries` return one vector per text.
+        tokenizer: its tokenizer.
+        texts (`Sequence[str]`): the texts, non-empty.
+        kind (`str`, *optional*, defaults to `"passages"`): `"passages"` or `"queries"`.
+        batch_size (`int`, *optional*, defaults to 64): texts per forward pass.
+        fp16 (`bool`, *optional*, defaults to `False`): return float16 vectors (half the memory of a large
+            collection); float32 otherwise.
+        show_progress (`bool`, *optional*, defaults to `True`): show a progress bar.
+
+    Returns:
+        `np.ndarray`: (len(texts), D) vectors, in the order of `texts`.
+
+    Raises:
+        ValueError: if the model produces more than one vector per text (ColBERT, PreTT, TK cannot be searched
+            with a single-vector index).
+    """
+    if kind not in ("passages", "queries"):
+        raise ValueError(f"kind must be 'passages' or 'queries', got {kind!r}")
+    encode = model.encode_passages if kind == "passages" else model.encode_queries
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    vectors: np.ndarray | None = None
+    with tqdm(total=len(texts), desc=f"Encoding {kind}", unit=kind[:-1], disable=not show_progress) as progress:
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            embeddings = encode([texts[i] for i in rows], tokenizer, batch_size=batch_size).embeddings
+            if embeddings.dim() != 2:
+                architecture = getattr(getattr(model, "config", None), "architecture", type(model).__name__)
+                raise ValueError(
+                    f"dense retrieval needs one vector per text (a BERT_DOT model), but this {architecture} model "
+                    f"returns embeddings of shape {tuple(embeddings.shape)}"
+                )
+            if vectors is None:
+                vectors = np.empty((len(texts), embeddings.shape[1]), dtype=np.float16 if fp16 else np.float32)
+            vectors[rows] = embeddings.float().cpu().numpy()
+            progress.update(len(rows))
+    if vectors is None:
+        raise ValueError(f"no {kind} to encode")
+    return vectors
+
+
+class DenseIndex:
+    """A faiss inner-product index over passage vectors, with the passage ids of its rows.
+
+    Args:
+        index (`faiss.Index`): an index with `METRIC_INNER_PRODUCT`.
+        ids (`list[str]`): passage id of each row of the index.
+        factory (`str`): the `faiss.index_factory` description the index was built from.
+        search_params (`dict`, *optional*): search-time parameters (`efSearch`, `nprobe`), applied now and saved.
+    """
+
+    def __init__(self, index: faiss.Index, ids: list[str], factory: str, search_params: dict | None = None):
+        if index.ntotal != len(ids):
+            raise ValueError(f"the index holds {index.ntotal} vectors but {len(ids)} ids were given")
+        self.index = index
+        self.ids = list(ids)
+        self.factory = factory
+        self.search_params = dict(search_params or {})
+        parameter_space = faiss.ParameterSpace()
+        for name, value in self.search_params.items():
+            parameter_space.set_index_parameter(self.index, name, value)
+
+    @classmethod
+    def build(
+        cls,
+        vectors: np.ndarray,
+        ids: Sequence[str],
+        factory: str = "Flat",
+        ef_construction: int | None = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        add_batch_size: int = 65536,
+    ) -> DenseIndex:
+        """Builds (trains where needed) an inner-product index over `vectors`.
+
+        Args:
+            vectors (`np.ndarray`): (n, D) float32 or float16 passage vectors.
+            ids (`Sequence[str]`): the n passage ids, unique.
+            factory (`str`, *optional*, defaults to `"Flat"`): a `faiss.index_factory` description, see
+                [`index_factory_string`]; `"Flat"` is exact search (`IndexFlatIP`).
+            ef_construction (`int`, *optional*): HNSW build-time beam width.
+            ef_search (`int`, *optional*): HNSW search-time beam width.
+            nprobe (`int`, *optional*): IVF lists visited per query.
+            add_batch_size (`int`, *optional*, defaults to 65536): vectors converted and added at a time.
+
+        Returns:
+            [`DenseIndex`]
+        """
+        if vectors.ndim != 2 or len(vectors) == 0:
+            raise ValueError(f"vectors must be a non-empty (n, D) array, got shape {vectors.shape}")
+        if len(ids) != len(vectors):
+            raise ValueError(f"got {len(vectors)} vectors but {len(ids)} ids")
+        if len(set(ids)) != len(ids):
+            raise ValueError("passage ids must be unique")
+        index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+        if ef_construction is not None:
+            faiss.ParameterSpace().set_index_parameter(index, "efConstruction", ef_construction)
+        if not index.is_trained:
+            ivf = faiss.try_extract_index_ivf(index)
+            if ivf is not None and len(vectors) < ivf.nlist:
+                raise ValueError(
+                    f"{factory!r} needs at least nlist={ivf.nlist} vectors to train its lists, got {len(vectors)}; "
+                    "use a smaller nlist or an exact index"
+                )
+            index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+        for start in range(0, len(vectors), add_batch_size):
+            index.add(np.ascontiguousarray(vectors[start : start + add_batch_size], dtype=np.float32))
+        search_params = {}
+        if ef_search is not None:
+            search_params["efSearch"] = ef_search
+        if nprobe is not None:
+            search_params["nprobe"] = nprobe
+        return cls(index, list(ids), factory, search_params)
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+    @property
+    def dim(self) -> int:
+        return self.index.d
+
+    def nbytes(self) -> int:
+        """Size of the serialised faiss index in bytes (the passage ids not included)."""
+        return int(faiss.serialize_index(self.index).nbytes)
+
+    def search(self, query_vectors: np.ndarray, k: int = 1000) -> tuple[np.ndarray, list[list[str]]]:
+        """Top-`k` passages by inner product for each query vector.
+
+        Args:
+            query_vectors (`np.ndarray`): (m, D) query vectors.
+            k (`int`, *optional*, defaults to 1000): passages per query, capped at the index size.
+
+        Returns:
+            `tuple[np.ndarray, list[list[str]]]`: (m, k) scores, best first, and the matching passage ids.
+            Approximate indexes may return fewer than `k` passages; the missing ones are left out of the ids.
+        """
+        if query_vectors.ndim != 2 or query_vectors.shape[1] != self.dim:
+            raise ValueError(f"query vectors must have shape (m, {self.dim}), got {query_vectors.shape}")
+        scores, rows = self.index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), min(k, len(self)))
+        ids = [[self.ids[row] for row in query_rows if row >= 0] for query_rows in rows]
+        return scores, ids
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Saves `index.faiss`, `ids.json` and `index_config.json` into `folder`, each file atomically.
+
+        The configuration is written last, so a folder with a configuration holds a complete index.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / INDEX_FILE) as tmp_path:
+            faiss.write_index(self.index, str(tmp_path))
+        write_json_atomic(folder / IDS_FILE, self.ids)
+        config = {
+            "factory": self.factory,
+            "metric": "inner_product",
+            "dim": self.dim,
+            "num_vectors": len(self),
+            "search_params": self.search_params,
+            "index_bytes": self.nbytes(),
+        }
+        write_json_atomic(folder / CONFIG_FILE, config)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> DenseIndex:
+        """Loads an index saved by [`DenseIndex.save`]."""
+        folder = Path(folder)
+        config_path = folder / CONFIG_FILE
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{config_path} not found: {folder} does not hold a saved index")
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        index = faiss.read_index(str(folder / INDEX_FILE))
+        ids = json.loads((folder / IDS_FILE).read_text(encoding="utf-8"))
+        return cls(index, ids, config["factory"], config.get("search_params"))
+
+
+def dense_retrieve(
+    model,
+    tokenizer,
+    index: DenseIndex,
+    queries: dict[str, str],
+    k: int = 1000,
+    batch_size: int = 64,
+    show_progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Encodes the queries and returns the top-`k` passages of the index for each.
+
+    Args:
+        model: the BERT_DOT model that encoded the indexed passages.
+        tokenizer: its tokenizer.
+        index ([`DenseIndex`]): the passage index.
+        queries (`dict[str, str]`): query id -> text.
+        k (`int`, *optional*, defaults to 1000): passages per query.
+        batch_size (`int`, *optional*, defaults to 64): queries per forward pass.
+        show_progress (`bool`, *optional*, defaults to `True`): show a progress bar.
+
+    Returns:
+        `dict[str, dict[str, float]]`: query id -> {passage id -> inner product}.
+    """
+    if not queries:
+        raise ValueError("no queries to search for")
+    query_ids = list(queries)
+    vectors = encode_texts(
+        model, tokenizer, [queries[qid] for qid in query_ids], "queries", batch_size, show_progress=show_progress
+    )
+    if vectors.shape[1] != index.dim:
+        raise ValueError(f"the model gives {vectors.shape[1]}-d vectors but the index holds {index.dim}-d vectors")
+    scores, ids = index.search(vectors, k)
+    return {qid: {pid: float(score) for pid, score in zip(ids[row], scores[row])} for row, qid in enumerate(query_ids)}

@@ -1,0 +1,153 @@
+"""Re-ranking the candidates of a first-stage run with any zoo model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+__all__ = ["check_run_inputs", "encode_passage_cache", "rerank", "top_candidates"]
+
+
+def top_candidates(run: dict[str, dict[str, float]], top_k: int) -> dict[str, list[str]]:
+    """The `top_k` passage ids of every query of a run, best first (ties: ascending passage id).
+
+    Args:
+        run (`dict[str, dict[str, float]]`): query id -> {passage id -> score}.
+        top_k (`int`): candidates kept per query.
+
+    Returns:
+        `dict[str, list[str]]`: query id -> passage ids, at most `top_k`, in run order.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    return {
+        qid: [pid for pid, _ in sorted(candidates.items(), key=lambda item: (-item[1], item[0]))[:top_k]]
+        for qid, candidates in run.items()
+    }
+
+
+def check_run_inputs(candidates: dict[str, list[str]], queries: dict[str, str], collection: dict[str, str]) -> None:
+    """Checks that every query and candidate passage of a run has a text.
+
+    Raises:
+        ValueError: if the run is empty, or names queries or passages without text (with their counts and
+            examples), so that nothing is silently dropped from the evaluation.
+    """
+    if not any(candidates.values()):
+        raise ValueError("the run is empty: there are no candidates to re-rank")
+    missing_queries = [qid for qid in candidates if qid not in queries]
+    if missing_queries:
+        raise ValueError(
+            f"{len(missing_queries)} of {len(candidates)} queries of the run are missing from the queries, "
+            f"e.g. {missing_queries[:5]}"
+        )
+    missing_passages = sorted({pid for pids in candidates.values() for pid in pids if pid not in collection})
+    if missing_passages:
+        num_pairs = sum(1 for pids in candidates.values() for pid in pids if pid not in collection)
+        raise ValueError(
+            f"{len(missing_passages)} candidate passages of the run ({num_pairs} query-passage pairs) are missing "
+            f"from the collection, e.g. {missing_passages[:5]}"
+        )
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def encode_passage_cache(
+    model, tokenizer, passages: dict[str, str], batch_size: int = 64, show_progress: bool = True
+) -> dict:
+    """Encodes every passage once, in batches of similar length, and keeps its representation.
+
+    Sorting by length keeps padding small; the representations are stored unpadded (`EncodedBatch.unbind`),
+    on the device where the model puts them.
+
+    Args:
+        model: a zoo model with `supports_caching` (BERT_DOT, ColBERT, PreTT, TK).
+        tokenizer: its tokenizer.
+        passages (`dict[str, str]`): passage id -> text.
+        batch_size (`int`, *optional*, defaults to 64): passages per forward pass.
+        show_progress (`bool`, *optional*, defaults to `True`): show a progress bar.
+
+    Returns:
+        `dict[str, EncodedBatch]`: passage id -> its 1-row representation.
+    """
+    order = sorted(passages, key=lambda pid: len(passages[pid]))
+    cache = {}
+    with tqdm(total=len(order), desc="Encoding passages", unit="passage", disable=not show_progress) as progress:
+        for pids in _chunks(order, batch_size):
+            encoded = model.encode_passages([passages[pid] for pid in pids], tokenizer, batch_size=batch_size)
+            cache.update(zip(pids, encoded.unbind()))
+            progress.update(len(pids))
+    return cache
+
+
+def rerank(
+    model,
+    tokenizer,
+    queries: dict[str, str],
+    collection: dict[str, str],
+    run: dict[str, dict[str, float]],
+    top_k: int = 100,
+    batch_size: int = 64,
+    cache_passages: bool = True,
+    show_progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Re-ranks the `top_k` candidates of every query of a run with a zoo model.
+
+    With `cache_passages` and a model that `supports_caching`, every distinct candidate passage is encoded once
+    (length-sorted batches) and its representation reused for every query that retrieved it; each query is then
+    encoded once and scored against its candidates with `model.score_encoded`. Otherwise (`BERT_CAT`, or
+    `cache_passages=False`) `model.score` scores the (query, passage) pairs directly. Both give the same scores.
+
+    Args:
+        model: any zoo model (`score`; `supports_caching`, `encode_queries`, `encode_passages`, `score_encoded`
+            for cached re-ranking).
+        tokenizer: the model's tokenizer.
+        queries (`dict[str, str]`): query id -> text; must cover every query of the run.
+        collection (`dict[str, str]`): passage id -> text; must cover every re-ranked candidate.
+        run (`dict[str, dict[str, float]]`): the first stage, query id -> {passage id -> score}.
+        top_k (`int`, *optional*, defaults to 100): candidates re-ranked per query (the best by run score);
+            the rest are not part of the output.
+        batch_size (`int`, *optional*, defaults to 64): texts or pairs per forward pass.
+        cache_passages (`bool`, *optional*, defaults to `True`): reuse passage representations across queries.
+        show_progress (`bool`, *optional*, defaults to `True`): show progress bars.
+
+    Returns:
+        `dict[str, dict[str, float]]`: query id -> {passage id -> model score} for the top-`k` candidates.
+
+    Raises:
+        ValueError: if the run is empty or names a query or passage without text.
+    """
+    candidates = top_candidates(run, top_k)
+    check_run_inputs(candidates, queries, collection)
+    query_ids = [qid for qid, pids in candidates.items() if pids]
+    reranked: dict[str, dict[str, float]] = {qid: {} for qid in candidates}
+
+    with torch.inference_mode():
+        if cache_passages and getattr(model, "supports_caching", False):
+            distinct = {pid: collection[pid] for qid in query_ids for pid in candidates[qid]}
+            cache = encode_passage_cache(model, tokenizer, distinct, batch_size, show_progress)
+            encoded_queries = model.encode_queries(
+                [queries[qid] for qid in query_ids], tokenizer, batch_size=batch_size
+            )
+            cat = type(next(iter(cache.values()))).cat
+            for qid, query in zip(
+                tqdm(query_ids, desc="Re-ranking", unit="query", disable=not show_progress), encoded_queries.unbind()
+            ):
+                scores = [
+                    model.score_encoded(query, cat([cache[pid] for pid in pids]))
+                    for pids in _chunks(candidates[qid], batch_size)
+                ]
+                reranked[qid] = dict(zip(candidates[qid], torch.cat(scores).tolist()))
+        else:
+            for qid in tqdm(query_ids, desc="Re-ranking", unit="query", disable=not show_progress):
+                pids = candidates[qid]
+                scores = model.score(
+                    [queries[qid]] * len(pids), [collection[pid] for pid in pids], tokenizer, batch_size
+                )
+                reranked[qid] = dict(zip(pids, scores.tolist()))
+    return reranked
