@@ -1,0 +1,277 @@
+"""Training arguments: `HfKdArguments` (the hf-kd fields) next to `transformers.TrainingArguments`.
+
+Both are parsed by one `transformers.HfArgumentParser`, from a YAML file (`--config file.yaml`) and from
+`--key value` pairs on the command line; command-line values override the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+from ..losses import LOSSES
+from ..models import MODEL_CLASSES
+
+__all__ = [
+    "ConfigError",
+    "HfKdArguments",
+    "build_parser",
+    "config_to_argv",
+    "field_names",
+    "load_yaml_config",
+    "parse_train_args",
+]
+
+
+class ConfigError(ValueError):
+    """A training configuration value is wrong; raised before any training starts."""
+
+
+@dataclass
+class HfKdArguments:
+    """The hf-kd fields of a training run; everything else is a `transformers.TrainingArguments` field."""
+
+    architecture: str = field(
+        default="bert_dot",
+        metadata={"help": "Student architecture.", "choices": list(MODEL_CLASSES)},
+    )
+    backbone: str | None = field(
+        default=None,
+        metadata={
+            "help": "BERT-family checkpoint (folder or Hub id) whose weights initialise the model's encoder "
+            "(`Model.from_backbone`). Exactly one of backbone, backbone_config and model_name_or_path is needed."
+        },
+    )
+    backbone_config: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Backbone configuration (mapping or JSON string with a `model_type`) for a randomly "
+            "initialised encoder; needs tokenizer_name_or_path."
+        },
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "An hf-kd checkpoint to continue training (loaded with `AutoModel.from_pretrained`)."},
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Tokenizer folder or Hub id; defaults to backbone or model_name_or_path."},
+    )
+    model_config: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Overrides of the architecture's config (mapping or JSON string), e.g. "
+            '{"compression_dim": 128} for ColBERT.'
+        },
+    )
+    max_query_length: int = field(
+        default=30, metadata={"help": "Maximum query length in word pieces, special tokens excluded."}
+    )
+    max_passage_length: int = field(
+        default=200, metadata={"help": "Maximum passage length in word pieces, special tokens excluded."}
+    )
+    loss: str = field(
+        default="margin_mse",
+        metadata={"help": "Training loss (a key of hf_kd.losses.LOSSES).", "choices": list(LOSSES)},
+    )
+    loss_kwargs: dict | str | None = field(
+        default=None,
+        metadata={"help": 'Hyper-parameters of the loss (mapping or JSON string), e.g. {"temperature": 2.0}.'},
+    )
+    train_files: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Teacher-score training data: Parquet, JSON lines, `save_to_disk` folders or TSV "
+            "(`query pos neg` or `pos_score neg_score query pos neg`); several files are concatenated."
+        },
+    )
+    pos_score_column: str = field(default="pos_score", metadata={"help": "Column of the positive's teacher score."})
+    neg_score_column: str = field(default="neg_score", metadata={"help": "Column of the negative's teacher score."})
+    margin_column: str = field(default="margin", metadata={"help": "Column of the teacher margin (pos - neg)."})
+    scores_column: str = field(
+        default="scores", metadata={"help": "Column of the n-way teacher scores (list, first is the positive)."}
+    )
+    dev_queries: str | None = field(default=None, metadata={"help": "Dev queries TSV `qid<TAB>text`."})
+    dev_collection: str | None = field(default=None, metadata={"help": "Dev passages TSV `pid<TAB>text`."})
+    dev_run: str | None = field(
+        default=None, metadata={"help": "Dev candidates, TREC run `qid Q0 pid rank score tag`."}
+    )
+    dev_qrels: str | None = field(default=None, metadata={"help": "Dev judgements, TREC qrels `qid 0 pid grade`."})
+    dev_top_k: int = field(default=100, metadata={"help": "Candidates re-ranked per dev query."})
+    dev_rel_threshold: int = field(
+        default=2, metadata={"help": "Smallest grade counted as relevant by MRR@10 (2 for TREC-DL, 1 for binary)."}
+    )
+    non_backbone_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the parameters outside the pretrained encoder (heads, projections, TK's "
+            "kernels and layers; the paper uses 1e-4 for TK). Defaults to learning_rate."
+        },
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop after this many evaluations without improvement of metric_for_best_model (needs a dev set "
+            "and load_best_model_at_end)."
+        },
+    )
+    group_by_length: bool = field(
+        default=False,
+        metadata={"help": "Batch examples of similar length together (less padding); sets the length sampler."},
+    )
+    tokenization_cache_size: int = field(
+        default=1_000_000,
+        metadata={"help": "Token-id lists kept per text so later epochs skip tokenisation; 0 disables the cache."},
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("backbone_config", "model_config", "loss_kwargs"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError as error:
+                    raise ConfigError(f"{name}: expected a JSON object, got {value!r} ({error})") from None
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"{name}: expected a mapping, got {type(value).__name__}")
+            setattr(self, name, value)
+        self.model_config = self.model_config or {}
+        self.loss_kwargs = self.loss_kwargs or {}
+
+    @property
+    def dev_files(self) -> dict[str, str | None]:
+        return {
+            "dev_queries": self.dev_queries,
+            "dev_collection": self.dev_collection,
+            "dev_run": self.dev_run,
+            "dev_qrels": self.dev_qrels,
+        }
+
+    def validate(self) -> None:
+        """Checks everything that can be checked without reading data; raises `ConfigError` naming the field."""
+        sources = {
+            "backbone": self.backbone,
+            "backbone_config": self.backbone_config,
+            "model_name_or_path": self.model_name_or_path,
+        }
+        given = [name for name, value in sources.items() if value]
+        if len(given) != 1:
+            raise ConfigError(
+                f"give exactly one of backbone, backbone_config and model_name_or_path, got {given or 'none'}"
+            )
+        if self.backbone_config and not self.tokenizer_name_or_path:
+            raise ConfigError("backbone_config builds a random encoder: also set tokenizer_name_or_path")
+        if self.architecture not in MODEL_CLASSES:
+            raise ConfigError(f"architecture: unknown {self.architecture!r}; choose one of {', '.join(MODEL_CLASSES)}")
+        known_config_keys = set(MODEL_CLASSES[self.architecture].config_class().to_dict())
+        unknown_config_keys = sorted(set(self.model_config) - known_config_keys)
+        if unknown_config_keys:
+            raise ConfigError(
+                f"model_config: {unknown_config_keys} are not fields of the {self.architecture} config; "
+                f"see {MODEL_CLASSES[self.architecture].config_class.__name__}"
+            )
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss: unknown {self.loss!r}; choose one of {', '.join(sorted(LOSSES))}")
+        if not self.train_files:
+            raise ConfigError("train_files: no training data given")
+        for path in self.train_files:
+            if not os.path.exists(path):
+                raise ConfigError(f"train_files: {path} does not exist")
+        dev_given = {name: path for name, path in self.dev_files.items() if path}
+        if dev_given and len(dev_given) != len(self.dev_files):
+            missing = sorted(set(self.dev_files) - set(dev_given))
+            raise ConfigError(f"a dev set needs dev_queries, dev_collection, dev_run and dev_qrels; missing {missing}")
+        for name, path in dev_given.items():
+            if not os.path.isfile(path):
+                raise ConfigError(f"{name}: {path} does not exist")
+        for name in ("max_query_length", "max_passage_length", "dev_top_k"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.non_backbone_learning_rate is not None and self.non_backbone_learning_rate < 0:
+            raise ConfigError(f"non_backbone_learning_rate must be >= 0, got {self.non_backbone_learning_rate}")
+
+
+def build_parser(**kwargs: Any) -> HfArgumentParser:
+    """The parser of `--config` plus the fields of `HfKdArguments` and `TrainingArguments`.
+
+    Keyword arguments go to `argparse.ArgumentParser` (e.g. `add_help=False` for a parent parser).
+    """
+    parser = HfArgumentParser((HfKdArguments, TrainingArguments), **kwargs)
+    parser.add_argument(
+        "--config", default=None, help="YAML file of field values; command-line values override the file's."
+    )
+    return parser
+
+
+def _value_to_argv(value: Any) -> list[str]:
+    if isinstance(value, bool):
+        return [str(value).lower()]
+    if isinstance(value, dict):
+        return [json.dumps(value)]
+    if isinstance(value, (list, tuple)):
+        return [str(item) for item in value]
+    return [str(value)]
+
+
+def config_to_argv(config: dict[str, Any], known: set[str], source: str) -> list[str]:
+    """Turns a mapping of field values into `--key value` arguments (so argparse converts the types).
+
+    `None` values and empty lists keep the field's default. Unknown keys raise `ConfigError` naming `source`.
+    """
+    argv: list[str] = []
+    for key, value in config.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key {key!r}; see `--help` for the fields")
+        if value is None or value == []:
+            continue
+        argv += [f"--{key}", *_value_to_argv(value)]
+    return argv
+
+
+def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config: {path} does not exist")
+    with open(path, encoding="utf-8") as handle:
+        try:
+            config = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a mapping of field names to values, got {type(config).__name__}")
+    return config
+
+
+def field_names() -> set[str]:
+    """Every key a config file may set."""
+    return {f.name for dataclass_type in (HfKdArguments, TrainingArguments) for f in fields(dataclass_type) if f.init}
+
+
+def parse_train_args(argv: Sequence[str] | None = None) -> tuple[HfKdArguments, TrainingArguments]:
+    """Parses `[--config file.yaml] [--key value ...]` into `(HfKdArguments, TrainingArguments)`.
+
+    The YAML file's values become arguments placed before the command-line ones, so the command line wins.
+
+    Raises:
+        ConfigError: a missing or malformed config file, or an unknown key in it.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_parser = argparse.ArgumentParser(add_help=False)
+    config_parser.add_argument("--config", default=None)
+    config_path = config_parser.parse_known_args(argv)[0].config
+    config_argv: list[str] = []
+    if config_path is not None:
+        config_argv = config_to_argv(load_yaml_config(config_path), field_names(), config_path)
+    hf_kd_args, training_args, *_ = build_parser().parse_args_into_dataclasses(
+        args=config_argv + argv, look_for_args_file=False
+    )
+    return hf_kd_args, training_args

@@ -1,0 +1,195 @@
+"""The training entry point shared by `train_scripts/train.py` and `hf-kd train`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from accelerate import PartialState
+from transformers import AutoModel, AutoTokenizer, EarlyStoppingCallback, TrainingArguments, set_seed
+
+from ..data.errors import DataFormatError
+from ..losses import get_loss
+from ..models import model_class_for
+from .arguments import ConfigError, HfKdArguments, parse_train_args
+from .checkpoints import resolve_resume_checkpoint, write_json_atomic
+from .collator import RankingCollator
+from .data import add_length_column, check_dataset_for_loss, load_train_dataset
+from .evaluation import RerankDevSet
+from .trainer import DistillationTrainer
+
+__all__ = ["build_model", "build_trainer", "main", "run_training", "save_final_model"]
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_FILE = "train_summary.json"
+
+
+def build_model(hf_kd_args: HfKdArguments):
+    """The student (or teacher) model and its tokenizer, from a backbone checkpoint, a backbone config or an hf-kd
+    checkpoint."""
+    model_class = model_class_for(hf_kd_args.architecture)
+    lengths = {"max_query_length": hf_kd_args.max_query_length, "max_passage_length": hf_kd_args.max_passage_length}
+    overrides = {**hf_kd_args.model_config, **lengths}
+    try:
+        if hf_kd_args.backbone:
+            model = model_class.from_backbone(hf_kd_args.backbone, **overrides)
+        elif hf_kd_args.backbone_config:
+            model = model_class(model_class.config_class(backbone_config=hf_kd_args.backbone_config, **overrides))
+        else:
+            model = AutoModel.from_pretrained(hf_kd_args.model_name_or_path, **overrides)
+    except TypeError as error:
+        raise ConfigError(f"model_config: {error}") from error
+    if model.config.architecture != hf_kd_args.architecture:
+        raise ConfigError(
+            f"architecture is {hf_kd_args.architecture!r} but {hf_kd_args.model_name_or_path} holds a "
+            f"{model.config.architecture!r} model"
+        )
+    tokenizer_source = hf_kd_args.tokenizer_name_or_path or hf_kd_args.backbone or hf_kd_args.model_name_or_path
+    return model, AutoTokenizer.from_pretrained(tokenizer_source)
+
+
+def build_trainer(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -> DistillationTrainer:
+    """Checks the configuration and the data against each other, then builds model, data and trainer.
+
+    Every configuration error (unknown loss, missing file, data the loss cannot use, no dev set while evaluation
+    is on) is raised as `ConfigError` here, before any training step.
+    """
+    hf_kd_args.validate()
+    try:
+        loss = get_loss(hf_kd_args.loss, **hf_kd_args.loss_kwargs)
+    except ValueError as error:
+        raise ConfigError(f"loss_kwargs: {error}") from error
+    has_dev_set = bool(hf_kd_args.dev_queries)
+    if training_args.eval_strategy != "no" and not has_dev_set:
+        raise ConfigError(
+            f"eval_strategy is {training_args.eval_strategy.value!r} but no dev set is given: set dev_queries, "
+            "dev_collection, dev_run and dev_qrels, or eval_strategy: 'no'"
+        )
+    if training_args.load_best_model_at_end and not has_dev_set:
+        raise ConfigError("load_best_model_at_end needs a dev set (dev_queries, dev_collection, dev_run, dev_qrels)")
+    callbacks = []
+    if hf_kd_args.early_stopping_patience is not None:
+        if not (has_dev_set and training_args.load_best_model_at_end and training_args.metric_for_best_model):
+            raise ConfigError(
+                "early_stopping_patience needs a dev set, load_best_model_at_end: true and metric_for_best_model"
+            )
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=hf_kd_args.early_stopping_patience))
+
+    with training_args.main_process_first(desc="loading the training data"):
+        train_dataset = load_train_dataset(
+            hf_kd_args.train_files,
+            pos_score_column=hf_kd_args.pos_score_column,
+            neg_score_column=hf_kd_args.neg_score_column,
+            margin_column=hf_kd_args.margin_column,
+            scores_column=hf_kd_args.scores_column,
+        )
+        check_dataset_for_loss(train_dataset, hf_kd_args.loss)
+        if hf_kd_args.group_by_length:
+            train_dataset = add_length_column(train_dataset, training_args.length_column_name)
+            training_args.train_sampling_strategy = "group_by_length"
+    dev_set = None
+    if has_dev_set:
+        dev_set = RerankDevSet.from_files(
+            hf_kd_args.dev_queries,
+            hf_kd_args.dev_collection,
+            hf_kd_args.dev_run,
+            hf_kd_args.dev_qrels,
+            top_k=hf_kd_args.dev_top_k,
+            rel_threshold=hf_kd_args.dev_rel_threshold,
+        )
+    try:  # checked here so that a wrong value fails before the model is built
+        resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+
+    set_seed(training_args.seed)
+    model, tokenizer = build_model(hf_kd_args)
+    return DistillationTrainer(
+        model=model,
+        args=training_args,
+        loss=loss,
+        train_dataset=train_dataset,
+        dev_set=dev_set,
+        processing_class=tokenizer,
+        data_collator=RankingCollator(model, tokenizer, cache_size=hf_kd_args.tokenization_cache_size),
+        non_backbone_learning_rate=hf_kd_args.non_backbone_learning_rate,
+        callbacks=callbacks,
+    )
+
+
+def save_final_model(trainer: DistillationTrainer, output_dir: str) -> None:
+    """Saves model and tokenizer into `output_dir` (loadable with `AutoModel.from_pretrained`), file by file
+    atomically: they are written to a temporary folder beside, then each is renamed into place."""
+    staging = Path(output_dir) / ".final-model.tmp"
+    trainer.save_model(str(staging))
+    if trainer.args.should_save:
+        for path in sorted(staging.rglob("*")):
+            if path.is_file():
+                target = Path(output_dir) / path.relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+        shutil.rmtree(staging, ignore_errors=True)
+    PartialState().wait_for_everyone()
+
+
+def run_training(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -> dict[str, Any]:
+    """Trains, saves the final model and tokenizer in `output_dir`, writes `train_summary.json`; returns it."""
+    start = time.perf_counter()
+    trainer = build_trainer(hf_kd_args, training_args)
+    resume = training_args.resume_from_checkpoint
+    train_output = trainer.train(resume_from_checkpoint=resume)
+    save_final_model(trainer, training_args.output_dir)
+    dev_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
+    summary = {
+        "architecture": hf_kd_args.architecture,
+        "loss": hf_kd_args.loss,
+        "loss_config": trainer.loss.get_config_dict(),
+        "global_step": trainer.state.global_step,
+        "resumed_from_checkpoint": trainer.resumed_from_checkpoint,
+        "steps_this_run": trainer.state.global_step - trainer.examples_seen_callback.start_step,
+        "examples_seen": trainer.examples_seen,
+        "train_loss": train_output.training_loss,
+        "train_samples_per_second": train_output.metrics.get("train_samples_per_second"),
+        "train_runtime_s": train_output.metrics.get("train_runtime"),
+        "wall_time_s": round(time.perf_counter() - start, 3),
+        "final_dev_metrics": dev_metrics,
+        "best_metric": trainer.state.best_metric,
+        "best_model_checkpoint": trainer.state.best_model_checkpoint,
+        "world_size": training_args.world_size,
+        "log_history": trainer.state.log_history,
+    }
+    if training_args.should_save:
+        write_json_atomic(Path(training_args.output_dir) / SUMMARY_FILE, summary)
+    return summary
+
+
+def _warn_single_cpu_process() -> None:
+    """`accelerate launch --cpu --num_processes N` starts one process unless it is given an MPI hostfile."""
+    env = os.environ
+    launched_for_several = env.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in env
+    if launched_for_several and not any(k in env for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")):
+        logger.warning(
+            "`accelerate launch --cpu --num_processes N` started a single process (accelerate runs several CPU "
+            "processes only through MPI, `--mpirun_hostfile`). For N processes with gloo use "
+            "`accelerate launch --multi_gpu --num_processes N train_scripts/train.py ... --use_cpu true` or "
+            "`torchrun --nproc_per_node N train_scripts/train.py ... --use_cpu true`."
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`[--config file.yaml] [--key value ...]`: parse, train, save. Configuration errors exit with status 2."""
+    _warn_single_cpu_process()
+    try:
+        hf_kd_args, training_args = parse_train_args(argv)
+        run_training(hf_kd_args, training_args)
+    except (ConfigError, DataFormatError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
