@@ -13,7 +13,7 @@ COMMAND_MODULES = (
     "hf_kd.teachers.commands",
     "hf_kd.evaluation.commands",
     "hf_kd.hub.commands",
-    "hf_kd.reproduce",
+    "hf_kd.reproduce.commands",
 )
 
 

@@ -16,6 +16,15 @@ from hf_kd.evaluation.commands import add_subcommands
 from hf_kd.evaluation.metrics import METRIC_NAMES, compute_metrics
 
 
+@pytest.fixture(scope="module", autouse=True)
+def single_torch_thread():
+    """Tiny models gain nothing from several threads; one avoids thread wake-up costs on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_command(*argv) -> int:
     parser = argparse.ArgumentParser(prog="hf-kd")
     add_subcommands(parser.add_subparsers(dest="command", required=True))

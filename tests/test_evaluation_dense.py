@@ -14,6 +14,15 @@ from hf_kd.data.ir_files import read_collection_tsv, read_queries_tsv
 from hf_kd.evaluation.dense import DenseIndex, dense_retrieve, encode_texts, index_factory_string
 
 
+@pytest.fixture(scope="module", autouse=True)
+def single_torch_thread():
+    """Tiny models gain nothing from several threads; one avoids thread wake-up costs on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_backbone() -> BertConfig:
     # a wide initialisation so that a random model's vectors depend on the text
     return BertConfig(

