@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..files import write_text_atomic
+
 __all__ = ["PROVENANCE_FILENAME", "Provenance", "read_provenance"]
 
 PROVENANCE_FILENAME = "hf_kd_provenance.json"
@@ -58,10 +60,7 @@ class Provenance:
 
     def save(self, folder: str | os.PathLike) -> None:
         """Writes `hf_kd_provenance.json` into `folder`, atomically."""
-        path = Path(folder) / PROVENANCE_FILENAME
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(Path(folder) / PROVENANCE_FILENAME, self.to_json() + "\n")
 
 
 def read_provenance(folder: str | os.PathLike) -> Provenance:

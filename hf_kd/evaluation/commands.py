@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ..data.ir_files import read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run, write_run
-from .files import write_json_atomic
+from ..files import write_json_atomic
 from .metrics import METRIC_NAMES, evaluate_run
 
 __all__ = ["add_subcommands", "load_model"]

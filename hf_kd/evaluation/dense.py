@@ -11,7 +11,7 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from .files import atomic_path, write_json_atomic
+from ..files import atomic_path, write_json_atomic
 
 __all__ = ["INDEX_TYPES", "DenseIndex", "dense_retrieve", "encode_texts", "index_factory_string"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .files import atomic_path, write_json_atomic, write_text_atomic
+from ..files import atomic_path, write_json_atomic, write_text_atomic
 from .latency import LatencyResult
 
 __all__ = [

@@ -22,7 +22,7 @@ from ..data import read_collection_tsv, read_qrels, read_queries_tsv, read_run
 from ..evaluation.latency import measure_rerank_latency
 from ..evaluation.metrics import compute_metrics
 from ..evaluation.rerank import rerank, top_candidates
-from ..models.modeling_ranking import write_json_atomic
+from ..files import write_json_atomic
 from ..teachers.scoring import score_triples
 from ..training.arguments import HfKdArguments
 from ..training.run import run_training

@@ -8,7 +8,6 @@ its margins `score(q, p+) - score(q, p-)`, drawn as PNG files, with summary stat
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..files import atomic_path, write_json_atomic
 from .loading import load_teacher
 from .score_dataset import load_teacher_scores, split_teacher_scores
 from .scoring import DEFAULT_BATCH_SIZE, score_pairs
@@ -85,9 +85,8 @@ def score_statistics(pos: np.ndarray, neg: np.ndarray) -> dict:
 
 def _save_figure(figure: Figure, path: Path) -> None:
     FigureCanvasAgg(figure)
-    tmp = path.with_name(f".{path.name}.tmp")
-    figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
 def plot_score_distributions(scores: Scores, path: str | os.PathLike, bins: int = 50) -> None:
@@ -215,7 +214,5 @@ def analyze_scores(
         "plots": [SCORES_PLOT_FILENAME, MARGINS_PLOT_FILENAME],
         "scorers": {name: {**sources[name], **score_statistics(pos, neg)} for name, (pos, neg) in scores.items()},
     }
-    tmp = out / f".{SUMMARY_FILENAME}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out / SUMMARY_FILENAME)
+    write_json_atomic(out / SUMMARY_FILENAME, summary)
     return summary

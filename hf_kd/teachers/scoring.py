@@ -40,6 +40,7 @@ from ..data.provenance import PROVENANCE_FILENAME, Provenance, read_provenance
 from ..data.readers import TriplesReader
 from ..data.schemas import ID_SCHEMAS, TRIPLES_FEATURES
 from ..data.writers import load_scores
+from ..files import write_json_atomic
 from .ensemble import check_normalization, mean_ensemble
 from .loading import Teacher, load_teacher
 from .score_dataset import write_teacher_scores
@@ -351,12 +352,6 @@ def _distinct_names(teachers: Sequence[Teacher]) -> list[str]:
     return names
 
 
-def _write_json_atomically(path: Path, content: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _open_work_folder(work: Path, manifest: dict) -> None:
     """Creates the work folder, or checks that the unfinished run in it had the same inputs."""
     manifest_path = work / _MANIFEST
@@ -370,7 +365,7 @@ def _open_work_folder(work: Path, manifest: dict) -> None:
             )
         return
     work.mkdir(parents=True, exist_ok=True)
-    _write_json_atomically(manifest_path, manifest)
+    write_json_atomic(manifest_path, manifest)
 
 
 def _shard_path(work: Path, teacher_index: int, shard: int) -> Path:

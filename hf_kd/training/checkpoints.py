@@ -11,7 +11,6 @@ which `Trainer` would do before the marker exists), so a crash never leaves a ru
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -20,6 +19,8 @@ from pathlib import Path
 from accelerate import PartialState
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from ..files import write_json_atomic
 
 __all__ = [
     "COMPLETE_MARKER",
@@ -39,18 +40,6 @@ def _fsync_tree(folder: Path) -> None:
         if path.is_file():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
-
-
-def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
-    """Writes JSON to a temporary file in the same folder, flushes it, then renames it over `path`."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def mark_checkpoint_complete(checkpoint: str | os.PathLike, global_step: int) -> None:

@@ -15,10 +15,11 @@ from accelerate import PartialState
 from transformers import AutoModel, AutoTokenizer, EarlyStoppingCallback, TrainingArguments, set_seed
 
 from ..data.errors import DataFormatError
+from ..files import write_json_atomic
 from ..losses import get_loss
 from ..models import model_class_for
 from .arguments import ConfigError, HfKdArguments, parse_train_args
-from .checkpoints import resolve_resume_checkpoint, write_json_atomic
+from .checkpoints import resolve_resume_checkpoint
 from .collator import RankingCollator
 from .data import add_length_column, check_dataset_for_loss, load_train_dataset
 from .evaluation import RerankDevSet

@@ -1,4 +1,8 @@
-"""Atomic file writes: write a temporary file in the target's folder, then `os.replace` it."""
+"""Atomic file writes for the whole package: write a temporary file in the target's folder, then `os.replace` it.
+
+A crash never leaves a half-written file under the final name. (`hf_kd/models` keeps its own small copy, because
+that folder travels alone inside checkpoints.)
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp_name)
+        with open(tmp_name, "rb") as written:
+            os.fsync(written.fileno())  # the data is on disk before the name points at it
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
