@@ -1066,7 +1066,7 @@ def patch_hub_environment(monkeypatch: pytest.MonkeyPatch, endpoint: str, token:
     modules_cache = str(hf_home / "modules")
     monkeypatch.setattr(transformers.dynamic_module_utils, "HF_MODULES_CACHE", modules_cache)
     monkeypatch.setattr(transformers.utils.hub, "HF_MODULES_CACHE", modules_cache)
-    _extend_transformers_modules_path(monkeypatch, modules_cache)
+    _isolate_transformers_modules(monkeypatch, modules_cache)
 
     import datasets.config
 
@@ -1086,14 +1086,18 @@ def patch_hub_environment(monkeypatch: pytest.MonkeyPatch, endpoint: str, token:
         monkeypatch.setattr(datasets.config, name, value)
 
 
-def _extend_transformers_modules_path(monkeypatch: pytest.MonkeyPatch, modules_cache: str) -> None:
-    """Remote code is imported as the package `transformers_modules`; if an earlier test already imported it
-    from another cache folder, add this folder to the package's search path so its submodules resolve."""
+def _isolate_transformers_modules(monkeypatch: pytest.MonkeyPatch, modules_cache: str) -> None:
+    """Remote code is imported as the package `transformers_modules`, found through `sys.path`. An earlier test
+    may have imported it from another cache folder: forget those modules for this test and put this test's
+    cache first on `sys.path`, so the code downloaded here is the code imported here."""
+    import importlib
     import sys
 
-    package = sys.modules.get("transformers_modules")
-    if package is not None and hasattr(package, "__path__"):
-        monkeypatch.setattr(package, "__path__", [*package.__path__, str(Path(modules_cache) / "transformers_modules")])
+    for name in [m for m in sys.modules if m == "transformers_modules" or m.startswith("transformers_modules.")]:
+        monkeypatch.delitem(sys.modules, name)
+    Path(modules_cache).mkdir(parents=True, exist_ok=True)
+    monkeypatch.syspath_prepend(modules_cache)
+    importlib.invalidate_caches()
 
 
 @pytest.fixture(name="hub_server")
