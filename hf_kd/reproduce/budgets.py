@@ -115,10 +115,11 @@ BUDGETS: dict[str, Budget] = {
         students=["bert_dot"],
         settings=["none", "T1"],
         loss_comparison=[],
-        teacher_steps=150,
-        student_steps=150,
-        scifact_train_queries=200,
-        scifact_test_queries=100,
+        teacher_steps=100,
+        student_steps=100,
+        batch_size=8,
+        scifact_train_queries=100,
+        scifact_test_queries=50,
     ),
     # the whole experiment on two CPU cores
     "cpu": Budget(
