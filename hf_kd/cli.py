@@ -28,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hf-kd {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if not module_name.startswith(str(error.name)):
-                raise
-            continue
-        module.add_subcommands(subparsers)
+        importlib.import_module(module_name).add_subcommands(subparsers)
     return parser
 
 
