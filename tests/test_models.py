@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from conftest import dl20_pairs
 from transformers import AlbertConfig, AutoModel, BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
 import hf_kd
@@ -23,7 +24,6 @@ from hf_kd import (
     TKConfig,
     TKModel,
 )
-from hf_kd.data.ir_files import read_collection_tsv, read_queries_tsv
 from hf_kd.models.modeling_ranking import kernel_pooling, maxsim_scores
 
 ARCHITECTURES = ["bert_cat", "bert_dot", "colbert", "prett", "tk"]
@@ -48,15 +48,7 @@ def build(architecture: str, seed: int = 0, **overrides):
 @pytest.fixture(scope="module")
 def pairs(ci_data):
     """Real DL20 query/passage pairs from the ci cut (the first candidates of the BM25 run)."""
-    queries = read_queries_tsv(ci_data / "msmarco-dl20" / "queries.tsv")
-    collection = read_collection_tsv(ci_data / "msmarco-dl20" / "collection.tsv")
-    qs, ps = [], []
-    with open(ci_data / "msmarco-dl20" / "runs" / "bm25.top30.trec") as f:
-        for line in f:
-            qid, _, pid, rank, *_ = line.split()
-            if int(rank) <= 2:
-                qs.append(queries[qid])
-                ps.append(collection[pid])
+    qs, ps = dl20_pairs(ci_data, max_rank=2)
     return qs[:8], ps[:8]
 
 

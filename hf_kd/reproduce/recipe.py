@@ -352,9 +352,10 @@ def _teacher_columns(scores_dir: Path, teacher_names: list[str]) -> dict[str, tu
     names = set(pq.read_schema(files[0]).names)
     if len(teacher_names) == 1:
         return {"T1": ("pos_score", "neg_score")}
-    first = [c for c in sorted(names) if c.startswith("pos_score_")]
-    t1 = first[0] if f"pos_score_{teacher_names[0]}" not in names else f"pos_score_{teacher_names[0]}"
-    return {"T1": (t1, t1.replace("pos_score", "neg_score", 1)), "T2": ("pos_score", "neg_score")}
+    t1 = f"pos_score_{teacher_names[0]}"
+    if t1 not in names:
+        raise ValueError(f"{scores_dir}: no column {t1} for the first teacher; columns: {sorted(names)}")
+    return {"T1": (t1, f"neg_score_{teacher_names[0]}"), "T2": ("pos_score", "neg_score")}
 
 
 def _latency_models(budget: Budget, teachers: dict[str, str], students: dict[str, str]) -> dict[str, str]:
