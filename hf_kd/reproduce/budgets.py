@@ -28,7 +28,12 @@ class Budget:
         loss_comparison: extra BERT_DOT runs with T2 and these losses.
         teacher_steps / student_steps: optimisation steps per model.
         batch_size: triples per step.
-        learning_rate: backbone learning rate (the paper's 7e-6 is for 40M triples; few steps need more).
+        learning_rate: backbone learning rate of the students (the paper's 7e-6 is for 40M triples; few steps need
+            more).
+        teacher_learning_rate: backbone learning rate of the teachers (None: `learning_rate`). A cross-encoder started
+            from a bi-encoder checkpoint learns to rank within a few hundred steps only at a higher rate.
+        max_passage_length: word pieces kept of each passage, in training and in the saved models (re-ranking cost
+            grows with it; MS MARCO passages rarely exceed 128).
         non_backbone_learning_rate: heads, projections and TK (the paper: 1e-4).
         negatives_per_positive: BM25 negatives sampled per judged positive.
         scifact_train_queries / scifact_test_queries: caps (None: all).
@@ -49,6 +54,8 @@ class Budget:
     student_steps: int = 200
     batch_size: int = 16
     learning_rate: float = 3e-5
+    teacher_learning_rate: float | None = None
+    max_passage_length: int = 200
     non_backbone_learning_rate: float = 1e-4
     negatives_per_positive: int = 4
     scifact_train_queries: int | None = None
@@ -82,7 +89,14 @@ class Budget:
             raise ValueError("the T2 setting needs at least two teachers (teacher_layers has one entry)")
         if not self.teacher_layers and any(s != "none" for s in self.settings):
             raise ValueError("teacher settings need at least one teacher")
-        for name in ("teacher_steps", "student_steps", "batch_size", "negatives_per_positive", "rerank_top_k"):
+        for name in (
+            "teacher_steps",
+            "student_steps",
+            "batch_size",
+            "negatives_per_positive",
+            "rerank_top_k",
+            "max_passage_length",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -118,16 +132,20 @@ BUDGETS: dict[str, Budget] = {
         teacher_steps=100,
         student_steps=100,
         batch_size=8,
+        teacher_learning_rate=1e-4,
+        max_passage_length=128,
         scifact_train_queries=100,
         scifact_test_queries=50,
     ),
     # the whole experiment on two CPU cores
     "cpu": Budget(
         name="cpu",
-        teacher_steps=250,
-        student_steps=120,
+        teacher_steps=150,
+        student_steps=80,
+        teacher_learning_rate=1e-4,
+        max_passage_length=128,
         scifact_train_queries=300,
-        scifact_test_queries=100,
+        scifact_test_queries=50,
     ),
     # a GPU machine: more steps, bigger batches, all SciFact queries
     "gpu": Budget(
@@ -136,6 +154,7 @@ BUDGETS: dict[str, Budget] = {
         student_steps=2000,
         batch_size=32,
         learning_rate=2e-5,
+        teacher_learning_rate=5e-5,
         negatives_per_positive=8,
         latency_queries=20,
         latency_candidates=1000,

@@ -89,6 +89,7 @@ def train_model(
     train_file: str,
     steps: int,
     seed: int,
+    learning_rate: float,
     model_config: dict | None = None,
     pos_score_column: str = "pos_score",
     neg_score_column: str = "neg_score",
@@ -103,6 +104,7 @@ def train_model(
         model_config=model_config or {},
         loss=loss,
         train_files=[train_file],
+        max_passage_length=budget.max_passage_length,
         pos_score_column=pos_score_column,
         neg_score_column=neg_score_column,
         non_backbone_learning_rate=budget.non_backbone_learning_rate,
@@ -111,7 +113,7 @@ def train_model(
         output_dir=str(out),
         per_device_train_batch_size=budget.batch_size,
         max_steps=steps,
-        learning_rate=budget.learning_rate,
+        learning_rate=learning_rate,
         lr_scheduler_type="linear",
         warmup_steps=max(1, steps // 10),
         weight_decay=0.0,
@@ -232,6 +234,7 @@ def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> d
                 train_file=data.train_triples,
                 steps=budget.teacher_steps,
                 seed=budget.seed + 100 * (i + 1),
+                learning_rate=budget.teacher_learning_rate or budget.learning_rate,
             )
             teachers[name] = str(folder)
 
@@ -270,6 +273,7 @@ def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> d
                 train_file=data.train_triples if setting == "none" else str(scores_dir),
                 steps=budget.student_steps,
                 seed=budget.seed,
+                learning_rate=budget.learning_rate,
                 model_config=student_config(budget, architecture),
                 pos_score_column=pos_column,
                 neg_score_column=neg_column,
