@@ -137,9 +137,7 @@ def test_revision_pinning(hub_server: HubServer, tmp_path: Path):
     folder = tmp_path / "upload"
     first = api.upload_folder(repo_id="org/versions", folder_path=_write_files(folder, {"v.txt": b"one"})).oid
     api.create_tag("org/versions", tag="v1", revision=first)
-    second = api.upload_folder(
-        repo_id="org/versions", folder_path=_write_files(folder, {"v.txt": b"two"})
-    ).oid
+    second = api.upload_folder(repo_id="org/versions", folder_path=_write_files(folder, {"v.txt": b"two"})).oid
 
     assert first != second
     assert Path(hf_hub_download("org/versions", "v.txt")).read_text() == "two"
@@ -191,9 +189,7 @@ def test_transformers_from_pretrained(hub_server: HubServer, tiny_bert_dir: Path
         torch.testing.assert_close(model(**batch).last_hidden_state, local(**batch).last_hidden_state)
 
     pinned = AutoModel.from_pretrained("org/tiny-bert", revision=sha)
-    torch.testing.assert_close(
-        pinned.embeddings.word_embeddings.weight, local.embeddings.word_embeddings.weight
-    )
+    torch.testing.assert_close(pinned.embeddings.word_embeddings.weight, local.embeddings.word_embeddings.weight)
 
     answered = len(hub_server.requests)
     offline = AutoModel.from_pretrained("org/tiny-bert", local_files_only=True)

@@ -57,6 +57,9 @@ def test_every_stage_runs_and_every_cell_is_filled(ci_reproduction):
     assert set(results["environment"]) >= {"torch", "transformers", "hf_kd", "device"}
     tables = (out / "tables.md").read_text()
     assert "## Students and teachers" in tables and "## Loss comparison" in tables and "## Efficiency" in tables
+    assert "## The paper's claims, checked on this run" in tables
+    # every claim is decided: teacher vs BM25, five students, two losses, T2 vs T1, best student vs teacher
+    assert len(results["claims"]) == 10 and all(row["holds"] in (True, False) for row in results["claims"])
     assert (out / "efficiency.png").stat().st_size > 1000
     # checkpoints load with AutoModel and carry the metrics their model card needs
     student = out / "students" / "colbert-T2"
@@ -73,3 +76,68 @@ def test_a_rerun_with_the_same_seed_gives_the_same_numbers(ci_reproduction, tmp_
     for name in ["teacher_1", "teacher_2", "bert_dot-none", "bert_dot-T1", "bert_dot-T2", "tk-T2"]:
         for dataset in ("dl20-dev", "scifact-test"):
             assert second[name][dataset] == pytest.approx(first[name][dataset], abs=1e-6), (name, dataset)
+
+
+def _results(ndcg: dict[str, float]) -> dict:
+    return {
+        "budget": {
+            "students": ["bert_dot", "tk"],
+            "settings": ["none", "T1", "T2"],
+            "loss_comparison": ["pointwise_mse"],
+        },
+        "metrics": {name: {"dl20-dev": {"nDCG@10": v, "MRR@10": v}} for name, v in ndcg.items()},
+    }
+
+
+def test_claims_are_checked_on_the_dev_numbers():
+    from hf_kd.reproduce.report import claims, claims_table, paper_table
+
+    results = _results(
+        {
+            "BM25": 0.45,
+            "MiniLM zero-shot": 0.61,
+            "T2 (teacher mean)": 0.70,
+            "bert_dot-none": 0.60,
+            "bert_dot-T1": 0.62,
+            "bert_dot-T2": 0.695,
+            "bert_dot-T2-pointwise_mse": 0.70,
+            "tk-none": 0.50,
+            "tk-T1": 0.55,
+            "tk-T2": 0.52,
+        }
+    )
+    verdicts = {row["claim"]: row["holds"] for row in claims(results)}
+    assert verdicts == {
+        "the teacher (T2 (teacher mean)) beats BM25": True,
+        "BERT_DOT: T2 Margin-MSE beats no teacher": True,
+        "TK: T2 Margin-MSE beats no teacher": True,
+        "BERT_DOT with T2: Margin-MSE beats pointwise_mse": False,
+        "T2 beats T1 for most students": False,  # 1 of 2 is not most
+        "the best efficient student comes within 0.01 of its teacher": True,  # 0.695 >= 0.70 - 0.01
+        "the MiniLM BERT_DOT student (T2) beats zero-shot MiniLM": True,
+    }
+    assert "| T2 beats T1 for most students | **no** | 1 of 2: BERT_DOT 0.695 vs 0.620, TK 0.520 vs 0.550 |" in (
+        claims_table(results)
+    )
+    assert "| BERT_DOT (DistilBERT_DOT) | 0.600 / 0.670 | 0.620 / 0.704 | 0.695 / 0.712 |" in paper_table(results)
+
+
+def test_a_missing_cell_leaves_its_claim_open():
+    from hf_kd.reproduce.report import claims
+
+    verdicts = {row["claim"]: row["holds"] for row in claims(_results({"BM25": 0.45, "bert_dot-none": 0.6}))}
+    assert verdicts["BERT_DOT: T2 Margin-MSE beats no teacher"] is None
+    assert verdicts["the teacher (teacher_1) beats BM25"] is None
+
+
+def test_report_only_rewrites_the_tables_from_results(ci_reproduction, capsys):
+    (ci_reproduction / "tables.md").unlink()
+    assert main(["reproduce", "--report-only", "--out", str(ci_reproduction)]) == 0
+    tables = (ci_reproduction / "tables.md").read_text()
+    assert "## The paper's claims, checked on this run" in tables and "## Next to the paper" in tables
+    assert "## The paper's claims" in capsys.readouterr().out
+
+
+def test_report_only_without_results_names_the_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="results.json"):
+        main(["reproduce", "--report-only", "--out", str(tmp_path)])

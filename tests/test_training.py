@@ -524,6 +524,10 @@ def test_train_script_end_to_end(backbone, scored_file, ci_data, tmp_path):
     assert summary["final_dev_metrics"]["eval_nDCG@10"] == pytest.approx(summary["best_metric"])
     losses = [entry["loss"] for entry in summary["log_history"] if "loss" in entry]
     assert len(losses) == 4 and summary["train_samples_per_second"] > 0 and summary["wall_time_s"] > 0
+    assert (
+        summary["arguments"]["hf_kd"]["dev_top_k"] == 10 and summary["arguments"]["hf_kd"]["architecture"] == "bert_dot"
+    )
+    assert summary["arguments"]["training"]["max_steps"] == 4 and summary["arguments"]["training"]["save_steps"] == 2
     model = AutoModel.from_pretrained(out)
     assert type(model).__name__ == "BertDotModel"
     assert not (out / ".final-model.tmp").exists()

@@ -34,8 +34,9 @@ __all__ = [
     "render_model_card",
 ]
 
-MODEL_CARDS_DIR = Path(os.environ.get("HF_KD_MODEL_CARDS", Path(__file__).resolve().parents[2] / "model_cards"))
-"""Folder of the card templates (`<architecture>.md`, `teacher_scores.md`); `$HF_KD_MODEL_CARDS` overrides it."""
+MODEL_CARDS_DIR = Path(os.environ.get("HF_KD_MODEL_CARDS", Path(__file__).resolve().parents[1] / "model_cards"))
+"""Folder of the card templates (`<architecture>.md`, `teacher_scores.md`); `$HF_KD_MODEL_CARDS` overrides it.
+`hf_kd/model_cards` links to the repository's `model_cards/`, and wheels carry the templates there."""
 
 ARCHITECTURE_DISPLAY_NAMES = {
     "bert_cat": "BERT_CAT",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import yaml
 
 from .budgets import BUDGETS, get_budget
 from .recipe import run_reproduction
+from .report import claims, write_report
 
 DEFAULT_DATA_DIR = os.environ.get("HF_KD_SHARED_DATA", "../shared/data")
 
@@ -24,7 +26,20 @@ def load_recipe(path: str | None) -> dict:
     return recipe
 
 
+def rewrite_report(out: Path) -> int:
+    """Tables, claims and plot again from an existing `results.json` (nothing is trained or evaluated)."""
+    path = out / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no results to report; run `hf-kd reproduce --out {out}` first")
+    results = json.loads(path.read_text(encoding="utf-8"))
+    results["claims"] = claims(results)
+    print(write_report(results, out))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.report_only:
+        return rewrite_report(Path(args.out))
     recipe = load_recipe(args.config)
     budget_name = args.budget or recipe.pop("budget", "short")
     recipe.pop("budget", None)
@@ -52,4 +67,9 @@ def add_subcommands(subparsers) -> None:
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one budget setting")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="the shared data folder (default: %(default)s)")
     parser.add_argument("--out", default="outputs/reproduce", help="output folder (default: %(default)s)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only rewrite tables.md and efficiency.png from the results.json in --out",
+    )
     parser.set_defaults(func=run)

@@ -28,7 +28,7 @@ from ..training.arguments import HfKdArguments
 from ..training.run import run_training
 from .budgets import Budget
 from .data import EvalSet, PreparedData, prepare_data
-from .report import write_report
+from .report import claims, write_report
 
 TINY = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64)
 
@@ -339,6 +339,7 @@ def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> d
         "stage_seconds": timings,
         "wall_time_s": round(time.perf_counter() - start, 2),
     }
+    results["claims"] = claims(results)
     write_json_atomic(str(out / "results.json"), results)
     write_report(results, out)
     return results

@@ -15,6 +15,19 @@ ARCHITECTURE_LABELS = {
     "bert_cat": "BERT_CAT (small)",
 }
 SETTING_LABELS = {"none": "no teacher", "T1": "T1", "T2": "T2"}
+EFFICIENT = ("bert_dot", "colbert", "prett", "tk")
+
+# The paper's TREC-DL 2019 nDCG@10 (re-ranking BM25 top-1000; ../shared/PAPER.md), for the student of each
+# architecture closest in size to ours (6-layer MiniLM students: DistilBERT; the 3-layer CAT: DistilBERT_CAT).
+PAPER_NDCG = {
+    "tk": ("TK", {"none": 0.652, "T1": 0.669, "T2": 0.666}),
+    "colbert": ("ColBERT", {"none": 0.722, "T1": 0.738, "T2": 0.744}),
+    "prett": ("PreTT", {"none": 0.717, "T1": 0.748, "T2": 0.737}),
+    "bert_dot": ("DistilBERT_DOT", {"none": 0.670, "T1": 0.704, "T2": 0.712}),
+    "bert_cat": ("DistilBERT_CAT", {"none": 0.723, "T1": 0.739, "T2": 0.747}),
+}
+PAPER_TEACHER_NDCG = 0.730  # BERT-Base_CAT, T1 itself
+PAPER_BM25_NDCG = 0.501
 
 
 def _cell(metrics: dict[str, dict[str, float]] | None, dataset: str) -> str:
@@ -61,6 +74,110 @@ def loss_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _ndcg(metrics: dict[str, Any], name: str, dataset: str = "dl20-dev") -> float | None:
+    return metrics[name][dataset]["nDCG@10"] if name in metrics and dataset in metrics[name] else None
+
+
+def paper_table(results: dict[str, Any]) -> str:
+    """Our DL20 dev nDCG@10 next to the paper's TREC-DL 2019 nDCG@10, student x teacher setting."""
+    metrics, settings = results["metrics"], results["budget"]["settings"]
+    lines = [
+        "| student (paper's) | " + " | ".join(f"{SETTING_LABELS[s]}: here / paper" for s in settings) + " |",
+        "|---|" + "---|" * len(settings),
+    ]
+
+    def cell(ours: float | None, paper: float | None) -> str:
+        return f"{'–' if ours is None else f'{ours:.3f}'} / {'–' if paper is None else f'{paper:.3f}'}"
+
+    for architecture in results["budget"]["students"]:
+        paper_name, paper = PAPER_NDCG[architecture]
+        cells = [cell(_ndcg(metrics, f"{architecture}-{s}"), paper.get(s)) for s in settings]
+        lines.append(f"| {ARCHITECTURE_LABELS[architecture]} ({paper_name}) | " + " | ".join(cells) + " |")
+    teacher = "T2 (teacher mean)" if "T2 (teacher mean)" in metrics else "teacher_1"
+    fill = " |" * (len(settings) - 1)
+    lines.append(f"| teacher: {teacher} (BERT-Base_CAT) | {cell(_ndcg(metrics, teacher), PAPER_TEACHER_NDCG)} |{fill}")
+    lines.append(f"| BM25 | {cell(_ndcg(metrics, 'BM25'), PAPER_BM25_NDCG)} |{fill}")
+    return "\n".join(lines)
+
+
+def claims(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The paper's claims, each checked on the DL20 dev nDCG@10 of this run: `holds` is None where a cell is missing."""
+    metrics, budget = results["metrics"], results["budget"]
+    students = budget["students"]
+    checked: list[dict[str, Any]] = []
+
+    def add(claim: str, holds: bool | None, evidence: str) -> None:
+        checked.append({"claim": claim, "holds": holds, "evidence": evidence})
+
+    def fmt(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    teacher = "T2 (teacher mean)" if "T2 (teacher mean)" in metrics else "teacher_1"
+    teacher_score, bm25 = _ndcg(metrics, teacher), _ndcg(metrics, "BM25")
+    add(
+        f"the teacher ({teacher}) beats BM25",
+        None if teacher_score is None or bm25 is None else teacher_score > bm25,
+        f"{fmt(teacher_score)} vs {fmt(bm25)}",
+    )
+    best = "T2" if "T2" in budget["settings"] else "T1"
+    for architecture in students:
+        distilled, alone = _ndcg(metrics, f"{architecture}-{best}"), _ndcg(metrics, f"{architecture}-none")
+        add(
+            f"{ARCHITECTURE_LABELS[architecture]}: {best} Margin-MSE beats no teacher",
+            None if distilled is None or alone is None else distilled > alone,
+            f"{fmt(distilled)} vs {fmt(alone)}",
+        )
+    margin = _ndcg(metrics, "bert_dot-T2")
+    for loss in budget["loss_comparison"]:
+        other = _ndcg(metrics, f"bert_dot-T2-{loss}")
+        add(
+            f"BERT_DOT with T2: Margin-MSE beats {loss}",
+            None if margin is None or other is None else margin > other,
+            f"{fmt(margin)} vs {fmt(other)}",
+        )
+    if "T1" in budget["settings"] and "T2" in budget["settings"]:
+        pairs = [(a, _ndcg(metrics, f"{a}-T2"), _ndcg(metrics, f"{a}-T1")) for a in students]
+        pairs = [(a, t2, t1) for a, t2, t1 in pairs if t2 is not None and t1 is not None]
+        wins = sum(t2 > t1 for _, t2, t1 in pairs)
+        add(
+            "T2 beats T1 for most students",
+            2 * wins > len(pairs) if pairs else None,
+            f"{wins} of {len(pairs)}: "
+            + ", ".join(f"{ARCHITECTURE_LABELS[a]} {t2:.3f} vs {t1:.3f}" for a, t2, t1 in pairs),
+        )
+    efficient = [
+        (_ndcg(metrics, f"{a}-{s}"), f"{a}-{s}")
+        for a in students
+        if a in EFFICIENT
+        for s in budget["settings"]
+        if s != "none" and _ndcg(metrics, f"{a}-{s}") is not None
+    ]
+    if efficient and teacher_score is not None:
+        score, name = max(efficient)
+        add(
+            "the best efficient student comes within 0.01 of its teacher",
+            score >= teacher_score - 0.01,
+            f"{name} {score:.3f} vs {teacher} {teacher_score:.3f}",
+        )
+    zero_shot = _ndcg(metrics, "MiniLM zero-shot")
+    dot = _ndcg(metrics, f"bert_dot-{best}")
+    if zero_shot is not None and "bert_dot" in students:
+        add(
+            f"the MiniLM BERT_DOT student ({best}) beats zero-shot MiniLM",
+            None if dot is None else dot > zero_shot,
+            f"{fmt(dot)} vs {fmt(zero_shot)}",
+        )
+    return checked
+
+
+def claims_table(results: dict[str, Any]) -> str:
+    lines = ["| claim (DL20 dev nDCG@10) | holds here | numbers |", "|---|---|---|"]
+    for row in claims(results):
+        verdict = {True: "yes", False: "**no**", None: "–"}[row["holds"]]
+        lines.append(f"| {row['claim']} | {verdict} | {row['evidence']} |")
+    return "\n".join(lines)
+
+
 def efficiency_rows(results: dict[str, Any]):
     effectiveness = {}
     students = {
@@ -91,6 +208,14 @@ def write_report(results: dict[str, Any], out: Path) -> str:
     ]
     if results["budget"]["loss_comparison"] and "bert_dot-T2" in results["metrics"]:
         sections += ["## Loss comparison", loss_table(results)]
+    sections += [
+        "## Next to the paper",
+        "nDCG@10: here on the DL20 dev queries, in the paper on TREC-DL 2019 (BM25 top-1000, students trained on "
+        "40M MS MARCO triples). Only the direction of the differences compares.",
+        paper_table(results),
+        "## The paper's claims, checked on this run",
+        claims_table(results),
+    ]
     sections += [
         "## Efficiency (re-ranking latency per query, DL20 dev)",
         efficiency_markdown(rows),

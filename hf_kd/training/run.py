@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -165,6 +167,11 @@ def run_training(hf_kd_args: HfKdArguments, training_args: TrainingArguments) ->
         "best_model_checkpoint": trainer.state.best_model_checkpoint,
         "world_size": training_args.world_size,
         "log_history": trainer.state.log_history,
+        # everything needed to train the same model again
+        "arguments": {
+            "hf_kd": dataclasses.asdict(hf_kd_args),
+            "training": json.loads(training_args.to_json_string()),
+        },
     }
     if training_args.should_save:
         write_json_atomic(Path(training_args.output_dir) / SUMMARY_FILE, summary)
