@@ -29,6 +29,7 @@ from hf_kd.evaluation.report import (
     efficiency_markdown,
     format_bytes,
     join_efficiency,
+    plot_efficiency,
     write_efficiency_report,
 )
 from hf_kd.evaluation.rerank import rerank, top_candidates
@@ -265,6 +266,11 @@ def test_efficiency_report(tmp_path):
     assert json.loads(paths["json"].read_text())[1]["metrics"]["nDCG@10"] == 0.712
     assert paths["markdown"].read_text() == table
     assert format_bytes(1536) == "1.5 KB" and format_bytes(100) == "100 B" and format_bytes(None) == "-"
+    # a reference panel (a paper's numbers) doubles the width; only the run's drawable rows are counted
+    width = lambda png: int.from_bytes(png.read_bytes()[16:20], "big")  # noqa: E731
+    reference = [EfficiencyRow("paper DOT", median_ms=23.0, metrics={"nDCG@10": 0.712})]
+    assert plot_efficiency(rows, tmp_path / "two.png", reference=reference) == 2
+    assert width(tmp_path / "two.png") == 2 * width(paths["plot"])
     # nothing to draw without effectiveness: no plot, tables still written
     assert "plot" not in write_efficiency_report([EfficiencyRow("TK", median_ms=1.0)], tmp_path / "bare")
 

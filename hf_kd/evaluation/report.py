@@ -110,34 +110,52 @@ def efficiency_markdown(rows: Sequence[EfficiencyRow], metric_names: Sequence[st
     return "\n".join(lines) + "\n"
 
 
-def plot_efficiency(rows: Sequence[EfficiencyRow], path: str | os.PathLike, metric: str = "nDCG@10") -> int:
+def plot_efficiency(
+    rows: Sequence[EfficiencyRow],
+    path: str | os.PathLike,
+    metric: str = "nDCG@10",
+    reference: Sequence[EfficiencyRow] | None = None,
+    titles: tuple[str, str] = ("Efficiency vs. effectiveness", "Reference"),
+) -> int:
     """Draws effectiveness against median query latency (log scale) as a PNG, written atomically.
 
     Args:
         rows (`Sequence[EfficiencyRow]`): the models; those without latency or `metric` are left out.
         path (`str` or `os.PathLike`): the PNG file.
         metric (`str`, *optional*, defaults to `"nDCG@10"`): the effectiveness metric on the y axis.
+        reference (`Sequence[EfficiencyRow]`, *optional*): models drawn in a second panel on the right (e.g. a
+            paper's published numbers), with its own axes.
+        titles (`tuple[str, str]`, *optional*): titles of the panel of `rows` and of the reference panel.
 
     Returns:
-        `int`: the number of models drawn.
+        `int`: the number of models drawn from `rows`.
 
     Raises:
         ValueError: if no row has both a latency and `metric`.
     """
-    points = [row for row in rows if row.median_ms is not None and row.metrics.get(metric) is not None]
+
+    def drawable(candidates: Sequence[EfficiencyRow]) -> list[EfficiencyRow]:
+        return [row for row in candidates if row.median_ms is not None and row.metrics.get(metric) is not None]
+
+    points = drawable(rows)
     if not points:
         raise ValueError(f"no model has both a latency and {metric}: nothing to plot")
-    figure = Figure(figsize=(6.4, 4.4), dpi=150)
+    panels = [(points, titles[0])]
+    if reference is not None and drawable(reference):
+        panels.append((drawable(reference), titles[1]))
+    figure = Figure(figsize=(6.4 * len(panels), 4.4), dpi=150)
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    axes.scatter([row.median_ms for row in points], [row.metrics[metric] for row in points], zorder=3)
-    for row in points:
-        axes.annotate(row.name, (row.median_ms, row.metrics[metric]), textcoords="offset points", xytext=(5, 5))
-    axes.set_xscale("log")
-    axes.set_xlabel("Query latency, re-ranking (median ms per query, log scale)")
-    axes.set_ylabel(metric)
-    axes.set_title("Efficiency vs. effectiveness")
-    axes.grid(True, which="both", alpha=0.3)
+    for index, (panel, title) in enumerate(panels, start=1):
+        axes = figure.add_subplot(1, len(panels), index)
+        axes.scatter([row.median_ms for row in panel], [row.metrics[metric] for row in panel], zorder=3)
+        for row in panel:
+            axes.annotate(row.name, (row.median_ms, row.metrics[metric]), textcoords="offset points", xytext=(5, 5))
+        axes.set_xscale("log")
+        axes.set_xlabel("Query latency, re-ranking (median ms per query, log scale)")
+        axes.set_ylabel(metric)
+        axes.set_title(title)
+        axes.grid(True, which="both", alpha=0.3)
+        axes.margins(x=0.25, y=0.12)  # room for the labels of the outermost points
     figure.tight_layout()
     with atomic_path(path) as tmp_path:
         figure.savefig(tmp_path, format="png")

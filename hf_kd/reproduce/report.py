@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.report import efficiency_markdown, join_efficiency, plot_efficiency
+from ..evaluation.report import EfficiencyRow, efficiency_markdown, join_efficiency, plot_efficiency
 
 ARCHITECTURE_LABELS = {
     "bert_dot": "BERT_DOT",
@@ -28,6 +28,14 @@ PAPER_NDCG = {
 }
 PAPER_TEACHER_NDCG = 0.730  # BERT-Base_CAT, T1 itself
 PAPER_BM25_NDCG = 0.501
+# the paper's Table 1 (re-ranking latency on one GPU, passages cached) with the T2 students' TREC-DL 2019 nDCG@10
+PAPER_EFFICIENCY = [
+    EfficiencyRow("BERT-Base_CAT (T1)", "bert_cat", median_ms=950.0, metrics={"nDCG@10": PAPER_TEACHER_NDCG}),
+    EfficiencyRow("PreTT", "prett", median_ms=455.0, metrics={"nDCG@10": 0.737}),
+    EfficiencyRow("ColBERT", "colbert", median_ms=28.0, metrics={"nDCG@10": 0.744}),
+    EfficiencyRow("DistilBERT_DOT", "bert_dot", median_ms=23.0, metrics={"nDCG@10": 0.712}),
+    EfficiencyRow("TK", "tk", median_ms=14.0, metrics={"nDCG@10": 0.666}),
+]
 
 
 def _cell(metrics: dict[str, dict[str, float]] | None, dataset: str) -> str:
@@ -223,5 +231,13 @@ def write_report(results: dict[str, Any], out: Path) -> str:
     ]
     markdown = "\n\n".join(sections) + "\n"
     (out / "tables.md").write_text(markdown, encoding="utf-8")
-    plot_efficiency(rows, out / "efficiency.png")
+    plot_efficiency(
+        rows,
+        out / "efficiency.png",
+        reference=PAPER_EFFICIENCY,
+        titles=(
+            f"This run ({results['environment']['device']}, DL20 dev)",
+            "The paper (one GPU, TREC-DL 2019, T2 students)",
+        ),
+    )
     return markdown
