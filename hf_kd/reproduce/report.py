@@ -153,13 +153,8 @@ def claims(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{wins} of {len(pairs)}: "
             + ", ".join(f"{ARCHITECTURE_LABELS[a]} {t2:.3f} vs {t1:.3f}" for a, t2, t1 in pairs),
         )
-    efficient = [
-        (_ndcg(metrics, f"{a}-{s}"), f"{a}-{s}")
-        for a in students
-        if a in EFFICIENT
-        for s in budget["settings"]
-        if s != "none" and _ndcg(metrics, f"{a}-{s}") is not None
-    ]
+    distilled = [f"{a}-{s}" for a in students if a in EFFICIENT for s in budget["settings"] if s != "none"]
+    efficient = [(_ndcg(metrics, name), name) for name in distilled if _ndcg(metrics, name) is not None]
     if efficient and teacher_score is not None:
         score, name = max(efficient)
         add(
