@@ -40,11 +40,11 @@ from .schemas import (
     TEXTS_FEATURES,
     TRIPLES_FEATURES,
     detect_schema,
-    join_texts,
     per_teacher_columns,
     text_schema_of,
     with_per_teacher_columns,
 )
+from .texts import MissingIdError, TextStore, join_texts, joined_columns
 from .triples import TripleStats, build_triples, read_query_id_list, save_triples
 from .writers import DEFAULT_SHARD_ROWS, load_scores, write_scores, write_texts
 
@@ -85,6 +85,9 @@ __all__ = [
     "per_teacher_columns",
     "with_per_teacher_columns",
     "join_texts",
+    "joined_columns",
+    "MissingIdError",
+    "TextStore",
     "load_scores",
     "open_reader",
     "read_beir",

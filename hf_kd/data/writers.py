@@ -35,9 +35,20 @@ from datasets import Dataset, DatasetInfo, Features, IterableDataset, load_datas
 from datasets.arrow_writer import ArrowWriter
 
 from .provenance import Provenance, read_provenance
-from .schemas import SCHEMAS, TEXTS_FEATURES, join_texts, with_per_teacher_columns
+from .schemas import SCHEMAS, TEXTS_FEATURES, with_per_teacher_columns
+from .texts import TextStore, join_texts
 
-__all__ = ["DEFAULT_SHARD_ROWS", "check_output_folder", "load_scores", "write_scores", "write_texts"]
+__all__ = [
+    "DEFAULT_SHARD_ROWS",
+    "check_output_folder",
+    "is_scores_folder",
+    "load_scores",
+    "load_texts",
+    "score_shards",
+    "text_files",
+    "write_scores",
+    "write_texts",
+]
 
 DEFAULT_SHARD_ROWS = 1_000_000
 ROW_GROUP_ROWS = 131_072
@@ -217,12 +228,10 @@ def write_scores(
                 writer.write(batch)
             writer.close()
             rows = writer.rows
-        if queries is not None or collection is not None:
-            (tmp / "texts").mkdir()
-            if queries is not None:
-                write_texts(queries, tmp / "texts" / "queries.parquet")
-            if collection is not None:
-                write_texts(collection, tmp / "texts" / "collection.parquet")
+        for kind, texts in (("queries", queries), ("collection", collection)):
+            if texts is not None:
+                (tmp / TEXT_FILES[kind]).parent.mkdir(exist_ok=True)
+                write_texts(texts, tmp / TEXT_FILES[kind])
         provenance.rows = rows
         provenance.save(tmp)
         _move_into_place(tmp, out)
@@ -258,9 +267,32 @@ def _write_save_to_disk(
     return rows
 
 
-def _read_texts(path: Path) -> dict[str, str]:
-    table = pq.read_table(path, columns=["id", "text"])
-    return dict(zip(table.column("id").to_pylist(), table.column("text").to_pylist()))
+TEXT_FILES = {"queries": "texts/queries.parquet", "collection": "texts/collection.parquet"}
+"""Where an id form's folder keeps its texts, by kind."""
+
+
+def is_scores_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` is a teacher-score dataset folder written by hf-kd (it has `hf_kd_provenance.json`)."""
+    from .provenance import PROVENANCE_FILENAME
+
+    return Path(path).is_dir() and (Path(path) / PROVENANCE_FILENAME).is_file()
+
+
+def score_shards(path: str | os.PathLike) -> list[Path]:
+    """The Parquet shards of a dataset folder in the Parquet layout (`data/*.parquet`, or `*.parquet` beside)."""
+    path = Path(path)
+    return sorted((path / "data").glob("*.parquet")) or sorted(path.glob("*.parquet"))
+
+
+def text_files(path: str | os.PathLike) -> dict[str, Path]:
+    """The texts an id form's folder stores, by kind (`queries`, `collection`): only those present."""
+    return {kind: Path(path) / name for kind, name in TEXT_FILES.items() if (Path(path) / name).is_file()}
+
+
+def load_texts(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> dict[str, TextStore]:
+    """The stored texts of an id form's folder as memory-mapped [`TextStore`]s, by kind."""
+    cache = str(cache_dir) if cache_dir is not None else None
+    return {kind: TextStore.from_parquet(file, kind, cache) for kind, file in text_files(path).items()}
 
 
 def load_scores(
@@ -277,7 +309,8 @@ def load_scores(
         streaming (`bool`, *optional*, defaults to `False`): return an `IterableDataset` that reads the
             shards lazily instead of a memory-mapped `Dataset`; both yield the same rows in the same order.
         with_texts (`bool`, *optional*, defaults to `True`): for an id form whose folder stores texts, join
-            them lazily (see `hf_kd.data.join_texts`), giving the text form the trainer reads.
+            them lazily, batch by batch, from memory-mapped Arrow (see `hf_kd.data.join_texts`), giving the
+            text form the trainer reads.
         cache_dir (`str` or `os.PathLike`, *optional*): the `datasets` cache for the Parquet layout (the
             non-streaming mode converts the shards to Arrow there); defaults to the `datasets` cache.
 
@@ -292,7 +325,7 @@ def load_scores(
         if streaming:
             dataset = dataset.to_iterable_dataset()
     else:
-        files = sorted(str(f) for f in (path / "data").glob("*.parquet"))
+        files = [str(f) for f in score_shards(path)]
         if not files:
             raise FileNotFoundError(f"no Parquet shards in {path / 'data'}")
         features = with_per_teacher_columns(features, pq.read_schema(files[0]).names)
@@ -308,8 +341,9 @@ def load_scores(
             )
         else:
             dataset = Dataset.from_parquet(files, features=features, cache_dir=cache)
-    texts = path / "texts"
-    if with_texts and (texts / "queries.parquet").is_file() and (texts / "collection.parquet").is_file():
-        dataset = join_texts(dataset, _read_texts(texts / "queries.parquet"), _read_texts(texts / "collection.parquet"))
+    stored = text_files(path)
+    if with_texts and len(stored) == len(TEXT_FILES):
+        texts = load_texts(path, cache_dir)
+        dataset = join_texts(dataset, texts["queries"], texts["collection"], source=str(path))
     dataset.info.description = provenance.to_json()
     return dataset

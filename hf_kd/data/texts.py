@@ -1,0 +1,395 @@
+"""Id -> text lookup for id-form teacher scores: an index built once, the texts memory-mapped.
+
+A [`TextStore`] holds the queries or the passages an id form refers to. Its texts stay in a memory-mapped
+Arrow file (the `datasets` cache of a Parquet file or Hub dataset, or an Arrow file converted once from a
+TSV), so the 8.8M passages of MS MARCO cost page cache, not Python objects. The id -> row index is built once
+when the store is opened: sorted `int64` ids when every id is the canonical decimal form of an integer
+(MS MARCO, most BEIR sets; 16 bytes per text), sorted Python strings otherwise. Lookups are vectorised
+(`numpy.searchsorted` over a batch of ids, then one Arrow `take`).
+
+```python
+>>> store = TextStore.from_mapping({"7": "a cat", "3": "a dog"}, name="passages")
+>>> store.lookup(["3", "7", "3"])
+['a dog', 'a cat', 'a dog']
+
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+from datasets import Dataset, Features, IterableDataset
+from datasets.arrow_writer import ArrowWriter
+
+from .errors import DataFormatError
+from .readers import _canonical_integers
+from .schemas import ID_SCHEMAS, ID_TO_TEXT_COLUMN, SCHEMAS, TEXTS_FEATURES, detect_schema, text_columns
+
+__all__ = [
+    "ID_COLUMNS",
+    "TEXT_COLUMNS",
+    "JoinTexts",
+    "MissingIdError",
+    "TextStore",
+    "join_texts",
+    "joined_columns",
+    "texts_columns",
+]
+
+ID_COLUMNS = ("id", "_id", "query_id", "passage_id", "document_id", "doc_id", "docid", "corpus_id", "qid", "pid")
+"""Column names taken as the id of a queries or collection dataset, in order of preference."""
+TEXT_COLUMNS = ("text", "passage", "query", "document", "contents")
+"""Column names taken as the text, in order of preference."""
+
+_TSV_BLOCK_BYTES = 16 << 20
+_CANONICAL_INTEGER = r"^(0|-?[1-9][0-9]{0,17})$"
+
+
+class MissingIdError(KeyError):
+    """An id of the training rows has no text in the queries or the collection.
+
+    Args:
+        item_id (`str`): the id.
+        kind (`str`): `"queries"` or `"collection"`.
+        source (`str`): the file or dataset the texts come from.
+        where (`str`, *optional*): the training rows' file or dataset and row, e.g. `"scores, row 17"`.
+    """
+
+    def __init__(self, item_id: str, kind: str, source: str, where: str | None = None):
+        self.item_id, self.kind, self.source, self.where = item_id, kind, source, where
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}id {item_id!r} not found in the {kind} ({source} has no text for it)")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+    def __reduce__(self):
+        return (type(self), (self.item_id, self.kind, self.source, self.where))
+
+
+def texts_columns(column_names: Sequence[str], source: str) -> tuple[str, str]:
+    """The (id, text) columns of a queries or collection dataset: `id`/`text`, sentence-transformers'
+    `passage_id`/`passage` and `query_id`/`query`, PyLate's `document_id`/`text`, BEIR's `_id`/`text`."""
+    id_column = next((c for c in ID_COLUMNS if c in column_names), None)
+    text_column = next((c for c in TEXT_COLUMNS if c in column_names), None)
+    if id_column is None or text_column is None:
+        raise ValueError(
+            f"{source}: columns {list(column_names)} hold no texts by id; expected an id column (one of "
+            f"{', '.join(ID_COLUMNS)}) and a text column (one of {', '.join(TEXT_COLUMNS)})"
+        )
+    return id_column, text_column
+
+
+def _as_string_ids(ids: pa.Array | pa.ChunkedArray | Sequence) -> pa.Array:
+    if not isinstance(ids, (pa.Array, pa.ChunkedArray)):
+        ids = pa.array(list(ids))
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks() if ids.num_chunks else pa.array([], pa.string())
+    if not pa.types.is_string(ids.type) and not pa.types.is_large_string(ids.type):
+        ids = ids.cast(pa.string())  # integer ids (PyLate's query_id) are matched by their decimal form
+    return ids.cast(pa.string())
+
+
+class _IdIndex:
+    """id -> row position, sorted once; `rows` answers a whole batch with one `searchsorted`."""
+
+    def __init__(self, ids: pa.Array):
+        integers = _canonical_integers(ids)
+        self.integer = integers is not None
+        keys = integers.to_numpy() if self.integer else np.array(ids.to_pylist(), dtype=object)
+        order = np.argsort(keys, kind="stable")  # the first of duplicate ids wins
+        self._keys = keys[order]
+        self._rows = order.astype(np.int64)
+
+    def rows(self, ids: pa.Array) -> np.ndarray:
+        """Row of each id, `-1` where it is not indexed."""
+        if len(ids) == 0 or len(self._keys) == 0:
+            return np.full(len(ids), -1, dtype=np.int64)
+        valid = None
+        if self.integer:
+            integers = _canonical_integers(ids)
+            if integers is None:  # ids that are not canonical integers cannot be among the keys
+                valid = pc.fill_null(pc.match_substring_regex(ids, _CANONICAL_INTEGER), False)
+                integers = _canonical_integers(pc.if_else(valid, ids, "0"))
+            queries = integers.to_numpy()
+        else:
+            queries = np.array(ids.to_pylist(), dtype=object)
+        positions = np.searchsorted(self._keys, queries).clip(max=len(self._keys) - 1)
+        rows = np.where(self._keys[positions] == queries, self._rows[positions], -1)
+        if valid is not None:
+            rows[~valid.to_numpy(zero_copy_only=False)] = -1
+        return rows
+
+    @property
+    def nbytes(self) -> int:
+        return self._keys.nbytes + self._rows.nbytes
+
+
+class TextStore:
+    """Texts by id: the queries or the collection an id form refers to.
+
+    Args:
+        texts (`datasets.Dataset`): rows of [`TEXTS_FEATURES`] (`id`, `text`), memory-mapped when it comes
+            from a file; see the `from_*` constructors for other inputs.
+        kind (`str`): `"queries"` or `"collection"`, for messages.
+        source (`str`): the file or dataset the texts come from, for messages.
+    """
+
+    def __init__(self, texts: Dataset, kind: str, source: str):
+        self.kind, self.source = kind, source
+        self._dataset = texts
+        self._texts = texts.data.column("text")
+        self._index = _IdIndex(_as_string_ids(texts.data.column("id")))
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def __repr__(self) -> str:
+        return f"TextStore({self.kind}, {len(self):,} texts from {self.source})"
+
+    @property
+    def index_bytes(self) -> int:
+        """Memory of the id index (the texts themselves stay memory-mapped)."""
+        return self._index.nbytes
+
+    # ---- constructors ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, texts: Mapping[str, str], kind: str = "collection", name: str = "the mapping") -> TextStore:
+        dataset = Dataset.from_dict({"id": list(texts), "text": list(texts.values())}, features=TEXTS_FEATURES)
+        return cls(dataset, kind, name)
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, kind: str, name: str) -> TextStore:
+        """From any dataset with an id and a text column (see [`texts_columns`]); other columns are dropped."""
+        id_column, text_column = texts_columns(dataset.column_names, name)
+        dataset = dataset.select_columns([id_column, text_column])
+        if (id_column, text_column) != ("id", "text"):
+            dataset = dataset.rename_columns({id_column: "id", text_column: "text"})
+        return cls(dataset, kind, name)
+
+    @classmethod
+    def from_parquet(
+        cls, files: str | os.PathLike | Sequence[str | os.PathLike], kind: str, cache_dir: str | None = None
+    ) -> TextStore:
+        files = [str(files)] if isinstance(files, (str, os.PathLike)) else [str(f) for f in files]
+        dataset = Dataset.from_parquet(files, cache_dir=cache_dir)
+        return cls.from_dataset(dataset, kind, files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1})")
+
+    @classmethod
+    def from_tsv(cls, path: str | os.PathLike, kind: str, cache_dir: str | os.PathLike | None = None) -> TextStore:
+        """From an MS MARCO `id<TAB>text` file, converted once into an Arrow file of the cache and memory-mapped."""
+        arrow_path = _tsv_to_arrow(Path(path), kind, cache_dir)
+        return cls(Dataset.from_file(str(arrow_path)), kind, str(path))
+
+    @classmethod
+    def open(cls, source, kind: str, cache_dir: str | None = None) -> TextStore:
+        """From a `TextStore`, a mapping, a dataset, a TSV file, a Parquet file or a folder of Parquet files."""
+        if isinstance(source, TextStore):
+            return source
+        if isinstance(source, Mapping):
+            return cls.from_mapping(source, kind)
+        if isinstance(source, Dataset):
+            return cls.from_dataset(source, kind, f"the {kind} dataset")
+        path = Path(source)
+        if path.is_dir():
+            files = sorted(path.rglob("*.parquet"))
+            if not files:
+                raise FileNotFoundError(f"{kind}: {path} holds no Parquet files")
+            return cls.from_parquet(files, kind, cache_dir)
+        if not path.is_file():
+            raise FileNotFoundError(f"{kind}: {path} does not exist")
+        if path.suffix.lower() == ".parquet":
+            return cls.from_parquet(path, kind, cache_dir)
+        return cls.from_tsv(path, kind, cache_dir)
+
+    # ---- lookups -----------------------------------------------------------------------------------------------
+
+    def rows(self, ids: pa.Array | Sequence) -> np.ndarray:
+        """The row of each id in the store, `-1` for ids it does not hold."""
+        return self._index.rows(_as_string_ids(ids))
+
+    def texts_at(self, rows: np.ndarray) -> list[str]:
+        return self._texts.take(pa.array(rows, pa.int64())).to_pylist()
+
+    def lookup(self, ids: pa.Array | Sequence, where: Iterable[str] | None = None) -> list[str]:
+        """The texts of `ids`, in order.
+
+        Args:
+            ids: the ids (strings, or integers matched by their decimal form).
+            where (*optional*): per id, where it was read (file and row), named by the error.
+
+        Raises:
+            MissingIdError: naming the first id the store does not hold (and where it was read).
+        """
+        rows = self.rows(ids)
+        missing = np.flatnonzero(rows < 0)
+        if len(missing):
+            first = int(missing[0])
+            item_id = _as_string_ids(ids)[first].as_py()
+            location = list(where)[first] if where is not None else None
+            raise MissingIdError(item_id, self.kind, self.source, location)
+        return self.texts_at(rows)
+
+
+def _tsv_cache_path(path: Path, cache_dir: str | os.PathLike | None) -> Path:
+    import datasets.config
+
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    folder = Path(cache_dir) if cache_dir is not None else Path(datasets.config.HF_DATASETS_CACHE) / "hf_kd_texts"
+    return folder / f"{path.stem}-{key}.arrow"
+
+
+def _tsv_to_arrow(path: Path, kind: str, cache_dir: str | os.PathLike | None) -> Path:
+    """Streams `id<TAB>text` lines into an Arrow file of the cache (once per file version), at constant memory."""
+    target = _tsv_cache_path(path, cache_dir)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    line_offset = 0
+    try:
+        reader = pa_csv.open_csv(
+            path,
+            read_options=pa_csv.ReadOptions(column_names=["id", "text"], block_size=_TSV_BLOCK_BYTES),
+            parse_options=pa_csv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False),
+            convert_options=pa_csv.ConvertOptions(column_types={"id": pa.string(), "text": pa.string()}),
+        )
+        with ArrowWriter(features=TEXTS_FEATURES, path=tmp) as writer:
+            for batch in reader:
+                line_offset += batch.num_rows
+                writer.write_table(pa.Table.from_batches([batch]))
+            writer.finalize()
+        os.replace(tmp, target)
+    except pa.ArrowInvalid as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise DataFormatError(
+            path, None, f"expected 2 tab-separated columns '{kind} id<TAB>text' on every line ({error})"
+        ) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The per-batch join
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class JoinTexts:
+    """Batched transform replacing the id columns of a batch by their texts (see [`join_texts`]).
+
+    Args:
+        id_columns (`list[str]`): the id columns of the rows (keys of `ID_TO_TEXT_COLUMN`).
+        queries ([`TextStore`]), collection ([`TextStore`]): the texts.
+        source (`str`, *optional*): the rows' file or dataset, named with the row by a missing-id error.
+    """
+
+    def __init__(self, id_columns: list[str], queries: TextStore, collection: TextStore, source: str = "the rows"):
+        self.id_columns = id_columns
+        self.stores = {"queries": queries, "collection": collection}
+        self.source = source
+
+    def text_columns(self, columns) -> list[str]:
+        return text_columns(columns)
+
+    def __call__(self, batch: dict[str, list], indices: list[int] | None = None) -> dict[str, list]:
+        out = {}
+        for column, values in batch.items():
+            if column not in self.id_columns:
+                out[column] = values
+                continue
+            text_column, kind = ID_TO_TEXT_COLUMN[column]
+            store = self.stores[kind]
+            if column == "passage_ids":
+                flat = [pid for ids in values for pid in ids]
+                where = (
+                    [f"{self.source}, row {i}" for i, ids in zip(indices, values) for _ in ids] if indices else None
+                )
+                texts, start = [], 0
+                flat_texts = store.lookup(flat, where)
+                for ids in values:
+                    texts.append(flat_texts[start : start + len(ids)])
+                    start += len(ids)
+                out[text_column] = texts
+            else:
+                where = [f"{self.source}, row {i}" for i in indices] if indices else None
+                out[text_column] = store.lookup(values, where)
+        return out
+
+
+def join_texts(
+    dataset: Dataset | IterableDataset,
+    queries: TextStore | Mapping[str, str] | Dataset,
+    collection: TextStore | Mapping[str, str] | Dataset,
+    source: str = "the rows",
+) -> Dataset | IterableDataset:
+    """Turns an id form into its text form lazily: texts are looked up only when rows are read, batch by batch.
+
+    A `Dataset` gets a `with_transform` (nothing is materialised; `dataset.features` still describes the
+    stored ids while indexing returns texts); an `IterableDataset` gets a batched `map`, applied on the fly
+    while streaming, whose declared features are the text form.
+
+    Args:
+        dataset (`Dataset` or `IterableDataset`): an id form (see `ID_SCHEMAS`), possibly with per-teacher columns.
+        queries ([`TextStore`], `Mapping[str, str]` or `Dataset`): query id -> text, or a dataset of
+            `TEXTS_FEATURES`.
+        collection ([`TextStore`], `Mapping[str, str]` or `Dataset`): passage id -> text, likewise.
+        source (`str`, *optional*): the rows' file or dataset, named by missing-id errors of streamed rows.
+
+    Returns:
+        The same rows with `query_id` -> `query`, `positive_id` -> `positive`, `negative_id` -> `negative`,
+        `passage_id` -> `passage`, `passage_ids` -> `passages`; score columns unchanged. Reading a row whose
+        id has no text raises [`MissingIdError`] (a `KeyError`).
+
+    Example:
+        ```python
+        >>> from datasets import Dataset, Features, IterableDataset
+        >>> from hf_kd.data import MARGIN_ID_TRIPLES_FEATURES
+        >>> ids = Dataset.from_dict(
+        ...     {"query_id": ["q1"], "positive_id": ["p1"], "negative_id": ["p2"], "margin": [2.5]},
+        ...     features=MARGIN_ID_TRIPLES_FEATURES,
+        ... )
+        >>> texts = join_texts(ids, {"q1": "what is kd"}, {"p1": "distillation is ...", "p2": "a cat"})
+        >>> texts[0]
+        {'query': 'what is kd', 'positive': 'distillation is ...', 'negative': 'a cat', 'margin': 2.5}
+
+        ```
+    """
+    schema = detect_schema(dataset)
+    if schema not in ID_SCHEMAS:
+        raise ValueError(f"join_texts expects an id form ({list(ID_SCHEMAS)}), got the text form {schema!r}")
+    id_columns = [c for c in SCHEMAS[schema] if c in ID_TO_TEXT_COLUMN]
+    transform = JoinTexts(
+        id_columns, TextStore.open(queries, "queries"), TextStore.open(collection, "collection"), source
+    )
+    if isinstance(dataset, IterableDataset):
+        features = dataset.features
+        text_features = Features(
+            {ID_TO_TEXT_COLUMN[c][0] if c in ID_TO_TEXT_COLUMN else c: feature for c, feature in features.items()}
+        )
+        joined = dataset.map(
+            transform, batched=True, with_indices=True, remove_columns=id_columns, features=text_features
+        )
+        return joined.select_columns(list(text_features))  # same column order as the map-style result
+    return dataset.with_transform(transform)
+
+
+def joined_columns(dataset: Dataset | IterableDataset) -> list[str]:
+    """The columns rows of `dataset` have when read: the text columns of an id form joined by [`join_texts`]."""
+    transform = (getattr(dataset, "format", None) or {}).get("format_kwargs", {}).get("transform")
+    if isinstance(transform, JoinTexts):
+        return text_columns(dataset.column_names)
+    return list(dataset.column_names)
