@@ -32,13 +32,15 @@ from datasets.arrow_writer import ArrowWriter
 
 from .errors import DataFormatError
 from .readers import _canonical_integers
-from .schemas import ID_SCHEMAS, ID_TO_TEXT_COLUMN, SCHEMAS, TEXTS_FEATURES, detect_schema, text_columns
+from .schemas import ID_SCHEMAS, ID_TO_TEXT_COLUMN, SCHEMAS, TEXTS_FEATURES, schema_of_columns, text_columns
 
 __all__ = [
     "ID_COLUMNS",
     "TEXT_COLUMNS",
     "JoinTexts",
     "MissingIdError",
+    "MissingIdRows",
+    "check_ids",
     "TextStore",
     "join_texts",
     "joined_columns",
@@ -241,6 +243,88 @@ class TextStore:
         return self.texts_at(rows)
 
 
+class MissingIdRows:
+    """Training rows dropped because an id has no text, written to a side TSV file as they are found:
+    `source<TAB>row<TAB>column<TAB>id<TAB>reason`; `count` says how many.
+
+    Args:
+        path (`str` or `os.PathLike`, *optional*): the side file (created on the first dropped row); `None`
+            counts without writing.
+    """
+
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = Path(path) if path is not None else None
+        self.count = 0
+        self._rows: set[tuple[str, int]] = set()
+
+    def add(self, source: str, row: int, column: str, item_id: str, store: TextStore) -> None:
+        first_of_row = (source, row) not in self._rows
+        self._rows.add((source, row))
+        self.count += first_of_row
+        if self.path is None:  # counted only (e.g. by the processes other than the main one)
+            return
+        new_file = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as side:
+            if new_file:
+                side.write("source\trow\tcolumn\tid\treason\n")
+            side.write(f"{source}\t{row}\t{column}\t{item_id}\tnot in the {store.kind} ({store.source})\n")
+
+
+def check_ids(
+    dataset: Dataset,
+    queries: TextStore,
+    collection: TextStore,
+    source: str,
+    rejected: MissingIdRows | None = None,
+    batch_rows: int = 1 << 20,
+) -> Dataset:
+    """Checks every id of a map-style id form against the texts before training, vectorised, at constant memory.
+
+    Args:
+        dataset (`Dataset`): id-form rows (not yet joined).
+        queries ([`TextStore`]), collection ([`TextStore`]): the texts.
+        source (`str`): the rows' file or dataset, named by the error.
+        rejected ([`MissingIdRows`], *optional*): record rows with a missing id there and leave them out,
+            instead of raising.
+        batch_rows (`int`, *optional*): rows checked at a time.
+
+    Returns:
+        `dataset`, or without the rejected rows.
+
+    Raises:
+        MissingIdError: naming the id, the texts, and `source` with the (0-based) row of its first use.
+    """
+    stores = {"queries": queries, "collection": collection}
+    id_columns = [c for c in dataset.column_names if c in ID_TO_TEXT_COLUMN]
+    bad_rows: list[np.ndarray] = []
+    offset = 0
+    for batch in dataset.data.table.select(id_columns).to_batches(max_chunksize=batch_rows):
+        for column in id_columns:
+            store = stores[ID_TO_TEXT_COLUMN[column][1]]
+            values = batch.column(column)
+            if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+                owner = pc.list_parent_indices(values).to_numpy()
+                values = pc.list_flatten(values)
+            else:
+                owner = np.arange(len(values))
+            missing = np.flatnonzero(store.rows(values) < 0)
+            if not len(missing):
+                continue
+            if rejected is None:
+                first = int(missing[0])
+                row = offset + int(owner[first])
+                raise MissingIdError(str(values[first].as_py()), store.kind, store.source, f"{source}, row {row}")
+            for position in missing:
+                rejected.add(source, offset + int(owner[position]), column, str(values[int(position)].as_py()), store)
+            bad_rows.append(offset + owner[missing])
+        offset += batch.num_rows
+    if not bad_rows:
+        return dataset
+    keep = np.setdiff1d(np.arange(len(dataset)), np.concatenate(bad_rows), assume_unique=False)
+    return dataset.select(keep)
+
+
 def _tsv_cache_path(path: Path, cache_dir: str | os.PathLike | None) -> Path:
     import datasets.config
 
@@ -297,15 +381,22 @@ class JoinTexts:
         source (`str`, *optional*): the rows' file or dataset, named with the row by a missing-id error.
     """
 
-    def __init__(self, id_columns: list[str], queries: TextStore, collection: TextStore, source: str = "the rows"):
+    def __init__(
+        self,
+        id_columns: list[str],
+        queries: TextStore,
+        collection: TextStore,
+        source: str = "the rows",
+        rejected: MissingIdRows | None = None,
+    ):
         self.id_columns = id_columns
         self.stores = {"queries": queries, "collection": collection}
         self.source = source
-
-    def text_columns(self, columns) -> list[str]:
-        return text_columns(columns)
+        self.rejected = rejected
 
     def __call__(self, batch: dict[str, list], indices: list[int] | None = None) -> dict[str, list]:
+        if self.rejected is not None:
+            batch = self._drop_missing(batch, indices)
         out = {}
         for column, values in batch.items():
             if column not in self.id_columns:
@@ -330,11 +421,33 @@ class JoinTexts:
         return out
 
 
+    def _drop_missing(self, batch: dict[str, list], indices: list[int] | None) -> dict[str, list]:
+        rows = len(next(iter(batch.values()))) if batch else 0
+        indices = indices if indices is not None else list(range(rows))
+        keep = np.ones(rows, dtype=bool)
+        for column in self.id_columns:
+            store = self.stores[ID_TO_TEXT_COLUMN[column][1]]
+            values = batch[column]
+            if column == "passage_ids":
+                flat = pa.array([pid for ids in values for pid in ids])
+                owner = np.repeat(np.arange(rows), [len(ids) for ids in values])
+            else:
+                flat, owner = pa.array(values), np.arange(rows)
+            for position in np.flatnonzero(store.rows(flat) < 0):
+                row = int(owner[position])
+                self.rejected.add(self.source, indices[row], column, str(flat[int(position)].as_py()), store)
+                keep[row] = False
+        if keep.all():
+            return batch
+        return {column: [v for v, k in zip(values, keep) if k] for column, values in batch.items()}
+
+
 def join_texts(
     dataset: Dataset | IterableDataset,
     queries: TextStore | Mapping[str, str] | Dataset,
     collection: TextStore | Mapping[str, str] | Dataset,
     source: str = "the rows",
+    rejected: MissingIdRows | None = None,
 ) -> Dataset | IterableDataset:
     """Turns an id form into its text form lazily: texts are looked up only when rows are read, batch by batch.
 
@@ -348,6 +461,8 @@ def join_texts(
             `TEXTS_FEATURES`.
         collection ([`TextStore`], `Mapping[str, str]` or `Dataset`): passage id -> text, likewise.
         source (`str`, *optional*): the rows' file or dataset, named by missing-id errors of streamed rows.
+        rejected ([`MissingIdRows`], *optional*): streamed rows with a missing id are recorded there and
+            dropped instead of raising (map-style datasets are checked up front, see [`check_ids`]).
 
     Returns:
         The same rows with `query_id` -> `query`, `positive_id` -> `positive`, `negative_id` -> `negative`,
@@ -368,12 +483,12 @@ def join_texts(
 
         ```
     """
-    schema = detect_schema(dataset)
+    schema = schema_of_columns(dataset.column_names)  # by name: ids of any type match the stores' decimal ids
     if schema not in ID_SCHEMAS:
         raise ValueError(f"join_texts expects an id form ({list(ID_SCHEMAS)}), got the text form {schema!r}")
     id_columns = [c for c in SCHEMAS[schema] if c in ID_TO_TEXT_COLUMN]
     transform = JoinTexts(
-        id_columns, TextStore.open(queries, "queries"), TextStore.open(collection, "collection"), source
+        id_columns, TextStore.open(queries, "queries"), TextStore.open(collection, "collection"), source, rejected
     )
     if isinstance(dataset, IterableDataset):
         features = dataset.features

@@ -90,9 +90,36 @@ class HfKdArguments:
     train_files: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Teacher-score training data: Parquet, JSON lines, `save_to_disk` folders or TSV "
-            "(`query pos neg` or `pos_score neg_score query pos neg`); several files are concatenated."
+            "help": "Teacher-score training data: hf-kd dataset folders, Parquet, JSON lines, `save_to_disk` folders, "
+            "TSV (`query pos neg` or `pos_score neg_score query pos neg`) or Hub datasets "
+            "hf://datasets/ORG/NAME[@REVISION][/SUBSET]; several are concatenated. Id forms are joined to their "
+            "texts per batch."
         },
+    )
+    train_queries: str | None = field(
+        default=None,
+        metadata={
+            "help": "Query texts of id-form training data (`query_id`, ...): TSV `qid<TAB>text`, Parquet, or "
+            "hf://datasets/ORG/NAME[@REVISION]/SUBSET; defaults to those stored with the data."
+        },
+    )
+    train_collection: str | None = field(
+        default=None,
+        metadata={
+            "help": "Passage texts of id-form training data: TSV `pid<TAB>text`, Parquet, or "
+            "hf://datasets/ORG/NAME[@REVISION]/SUBSET; defaults to those stored with the data."
+        },
+    )
+    skip_missing_ids: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave out training rows whose ids have no text, listing them in OUTPUT_DIR/missing_ids.tsv, "
+            "instead of stopping at the first."
+        },
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream the training rows (an IterableDataset, needs max_steps); texts are joined per batch."},
     )
     pos_score_column: str = field(default="pos_score", metadata={"help": "Column of the positive's teacher score."})
     neg_score_column: str = field(default="neg_score", metadata={"help": "Column of the negative's teacher score."})
@@ -184,8 +211,12 @@ class HfKdArguments:
         if not self.train_files:
             raise ConfigError("train_files: no training data given")
         for path in self.train_files:
-            if not os.path.exists(path):
+            if not path.startswith("hf://") and not os.path.exists(path):
                 raise ConfigError(f"train_files: {path} does not exist")
+        for name in ("train_queries", "train_collection"):
+            path = getattr(self, name)
+            if path and not path.startswith("hf://") and not os.path.exists(path):
+                raise ConfigError(f"{name}: {path} does not exist")
         dev_given = {name: path for name, path in self.dev_files.items() if path}
         if dev_given and len(dev_given) != len(self.dev_files):
             missing = sorted(set(self.dev_files) - set(dev_given))

@@ -16,13 +16,18 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from datasets import Dataset, concatenate_datasets, load_from_disk
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from datasets import Dataset, IterableDataset, concatenate_datasets, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 
 from ..data.errors import DataFormatError
-from ..data.provenance import PROVENANCE_FILENAME
-from ..data.schemas import TEXT_SCHEMAS, per_teacher_columns
-from ..data.writers import load_scores
+from ..data.schemas import ID_SCHEMAS, TEXT_SCHEMAS, per_teacher_columns, schema_of_columns, with_per_teacher_columns
+from ..data.sources import TEXT_SUBSETS, DataSourceError, is_hub_id, load_hub_rows, load_hub_texts, normalize_columns
+from ..data.sources import subsets
+from ..data.texts import MissingIdRows, TextStore, check_ids, join_texts, joined_columns
+from ..data.writers import is_scores_folder, load_scores, load_texts
 from ..losses import LOSSES
 from .arguments import ConfigError
 
@@ -73,6 +78,70 @@ def _read_tsv_rows(path: str, size: int, mtime: float) -> Iterator[dict]:
             yield row
 
 
+@dataclass
+class _Source:
+    """Training rows as read (ids or texts), with the texts their own folder or Hub dataset provides."""
+
+    rows: Dataset | IterableDataset
+    name: str
+    own_texts: Callable[[str], TextStore | None] = lambda kind: None
+
+
+def _read_rows(path: str, streaming: bool) -> Dataset | IterableDataset:
+    if os.path.isdir(path):
+        dataset = load_from_disk(path)
+    else:
+        suffix = Path(path).suffix.lower()
+        if suffix == ".parquet":
+            dataset = Dataset.from_parquet(path)
+        elif suffix in (".jsonl", ".json"):
+            dataset = Dataset.from_json(path)
+        elif suffix in (".tsv", ".txt"):
+            stat = os.stat(path)
+            try:
+                dataset = Dataset.from_generator(
+                    _read_tsv_rows, gen_kwargs={"path": path, "size": stat.st_size, "mtime": stat.st_mtime}
+                )
+            except DatasetGenerationError as error:
+                if isinstance(error.__cause__, DataFormatError):
+                    raise error.__cause__ from None
+                raise
+        else:
+            raise ConfigError(
+                f"train_files: {path}: unknown format; use .parquet, .jsonl, .tsv, a `save_to_disk` folder, an hf-kd "
+                "teacher-score folder or hf://datasets/ORG/NAME[@REVISION][/SUBSET]"
+            )
+    return dataset.to_iterable_dataset() if streaming else dataset
+
+
+def _open_source(path: str, streaming: bool) -> _Source:
+    if is_hub_id(path):
+        rows, _, hub_id = load_hub_rows(path, streaming=streaming)
+        available = subsets(hub_id)
+        return _Source(rows, str(hub_id), lambda kind: load_hub_texts(hub_id.with_subset(None), kind, available=available))
+    if is_scores_folder(path):  # a teacher-score dataset folder of hf_kd.data
+        rows = load_scores(path, streaming=streaming, with_texts=False)
+        return _Source(rows, path, lambda kind: load_texts(path).get(kind))
+    return _Source(normalize_columns(_read_rows(path, streaming))[0], path)
+
+
+def _open_texts(value: str | None, kind: str) -> TextStore | None:
+    if value is None:
+        return None
+    if is_hub_id(value):
+        store = load_hub_texts(value, kind)
+        if store is None:
+            raise DataSourceError(f"{value}: no {kind} subset ({', '.join(TEXT_SUBSETS[kind])}); name it")
+        return store
+    return TextStore.open(value, kind)
+
+
+def _is_empty(dataset: Dataset | IterableDataset) -> bool:
+    if isinstance(dataset, IterableDataset):
+        return next(iter(dataset.take(1)), None) is None
+    return len(dataset) == 0
+
+
 def select_teacher_columns(dataset: Dataset, renames: dict[str, str]) -> Dataset:
     """Puts the chosen teacher's columns under the schema's names (e.g. `pos_score_teacher_1` -> `pos_score`,
     replacing an ensemble's `pos_score`) and drops the other teachers' columns."""
@@ -85,37 +154,26 @@ def select_teacher_columns(dataset: Dataset, renames: dict[str, str]) -> Dataset
     return dataset.remove_columns(extra) if extra else dataset
 
 
-def _load_one(path: str) -> Dataset:
-    if os.path.isdir(path) and (Path(path) / PROVENANCE_FILENAME).is_file():
-        return load_scores(path)  # a teacher-score dataset folder of hf_kd.data
-    if os.path.isdir(path):
-        return load_from_disk(path)
-    suffix = Path(path).suffix.lower()
-    if suffix == ".parquet":
-        return Dataset.from_parquet(path)
-    if suffix in (".jsonl", ".json"):
-        return Dataset.from_json(path)
-    if suffix in (".tsv", ".txt"):
-        stat = os.stat(path)
-        try:
-            return Dataset.from_generator(
-                _read_tsv_rows, gen_kwargs={"path": path, "size": stat.st_size, "mtime": stat.st_mtime}
-            )
-        except DatasetGenerationError as error:
-            if isinstance(error.__cause__, DataFormatError):
-                raise error.__cause__ from None
-            raise
-    raise ConfigError(f"train_files: {path}: unknown format; use .parquet, .jsonl, .tsv or a `save_to_disk` folder")
-
-
-def train_schema(dataset: Dataset, source: str = "the training data") -> str:
-    """The text schema (`scored_triples`, `margin_triples`, `nway` or `triples`) matching the columns."""
-    columns = set(dataset.column_names)
+def train_schema(dataset: Dataset | IterableDataset, source: str = "the training data") -> str:
+    """The text schema (`scored_triples`, `margin_triples`, `nway` or `triples`) of the rows as they are read
+    (an id form joined to its texts has the text form's columns)."""
+    columns = set(joined_columns(dataset))
     for name in TRAINABLE_SCHEMAS:
         if columns == set(TEXT_SCHEMAS[name]):
             return name
     expected = {name: list(TEXT_SCHEMAS[name]) for name in TRAINABLE_SCHEMAS}
-    raise ConfigError(f"{source}: columns {sorted(columns)} match no training schema; expected one of {expected}")
+    id_forms = {f"{name}_ids": list(ID_SCHEMAS[f"{name}_ids"]) for name in TRAINABLE_SCHEMAS}
+    raise ConfigError(
+        f"{source}: columns {sorted(columns)} match no training schema; expected one of {expected}, or an id form "
+        f"{id_forms} with its queries and collection"
+    )
+
+
+def _is_id_form(dataset: Dataset | IterableDataset) -> bool:
+    try:
+        return schema_of_columns(dataset.column_names) in ID_SCHEMAS
+    except ValueError:
+        return False
 
 
 def load_train_dataset(
@@ -124,24 +182,40 @@ def load_train_dataset(
     neg_score_column: str = "neg_score",
     margin_column: str = "margin",
     scores_column: str = "scores",
-) -> Dataset:
-    """Loads teacher-score training files into one text-form dataset with the declared schema's features.
+    queries: str | None = None,
+    collection: str | None = None,
+    streaming: bool = False,
+    missing_ids: MissingIdRows | None = None,
+) -> Dataset | IterableDataset:
+    """Loads teacher-score training data into one text-form dataset.
 
     This is the single entry point the trainer uses for training data; readers of further formats plug in here.
+    Id forms (`query_id`, `positive_id`, ... with scores) stay ids on disk: every id is checked against the
+    texts up front (map-style) and the texts are joined per batch when rows are read, from memory-mapped Arrow.
 
     Args:
         paths: teacher-score dataset folders of `hf_kd.data` (`hf-kd data convert`, `hf-kd score`), Parquet,
-            JSON-lines, TSV files or `save_to_disk` folders (concatenated in order).
+            JSON-lines, TSV files, `save_to_disk` folders or Hub datasets `hf://datasets/ORG/NAME[@REV][/SUBSET]`
+            in the hf-kd, sentence-transformers or PyLate layout (concatenated in order).
         pos_score_column, neg_score_column, margin_column, scores_column: the teacher columns' names in the
             files (e.g. `pos_score_<teacher>` to train from one teacher of an ensemble dataset); they are
             renamed to the schema's names, and other teachers' columns are dropped.
+        queries, collection (*optional*): the texts of id forms: TSV `id<TAB>text`, Parquet, or a Hub dataset
+            (subset); by default those stored with the rows (the folder's `texts/`, the Hub dataset's
+            `queries` and `collection` / `corpus` / `documents` subsets).
+        streaming (`bool`, *optional*): read the rows as an `IterableDataset` (ids are then checked as read).
+        missing_ids ([`MissingIdRows`], *optional*): leave out rows whose ids have no text, recording them
+            there, instead of stopping at the first.
 
     Returns:
-        `datasets.Dataset` in one of `TRAINABLE_SCHEMAS`, cast to its `datasets.Features`.
+        `Dataset` or `IterableDataset` whose rows are in one of `TRAINABLE_SCHEMAS`.
 
     Raises:
-        ConfigError: unknown file type, or columns that match no schema, or files of different schemas.
+        ConfigError: unknown file type, columns that match no schema, files of different schemas, no texts for an
+            id form, or no rows.
         DataFormatError: a malformed TSV line (names the file and the line).
+        DataSourceError: a Hub dataset, subset or revision that does not exist.
+        MissingIdError: an id without text (names the id, the texts, the rows' source and row).
     """
     renames = {
         pos_score_column: "pos_score",
@@ -149,17 +223,56 @@ def load_train_dataset(
         margin_column: "margin",
         scores_column: "scores",
     }
-    datasets_, schemas = [], []
-    for path in paths:
-        dataset = select_teacher_columns(_load_one(str(path)), renames)
-        schema = train_schema(dataset, source=str(path))
-        datasets_.append(dataset.cast(TEXT_SCHEMAS[schema]))
-        schemas.append(schema)
-    if not datasets_:
+    if not paths:
         raise ConfigError("train_files: no training data given")
+    sources = [_open_source(str(path), streaming) for path in paths]
+    for source in sources:
+        source.rows = select_teacher_columns(source.rows, renames)
+        if _is_empty(source.rows):
+            raise ConfigError(f"train_files: {source.name} holds no training rows")
+    explicit = {"queries": _open_texts(queries, "queries"), "collection": _open_texts(collection, "collection")}
+    id_sources = [source for source in sources if _is_id_form(source.rows)]
+    if id_sources and len(sources) > 1 and (len(id_sources) < len(sources) or None in explicit.values()):
+        raise ConfigError(
+            "train_files: several sources of which some hold ids: give them all as ids with one --train_queries and "
+            "--train_collection, or convert them into one dataset"
+        )
+    if id_sources:
+        rows = _concatenate([s.rows for s in sources])
+        name = sources[0].name if len(sources) == 1 else f"{sources[0].name} (+{len(sources) - 1})"
+        texts = {kind: store or sources[0].own_texts(kind) for kind, store in explicit.items()}
+        missing = [kind for kind, store in texts.items() if store is None]
+        if missing:
+            raise ConfigError(
+                f"train_files: {name} holds ids ({', '.join(c for c in rows.column_names if c.endswith(('_id', '_ids')))})"
+                f" but no {' and '.join(missing)} texts were found beside it; give --train_queries and "
+                "--train_collection (TSV id<TAB>text, Parquet, or hf://datasets/ORG/NAME/SUBSET)"
+            )
+        if isinstance(rows, Dataset):
+            rows = check_ids(rows, texts["queries"], texts["collection"], name, rejected=missing_ids)
+            if len(rows) == 0:
+                raise ConfigError(f"train_files: no training rows of {name} are left once rows with missing ids are out")
+            joined = join_texts(rows, texts["queries"], texts["collection"], name)
+        else:
+            joined = join_texts(rows, texts["queries"], texts["collection"], name, rejected=missing_ids)
+        train_schema(joined, source=name)
+        return joined
+    datasets_, schemas = [], []
+    for source in sources:
+        schema = train_schema(source.rows, source=source.name)
+        datasets_.append(source.rows.cast(TEXT_SCHEMAS[schema]))
+        schemas.append(schema)
     if len(set(schemas)) > 1:
         raise ConfigError(f"train_files have different schemas {dict(zip(map(str, paths), schemas))}")
     return datasets_[0] if len(datasets_) == 1 else concatenate_datasets(datasets_)
+
+
+def _concatenate(parts: list[Dataset | IterableDataset]) -> Dataset | IterableDataset:
+    if len(parts) == 1:
+        return parts[0]
+    schema = schema_of_columns(parts[0].column_names)
+    features = with_per_teacher_columns(ID_SCHEMAS[schema], parts[0].column_names)
+    return concatenate_datasets([part.cast(features) for part in parts])
 
 
 def check_dataset_for_loss(dataset: Dataset, loss_name: str) -> str:

@@ -17,6 +17,8 @@ from accelerate import PartialState
 from transformers import AutoModel, AutoTokenizer, EarlyStoppingCallback, TrainingArguments, set_seed
 
 from ..data.errors import DataFormatError
+from ..data.sources import DataSourceError
+from ..data.texts import MissingIdError, MissingIdRows, joined_columns
 from ..files import write_json_atomic
 from ..losses import get_loss
 from ..models import model_class_for
@@ -32,6 +34,7 @@ __all__ = ["build_model", "build_trainer", "main", "run_training", "save_final_m
 logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "train_summary.json"
+MISSING_IDS_FILE = "missing_ids.tsv"
 
 
 def build_model(hf_kd_args: HfKdArguments):
@@ -85,6 +88,23 @@ def build_trainer(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -
             )
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=hf_kd_args.early_stopping_patience))
 
+    if hf_kd_args.streaming:
+        if training_args.max_steps <= 0:
+            raise ConfigError("streaming: a stream has no length, so set max_steps")
+        if hf_kd_args.group_by_length:
+            raise ConfigError("group_by_length needs the whole dataset's lengths; it does not combine with streaming")
+        # each process reads its own shards of the stream instead of the main process reading for all
+        training_args.accelerator_config.dispatch_batches = False
+    missing_ids = None
+    if hf_kd_args.skip_missing_ids:
+        side_file = Path(training_args.output_dir) / MISSING_IDS_FILE
+        if training_args.process_index == 0:
+            side_file.unlink(missing_ok=True)
+        elif not hf_kd_args.streaming:
+            side_file = None  # map-style rows are checked by every process alike: the main one writes the list
+        else:
+            side_file = side_file.with_name(f"missing_ids.process{training_args.process_index}.tsv")
+        missing_ids = MissingIdRows(side_file)
     with training_args.main_process_first(desc="loading the training data"):
         train_dataset = load_train_dataset(
             hf_kd_args.train_files,
@@ -92,9 +112,19 @@ def build_trainer(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -
             neg_score_column=hf_kd_args.neg_score_column,
             margin_column=hf_kd_args.margin_column,
             scores_column=hf_kd_args.scores_column,
+            queries=hf_kd_args.train_queries,
+            collection=hf_kd_args.train_collection,
+            streaming=hf_kd_args.streaming,
+            missing_ids=missing_ids,
         )
+        if missing_ids is not None and missing_ids.count:
+            logger.warning(f"left out {missing_ids.count:,} training rows with ids that have no text; see {side_file}")
         check_dataset_for_loss(train_dataset, hf_kd_args.loss)
         if hf_kd_args.group_by_length:
+            if train_dataset.column_names != joined_columns(train_dataset):
+                raise ConfigError(
+                    "group_by_length measures every row's texts; with id-form data (joined per batch) leave it off"
+                )
             train_dataset = add_length_column(train_dataset, training_args.length_column_name)
             training_args.train_sampling_strategy = "group_by_length"
     dev_set = None
@@ -114,7 +144,7 @@ def build_trainer(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -
 
     set_seed(training_args.seed)
     model, tokenizer = build_model(hf_kd_args)
-    return DistillationTrainer(
+    trainer = DistillationTrainer(
         model=model,
         args=training_args,
         loss=loss,
@@ -125,6 +155,8 @@ def build_trainer(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -
         non_backbone_learning_rate=hf_kd_args.non_backbone_learning_rate,
         callbacks=callbacks,
     )
+    trainer.rows_left_out_for_missing_ids = missing_ids.count if missing_ids is not None else 0
+    return trainer
 
 
 def save_final_model(trainer: DistillationTrainer, output_dir: str) -> None:
@@ -158,6 +190,7 @@ def run_training(hf_kd_args: HfKdArguments, training_args: TrainingArguments) ->
         "resumed_from_checkpoint": trainer.resumed_from_checkpoint,
         "steps_this_run": trainer.state.global_step - trainer.examples_seen_callback.start_step,
         "examples_seen": trainer.examples_seen,
+        "rows_left_out_for_missing_ids": getattr(trainer, "rows_left_out_for_missing_ids", 0),
         "train_loss": train_output.training_loss,
         "train_samples_per_second": train_output.metrics.get("train_samples_per_second"),
         "train_runtime_s": train_output.metrics.get("train_runtime"),
@@ -197,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         hf_kd_args, training_args = parse_train_args(argv)
         run_training(hf_kd_args, training_args)
-    except (ConfigError, DataFormatError) as error:
+    except (ConfigError, DataFormatError, DataSourceError, MissingIdError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
