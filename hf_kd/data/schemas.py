@@ -39,6 +39,7 @@ __all__ = [
     "TRIPLES_FEATURES",
     "detect_schema",
     "per_teacher_columns",
+    "schema_of_columns",
     "with_per_teacher_columns",
     "text_columns",
     "text_schema_of",
@@ -131,15 +132,22 @@ def detect_schema(dataset_or_features: Dataset | IterableDataset | Features) -> 
     features = dataset_or_features if isinstance(dataset_or_features, Features) else dataset_or_features.features
     if features is None:
         raise ValueError("the dataset declares no features; cast it to one of hf_kd.data.SCHEMAS first")
-    columns = set(features) - set(per_teacher_columns(features))
+    name = schema_of_columns(features)
+    schema = SCHEMAS[name]
+    mismatched = [c for c in schema if features[c] != schema[c]]
+    if mismatched:
+        raise ValueError(
+            f"columns match schema {name!r} but {mismatched} have types "
+            f"{[features[c] for c in mismatched]}, expected {[schema[c] for c in mismatched]}"
+        )
+    return name
+
+
+def schema_of_columns(columns) -> str:
+    """The schema whose columns are `columns` (per-teacher score columns aside), by name only."""
+    columns = set(columns) - set(per_teacher_columns(columns))
     for name, schema in SCHEMAS.items():
         if columns == set(schema):
-            mismatched = [c for c in schema if features[c] != schema[c]]
-            if mismatched:
-                raise ValueError(
-                    f"columns match schema {name!r} but {mismatched} have types "
-                    f"{[features[c] for c in mismatched]}, expected {[schema[c] for c in mismatched]}"
-                )
             return name
     known = {name: list(schema) for name, schema in SCHEMAS.items()}
     raise ValueError(f"columns {sorted(columns)} match no teacher-score schema; expected one of {known}")

@@ -3,11 +3,13 @@
 A Hub dataset is named `hf://datasets/ORG/NAME[@REVISION][/SUBSET]` wherever a file is accepted. Three
 layouts of id-form teacher scores are read as they are on the Hub, each with its texts in sibling subsets:
 
-| layout | score rows | queries | passages |
-|---|---|---|---|
-| hf-kd (`hf-kd push-scores`) | default subset, an hf-kd id schema | `queries` (`id`, `text`) | `collection` (`id`, `text`) |
-| sentence-transformers (`sentence-transformers/msmarco`) | `bert-ensemble-margin-mse`: `query_id, positive_id, negative_id, score` (score = margin) | `queries` (`query_id`, `query`) | `corpus` (`passage_id`, `passage`) |
-| PyLate (`lightonai/ms-marco-en-bge`) | `train`: `query_id, document_ids, scores` | `queries` (`query_id`, `text`) | `documents` (`document_id`, `text`) |
+- **hf-kd** (`hf-kd push-scores`): rows in the default subset in an hf-kd id schema; texts in the `queries` and
+  `collection` subsets (`id`, `text`).
+- **sentence-transformers** (`sentence-transformers/msmarco`): subset `bert-ensemble-margin-mse` with
+  `query_id, positive_id, negative_id, score` (score = the margin); texts in `queries` (`query_id`, `query`)
+  and `corpus` (`passage_id`, `passage`).
+- **PyLate** (`lightonai/ms-marco-en-bge`): subset `train` with `query_id, document_ids, scores`; texts in
+  `queries` (`query_id`, `text`) and `documents` (`document_id`, `text`).
 
 [`normalize_columns`] renames each layout's columns to an hf-kd schema (`score` -> `margin`,
 `document_ids` -> `passage_ids`) without rewriting the rows.
@@ -152,8 +154,8 @@ def _score_subset(hub_id: HubDatasetId, available: list[str]) -> str:
     if len(candidates) == 1:
         return candidates[0]
     raise DataSourceError(
-        f"{hub_id}: name the subset of teacher scores, e.g. {hub_id.with_subset(candidates[0] if candidates else 'NAME')}"
-        f"; the subsets are {available}"
+        f"{hub_id}: name the subset of teacher scores, e.g. "
+        f"{hub_id.with_subset(candidates[0] if candidates else 'NAME')}; the subsets are {available}"
     )
 
 

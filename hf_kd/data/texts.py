@@ -406,9 +406,7 @@ class JoinTexts:
             store = self.stores[kind]
             if column == "passage_ids":
                 flat = [pid for ids in values for pid in ids]
-                where = (
-                    [f"{self.source}, row {i}" for i, ids in zip(indices, values) for _ in ids] if indices else None
-                )
+                where = [f"{self.source}, row {i}" for i, ids in zip(indices, values) for _ in ids] if indices else None
                 texts, start = [], 0
                 flat_texts = store.lookup(flat, where)
                 for ids in values:
@@ -419,7 +417,6 @@ class JoinTexts:
                 where = [f"{self.source}, row {i}" for i in indices] if indices else None
                 out[text_column] = store.lookup(values, where)
         return out
-
 
     def _drop_missing(self, batch: dict[str, list], indices: list[int] | None) -> dict[str, list]:
         rows = len(next(iter(batch.values()))) if batch else 0

@@ -200,7 +200,9 @@ def _score_source(dataset_dir: Path):
     if (dataset_dir / "state.json").is_file():
         dataset = load_from_disk(str(dataset_dir))
         return dataset.features, iter(dataset.data.to_batches()), dataset.num_rows
-    files = sorted((dataset_dir / "data").glob("*.parquet")) or sorted(dataset_dir.glob("*.parquet"))
+    from ..data.writers import score_shards
+
+    files = score_shards(dataset_dir)
     if not files:
         raise FileNotFoundError(
             f"{dataset_dir} holds no teacher scores: expected Parquet shards (data/*.parquet or *.parquet) or a "
@@ -301,6 +303,7 @@ def push_scores(
     """
     from ..data.provenance import PROVENANCE_FILENAME, read_provenance
     from ..data.schemas import SCHEMAS
+    from ..data.writers import text_files
 
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
@@ -310,11 +313,7 @@ def push_scores(
     features = SCHEMAS[schema_name]
     provenance = read_provenance(dataset_dir) if (dataset_dir / PROVENANCE_FILENAME).is_file() else None
     token = _require_token(token)
-    texts = [
-        f"texts/{name}"
-        for name in ("queries.parquet", "collection.parquet")
-        if (dataset_dir / "texts" / name).is_file()
-    ]
+    texts = [path.relative_to(dataset_dir).as_posix() for path in text_files(dataset_dir).values()]
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     if revision is not None:

@@ -119,7 +119,9 @@ class HfKdArguments:
     )
     streaming: bool = field(
         default=False,
-        metadata={"help": "Stream the training rows (an IterableDataset, needs max_steps); texts are joined per batch."},
+        metadata={
+            "help": "Stream the training rows (an IterableDataset, needs max_steps); texts are joined per batch."
+        },
     )
     pos_score_column: str = field(default="pos_score", metadata={"help": "Column of the positive's teacher score."})
     neg_score_column: str = field(default="neg_score", metadata={"help": "Column of the negative's teacher score."})

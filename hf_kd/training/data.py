@@ -13,19 +13,25 @@ The trainer reads the text forms of the teacher-score schemas (see `hf_kd.data.s
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
+import pyarrow.parquet as pq
 from datasets import Dataset, IterableDataset, concatenate_datasets, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 
 from ..data.errors import DataFormatError
 from ..data.schemas import ID_SCHEMAS, TEXT_SCHEMAS, per_teacher_columns, schema_of_columns, with_per_teacher_columns
-from ..data.sources import TEXT_SUBSETS, DataSourceError, is_hub_id, load_hub_rows, load_hub_texts, normalize_columns
-from ..data.sources import subsets
+from ..data.sources import (
+    TEXT_SUBSETS,
+    DataSourceError,
+    is_hub_id,
+    load_hub_rows,
+    load_hub_texts,
+    normalize_columns,
+    subsets,
+)
 from ..data.texts import MissingIdRows, TextStore, check_ids, join_texts, joined_columns
 from ..data.writers import is_scores_folder, load_scores, load_texts
 from ..losses import LOSSES
@@ -92,6 +98,9 @@ def _read_rows(path: str, streaming: bool) -> Dataset | IterableDataset:
         dataset = load_from_disk(path)
     else:
         suffix = Path(path).suffix.lower()
+        empty = os.path.getsize(path) == 0 or (suffix == ".parquet" and pq.ParquetFile(path).metadata.num_rows == 0)
+        if empty:
+            raise ConfigError(f"train_files: {path} holds no training rows")
         if suffix == ".parquet":
             dataset = Dataset.from_parquet(path)
         elif suffix in (".jsonl", ".json"):
@@ -118,7 +127,9 @@ def _open_source(path: str, streaming: bool) -> _Source:
     if is_hub_id(path):
         rows, _, hub_id = load_hub_rows(path, streaming=streaming)
         available = subsets(hub_id)
-        return _Source(rows, str(hub_id), lambda kind: load_hub_texts(hub_id.with_subset(None), kind, available=available))
+        return _Source(
+            rows, str(hub_id), lambda kind: load_hub_texts(hub_id.with_subset(None), kind, available=available)
+        )
     if is_scores_folder(path):  # a teacher-score dataset folder of hf_kd.data
         rows = load_scores(path, streaming=streaming, with_texts=False)
         return _Source(rows, path, lambda kind: load_texts(path).get(kind))
@@ -243,15 +254,18 @@ def load_train_dataset(
         texts = {kind: store or sources[0].own_texts(kind) for kind, store in explicit.items()}
         missing = [kind for kind, store in texts.items() if store is None]
         if missing:
+            id_columns = ", ".join(c for c in rows.column_names if c.endswith(("_id", "_ids")))
             raise ConfigError(
-                f"train_files: {name} holds ids ({', '.join(c for c in rows.column_names if c.endswith(('_id', '_ids')))})"
+                f"train_files: {name} holds ids ({id_columns})"
                 f" but no {' and '.join(missing)} texts were found beside it; give --train_queries and "
                 "--train_collection (TSV id<TAB>text, Parquet, or hf://datasets/ORG/NAME/SUBSET)"
             )
         if isinstance(rows, Dataset):
             rows = check_ids(rows, texts["queries"], texts["collection"], name, rejected=missing_ids)
             if len(rows) == 0:
-                raise ConfigError(f"train_files: no training rows of {name} are left once rows with missing ids are out")
+                raise ConfigError(
+                    f"train_files: no training rows of {name} are left once rows with missing ids are out"
+                )
             joined = join_texts(rows, texts["queries"], texts["collection"], name)
         else:
             joined = join_texts(rows, texts["queries"], texts["collection"], name, rejected=missing_ids)
