@@ -1,16 +1,29 @@
-"""Teachers: scoring triples with one or several cross-encoders, mean ensembles, score-distribution analysis."""
+"""Teachers: scoring triples with any ranker (cross-encoders, bi-encoders, hf-kd models, run files) or several,
+normalised mean ensembles, score-distribution analysis."""
 
 from .analysis import analyze_scores, score_statistics
 from .ensemble import NORMALIZATIONS, ensemble_score_datasets, mean_ensemble, normalize_scores
-from .loading import CrossEncoderTeacher, HfKdTeacher, SequenceClassificationTeacher, Teacher, load_teacher
+from .loading import (
+    RUN_PREFIX,
+    CrossEncoderTeacher,
+    HfKdTeacher,
+    RunTeacher,
+    SentenceTransformerTeacher,
+    SequenceClassificationTeacher,
+    Teacher,
+    load_teacher,
+)
 from .score_dataset import load_teacher_scores, split_teacher_scores, write_teacher_scores
 from .scoring import DistinctPairs, ScoringResult, find_distinct_pairs, read_triples, score_pairs, score_triples
 
 __all__ = [
     "NORMALIZATIONS",
+    "RUN_PREFIX",
     "CrossEncoderTeacher",
     "DistinctPairs",
     "HfKdTeacher",
+    "RunTeacher",
+    "SentenceTransformerTeacher",
     "ScoringResult",
     "SequenceClassificationTeacher",
     "Teacher",

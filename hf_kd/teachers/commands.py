@@ -7,7 +7,7 @@ import argparse
 from .analysis import SUMMARY_FILENAME, analyze_scores
 from .ensemble import NORMALIZATIONS, ensemble_score_datasets
 from .loading import load_teacher
-from .scoring import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_SIZE, score_triples
+from .scoring import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_SIZE, MISSING_POLICIES, score_triples
 
 __all__ = ["add_subcommands"]
 
@@ -20,7 +20,9 @@ def _positive_int(value: str) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    teachers = [load_teacher(t, device=args.device) for t in args.teacher]
+    teachers = [
+        load_teacher(t, device=args.device, queries=args.queries, collection=args.collection) for t in args.teacher
+    ]
     result = score_triples(
         teachers,
         args.triples,
@@ -29,6 +31,7 @@ def run_score(args: argparse.Namespace) -> int:
         bf16=args.bf16,
         shard_size=args.shard_size,
         normalize=args.normalize,
+        missing=args.missing,
         overwrite=args.overwrite,
     )
     resumed = f", {result.resumed_pairs:,} resumed from an earlier run" if result.resumed_pairs else ""
@@ -36,6 +39,12 @@ def run_score(args: argparse.Namespace) -> int:
         f"{result.triples:,} triples, {result.distinct_pairs:,} distinct pairs x {len(teachers)} teacher(s): "
         f"{result.scored_pairs:,} pairs scored{resumed} in {result.seconds:.1f} s -> {result.out}"
     )
+    if result.dropped_triples:
+        lacking = ", ".join(f"{name} {count:,}" for name, count in result.missing_by_teacher.items() if count)
+        print(
+            f"{result.dropped_triples:,} triples left out: a teacher has no score for one of their pairs "
+            f"(triples lacking a score by teacher: {lacking}); recorded in the dataset's provenance"
+        )
     return 0
 
 
@@ -79,8 +88,17 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         required=True,
         metavar="PATH_OR_HUB_ID",
-        help="a teacher checkpoint: hf-kd BERT_CAT, sentence-transformers CrossEncoder, or "
-        "AutoModelForSequenceClassification with one logit; repeat for an ensemble",
+        help="a teacher: an hf-kd checkpoint, a sentence-transformers CrossEncoder or SentenceTransformer "
+        "(bi-encoder, scored with its own similarity), an AutoModelForSequenceClassification with one logit, or "
+        "run:PATH, a TREC run file with scores (needs --queries and --collection); repeat for an ensemble",
+    )
+    score.add_argument("--queries", default=None, help="qid<TAB>text file of the queries of run: teachers")
+    score.add_argument("--collection", default=None, help="pid<TAB>text file of the passages of run: teachers")
+    score.add_argument(
+        "--missing",
+        choices=MISSING_POLICIES,
+        default="drop",
+        help="a triple a teacher has no score for (a pair its run lacks): drop it and count it (default), or fail",
     )
     score.add_argument(
         "--triples",
@@ -97,7 +115,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         "--normalize",
         choices=NORMALIZATIONS,
         default="none",
-        help="per-teacher normalisation before averaging several teachers (default: none, the paper's T2)",
+        help="per-teacher normalisation before averaging several teachers, over the dataset or per query "
+        "(default: none, the paper's T2; teachers of different kinds need one)",
     )
     score.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     score.add_argument("--overwrite", action="store_true", help="replace an existing output folder")

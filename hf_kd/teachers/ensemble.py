@@ -1,9 +1,21 @@
 """Teacher ensembles: the mean of the teachers' scores, optionally normalised per teacher first.
 
 The paper's T2 teacher is the arithmetic mean of the raw scores of three BERT_CAT teachers, without
-normalisation (`normalize="none"`). The per-teacher normalisations put teachers whose scores live in
-different ranges on one scale before averaging; their statistics are taken over all of a teacher's
-positive and negative scores of the dataset (each triple's two scores once).
+normalisation (`normalize="none"`): its members were of one kind and scored on one scale. Teachers of different
+kinds (a cross-encoder's logits, a bi-encoder's cosine, a run file's BM25 or SPLADE scores) live on different
+scales, so each teacher's scores are put on one scale before averaging:
+
+| `normalize`    | statistics taken over                                   | score becomes                     |
+|----------------|---------------------------------------------------------|-----------------------------------|
+| `none`         | -                                                       | `x`                               |
+| `zscore`       | all of the teacher's scores in the dataset              | `(x - mean) / std`                |
+| `minmax`       | all of the teacher's scores in the dataset              | `(x - min) / (max - min)`         |
+| `query_zscore` | the teacher's scores of the same query                  | `(x - mean_q) / std_q`            |
+| `query_minmax` | the teacher's scores of the same query                  | `(x - min_q) / (max_q - min_q)`   |
+
+"Scores" are each triple's positive and negative score once. Per-query statistics remove what a teacher says
+about a query as a whole (which Margin-MSE never sees) and keep what it says within the query. A query whose
+scores are all equal keeps scale 1 (only its mean or minimum is removed).
 """
 
 from __future__ import annotations
@@ -21,16 +33,27 @@ from .score_dataset import TeacherScores, load_teacher_scores, split_teacher_sco
 
 __all__ = ["NORMALIZATIONS", "check_normalization", "ensemble_score_datasets", "mean_ensemble", "normalize_scores"]
 
-NORMALIZATIONS = ("none", "zscore", "minmax")
-"""Per-teacher normalisations before averaging: none (the paper's T2), z-score, min-max."""
+NORMALIZATIONS = ("none", "zscore", "minmax", "query_zscore", "query_minmax")
+"""Per-teacher normalisations before averaging: none (the paper's T2), z-score and min-max over the dataset or per
+query."""
+
+
+def _center_scale(values: np.ndarray, method: str) -> tuple[float, float]:
+    if method.endswith("zscore"):
+        return values.mean(), values.std()
+    return values.min(), values.max() - values.min()
 
 
 def normalize_scores(
-    pos: np.ndarray, neg: np.ndarray, method: str = "none", teacher: str = "teacher"
+    pos: np.ndarray,
+    neg: np.ndarray,
+    method: str = "none",
+    teacher: str = "teacher",
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Normalises one teacher's scores with statistics over all of its positive and negative scores.
+    """Normalises one teacher's scores, see the table of this module.
 
-    With `s` the concatenation of `pos` and `neg`:
+    With `s` the concatenation of `pos` and `neg` (of one query, for the `query_` methods):
     `zscore`: `(x - mean(s)) / std(s)` (population standard deviation);
     `minmax`: `(x - min(s)) / (max(s) - min(s))`; `none`: `x`.
 
@@ -39,6 +62,8 @@ def normalize_scores(
         neg (`np.ndarray`): (n,) scores of the negatives.
         method (`str`, *optional*, defaults to `"none"`): one of [`NORMALIZATIONS`].
         teacher (`str`, *optional*): the teacher's name, for error messages.
+        groups (`np.ndarray`, *optional*): (n,) the query of each triple (any hashable codes); needed by the
+            `query_` methods.
 
     Returns:
         `tuple[np.ndarray, np.ndarray]`: the normalised (pos, neg), float64.
@@ -48,6 +73,9 @@ def normalize_scores(
         >>> pos, neg = normalize_scores(np.array([1.0, 3.0]), np.array([2.0, 5.0]), "minmax")
         >>> pos.tolist(), neg.tolist()
         ([0.0, 0.5], [0.25, 1.0])
+        >>> pos, neg = normalize_scores(np.array([1.0, 3.0]), np.array([2.0, 5.0]), "query_minmax", groups=["a", "b"])
+        >>> pos.tolist(), neg.tolist()
+        ([0.0, 0.0], [1.0, 1.0])
         ```
     """
     if method not in NORMALIZATIONS:
@@ -55,22 +83,34 @@ def normalize_scores(
     pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
     if method == "none":
         return pos, neg
-    both = np.concatenate([pos, neg])
-    if method == "zscore":
-        center, scale = both.mean(), both.std()
-    else:
-        center, scale = both.min(), both.max() - both.min()
-    if not scale > 0:
-        raise ValueError(f"teacher {teacher!r} gives every passage the same score; it cannot be {method}-normalised")
+    if not method.startswith("query_"):
+        center, scale = _center_scale(np.concatenate([pos, neg]), method)
+        if not scale > 0:
+            raise ValueError(
+                f"teacher {teacher!r} gives every passage the same score; it cannot be {method}-normalised"
+            )
+        return (pos - center) / scale, (neg - center) / scale
+    if groups is None or len(groups) != len(pos):
+        raise ValueError(f"normalize={method!r} needs the query of each of the {len(pos)} triples (groups)")
+    _, codes = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
+    codes = codes.reshape(-1)
+    center, scale = np.zeros(len(pos)), np.ones(len(pos))
+    for code in np.unique(codes):
+        rows = np.flatnonzero(codes == code)
+        c, s = _center_scale(np.concatenate([pos[rows], neg[rows]]), method)
+        center[rows], scale[rows] = c, (s if s > 0 else 1.0)
     return (pos - center) / scale, (neg - center) / scale
 
 
-def mean_ensemble(teacher_scores: TeacherScores, normalize: str = "none") -> tuple[np.ndarray, np.ndarray]:
+def mean_ensemble(
+    teacher_scores: TeacherScores, normalize: str = "none", groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The ensemble's scores: per triple, the arithmetic mean over teachers of their (normalised) scores.
 
     Args:
         teacher_scores ([`TeacherScores`]): teacher name -> (pos, neg) raw scores, aligned over triples.
         normalize (`str`, *optional*, defaults to `"none"`): per-teacher normalisation, see [`normalize_scores`].
+        groups (`np.ndarray`, *optional*): (n,) the query of each triple, for the `query_` normalisations.
 
     Returns:
         `tuple[np.ndarray, np.ndarray]`: (pos, neg) float32 ensemble scores.
@@ -84,7 +124,7 @@ def mean_ensemble(teacher_scores: TeacherScores, normalize: str = "none") -> tup
     """
     if not teacher_scores:
         raise ValueError("an ensemble needs at least one teacher")
-    normalised = [normalize_scores(pos, neg, normalize, name) for name, (pos, neg) in teacher_scores.items()]
+    normalised = [normalize_scores(pos, neg, normalize, name, groups) for name, (pos, neg) in teacher_scores.items()]
     pos = np.mean([p for p, _ in normalised], axis=0)
     neg = np.mean([n for _, n in normalised], axis=0)
     return pos.astype(np.float32), neg.astype(np.float32)
@@ -175,5 +215,6 @@ def ensemble_score_datasets(
             "normalize": normalize,
         },
     )
-    ensemble = mean_ensemble(teacher_scores, normalize) if len(teacher_scores) > 1 else None
+    groups = reference.column("query").to_numpy(zero_copy_only=False) if normalize.startswith("query_") else None
+    ensemble = mean_ensemble(teacher_scores, normalize, groups) if len(teacher_scores) > 1 else None
     return write_teacher_scores(out, reference, teacher_scores, provenance, ensemble=ensemble, overwrite=overwrite)

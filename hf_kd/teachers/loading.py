@@ -1,24 +1,29 @@
-"""Teachers: any cross-encoder checkpoint behind one small interface, `Teacher.score(queries, passages)`.
+"""Teachers: any ranker behind one small interface, `Teacher.score(queries, passages)`.
 
-Three kinds of checkpoint load, by path or Hub id:
+Five kinds of teacher load through [`load_teacher`], by path, Hub id or `run:PATH`:
 
-| kind                      | recognised by                                       | scored with                        |
-|---------------------------|-----------------------------------------------------|------------------------------------|
-| `hf_kd`                   | an hf-kd `model_type` (BERT_CAT, or any zoo model)  | `model.prepare_inputs` + `forward` |
-| `cross_encoder`           | `config_sentence_transformers.json`, a CrossEncoder | `CrossEncoder.predict`, raw logits |
-| `sequence_classification` | a `*ForSequenceClassification` with one label       | tokenizer pair encoding + `logits` |
+| kind | recognised by | scored with |
+|---|---|---|
+| `hf_kd` | an hf-kd `model_type` (any of the five architectures) | `model.prepare_inputs` + `forward` |
+| `cross_encoder` | `config_sentence_transformers.json`, a CrossEncoder | `CrossEncoder.predict`, raw logits |
+| `sentence_transformer` | `config_sentence_transformers.json`, a bi-encoder | the model's own similarity function |
+| `sequence_classification` | a `*ForSequenceClassification` with one label | tokenizer pair encoding + `logits` |
+| `run` | `run:PATH`, a TREC run file with scores | the run's score of (qid, pid) |
 
-Scores are always the raw, unnormalised logits: Margin-MSE learns from raw teacher margins, so no sigmoid is
-applied, whatever activation a CrossEncoder folder declares.
+Scores are always the model's raw scores: logits without sigmoid for cross-encoders (whatever activation a
+CrossEncoder folder declares), the model's own similarity function for bi-encoders (cosine for
+all-mpnet-base-v2), the run's numbers for run files. A run scores only the pairs it holds; the others get NaN, and
+[`hf_kd.teachers.score_triples`] drops (and counts) the triples they belong to instead of inventing a score.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,8 +36,11 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from ..models import MODEL_CLASSES
 
 __all__ = [
+    "RUN_PREFIX",
     "CrossEncoderTeacher",
     "HfKdTeacher",
+    "RunTeacher",
+    "SentenceTransformerTeacher",
     "SequenceClassificationTeacher",
     "Teacher",
     "load_teacher",
@@ -47,6 +55,8 @@ TOKENIZER_FILES = (
     "vocab.json",
     "tokenizer.model",
 )
+RUN_PREFIX = "run:"
+"""`load_teacher("run:PATH", queries=..., collection=...)` loads a TREC run file as a teacher."""
 _HF_KD_MODEL_TYPES = frozenset(model.config_class.model_type for model in MODEL_CLASSES.values())
 _COMMIT_IN_PATH = re.compile(r"/snapshots/([0-9a-f]{40})(?:/|$)")
 
@@ -68,6 +78,8 @@ class Teacher(ABC):
     """
 
     kind: ClassVar[str]
+    covers_every_pair: ClassVar[bool] = True
+    """False for teachers that score only some pairs (a run file) and give NaN to the others."""
 
     def __init__(
         self,
@@ -233,6 +245,120 @@ class CrossEncoderTeacher(Teacher):
         return self._check_scores(scores, len(queries))
 
 
+class SentenceTransformerTeacher(Teacher):
+    """A sentence-transformers bi-encoder (any `SentenceTransformer` folder or Hub id, any backbone it supports),
+    scored as the model scores: `encode_query` and `encode_document`, then the model's own similarity function
+    (`model.similarity_fn_name`: cosine for all-mpnet-base-v2, dot product for dot-product models).
+
+    Each batch encodes its distinct queries and passages once. Texts are truncated at `max_length` tokens each
+    (the model's `max_seq_length` unless given).
+    """
+
+    kind = "sentence_transformer"
+
+    def __init__(self, model, name_or_path: str, revision: str | None = None, name: str | None = None):
+        super().__init__(
+            name_or_path,
+            model.tokenizer,
+            max_length=model.max_seq_length,
+            device=model.device,
+            revision=revision,
+            name=name,
+        )
+        self.model = model
+
+    @torch.inference_mode()
+    def score(self, queries: Sequence[str], passages: Sequence[str]) -> torch.Tensor:
+        distinct_queries, query_index = np.unique(np.asarray(queries, dtype=object), return_inverse=True)
+        distinct_passages, passage_index = np.unique(np.asarray(passages, dtype=object), return_inverse=True)
+        encode = {"convert_to_tensor": True, "show_progress_bar": False, "batch_size": len(distinct_passages)}
+        query_vectors = self.model.encode_query(distinct_queries.tolist(), **encode)
+        passage_vectors = self.model.encode_document(distinct_passages.tolist(), **encode)
+        scores = self.model.similarity_pairwise(
+            query_vectors[torch.as_tensor(query_index.reshape(-1))],
+            passage_vectors[torch.as_tensor(passage_index.reshape(-1))],
+        )
+        return self._check_scores(scores, len(queries))
+
+    def _pair_length(self, query_tokens: np.ndarray, passage_tokens: np.ndarray) -> np.ndarray:
+        return np.minimum(passage_tokens, self.max_length)  # queries and passages are encoded apart
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "similarity": self.model.similarity_fn_name}
+
+
+class RunTeacher(Teacher):
+    """A TREC run file with scores (`qid Q0 pid rank score tag`) as a teacher: a pair's score is the run's score
+    of its query and passage ids, found through the texts of the queries and the collection.
+
+    A pair the run does not hold gets NaN, never an invented score; `score_triples` drops the triples with such a
+    pair and counts them (or fails, with `missing="error"`). Texts are matched with their white space collapsed;
+    where several ids share a text, the first one the run scores for the pair is used.
+
+    Args:
+        run_path (`str` or `os.PathLike`): the run file.
+        queries (`Mapping[str, str]`): query id -> text, covering the run's queries.
+        collection (`Mapping[str, str]`): passage id -> text, covering the run's passages.
+        name (`str`, *optional*): the short name; defaults to the file name without `.trec`/`.txt`.
+    """
+
+    kind = "run"
+    covers_every_pair = False
+
+    def __init__(self, run_path, queries, collection, name: str | None = None):
+        from ..data import read_run
+
+        run_path = Path(run_path)
+        if not run_path.is_file():
+            raise FileNotFoundError(f"run teacher: no run file at {run_path}")
+        self.run = read_run(run_path)
+        self.query_ids = _ids_by_text(queries)
+        self.passage_ids = _ids_by_text(collection)
+        unknown = sorted(q for q in self.run if q not in queries)
+        if unknown:
+            raise ValueError(
+                f"{run_path}: {len(unknown)} of its {len(self.run)} queries have no text in the queries given, "
+                f"e.g. {unknown[:3]}; pass the queries file of the run's topics"
+            )
+        self.sha256 = hashlib.sha256(run_path.read_bytes()).hexdigest()
+        default_name = re.sub(r"\.(trec|txt|run)$", "", run_path.name)
+        super().__init__(str(run_path), None, max_length=0, device=torch.device("cpu"), name=name or default_name)
+        self.name = _short_name(self.name)
+
+    def score(self, queries: Sequence[str], passages: Sequence[str]) -> torch.Tensor:
+        scores = [self._pair_score(query, passage) for query, passage in zip(queries, passages)]
+        return torch.tensor(scores, dtype=torch.float32)
+
+    def _pair_score(self, query: str, passage: str) -> float:
+        for qid in self.query_ids.get(" ".join(query.split()), ()):
+            candidates = self.run.get(qid, {})
+            for pid in self.passage_ids.get(" ".join(passage.split()), ()):
+                if pid in candidates:
+                    return candidates[pid]
+        return float("nan")
+
+    def pair_lengths(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        return np.zeros(len(queries), dtype=np.int64)  # no model: any order costs the same
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "name_or_path": RUN_PREFIX + str(Path(self.name_or_path).resolve()),
+            "kind": self.kind,
+            "revision": None,
+            "sha256": self.sha256,
+            "queries_scored": len(self.run),
+            "pairs_in_run": sum(len(c) for c in self.run.values()),
+        }
+
+
+def _ids_by_text(texts) -> dict[str, list[str]]:
+    ids: dict[str, list[str]] = {}
+    for item_id, text in texts.items():
+        ids.setdefault(" ".join(text.split()), []).append(item_id)
+    return ids
+
+
 def _short_name(name_or_path: str) -> str:
     name = Path(name_or_path.rstrip("/\\")).name or "teacher"
     return re.sub(r"[^0-9A-Za-z_.-]+", "_", name)
@@ -298,28 +424,36 @@ def load_teacher(
     max_length: int | None = None,
     revision: str | None = None,
     name: str | None = None,
+    queries: Mapping[str, str] | str | os.PathLike | None = None,
+    collection: Mapping[str, str] | str | os.PathLike | None = None,
 ) -> Teacher:
-    """Loads a cross-encoder checkpoint as a [`Teacher`].
+    """Loads any ranker as a [`Teacher`].
 
     Args:
-        name_or_path (`str` or `os.PathLike`): a local folder or a Hub id. An hf-kd checkpoint (BERT_CAT),
-            a sentence-transformers `CrossEncoder` folder, or any `AutoModelForSequenceClassification`
-            checkpoint with one output logit; it must hold its tokenizer.
+        name_or_path (`str` or `os.PathLike`): a local folder or a Hub id: an hf-kd checkpoint (any of the five
+            architectures), a sentence-transformers `CrossEncoder` or `SentenceTransformer` folder, or any
+            `AutoModelForSequenceClassification` checkpoint with one output logit (it must hold its tokenizer);
+            or `run:PATH`, a TREC run file with scores (needs `queries` and `collection`).
         device (`str` or `torch.device`, *optional*): where to run; defaults to CUDA when available, else CPU.
         dtype (`torch.dtype`, *optional*): the dtype to load the weights in; defaults to the checkpoint's.
-        max_length (`int`, *optional*): the most tokens of one pair input, for `AutoModelForSequenceClassification`
-            and `CrossEncoder` teachers; defaults to the checkpoint's limit. hf-kd models use their config's
-            `max_query_length` and `max_passage_length`.
+        max_length (`int`, *optional*): the most tokens of one pair input for `AutoModelForSequenceClassification`
+            and `CrossEncoder` teachers, of one text for `SentenceTransformer` teachers; defaults to the
+            checkpoint's limit. hf-kd models use their config's `max_query_length` and `max_passage_length`.
         revision (`str`, *optional*): the Hub revision (branch, tag or commit) to load.
         name (`str`, *optional*): the teacher's short name in score columns; defaults to the last path component.
+        queries, collection (`Mapping[str, str]` or a `id<TAB>text` TSV path, *optional*): the texts of the ids
+            of a `run:` teacher.
 
     Returns:
-        [`Teacher`]: an [`HfKdTeacher`], [`CrossEncoderTeacher`] or [`SequenceClassificationTeacher`].
+        [`Teacher`]: an [`HfKdTeacher`], [`CrossEncoderTeacher`], [`SentenceTransformerTeacher`],
+        [`SequenceClassificationTeacher`] or [`RunTeacher`].
 
     Raises:
         ValueError: when the checkpoint has no tokenizer, does not output exactly one logit per pair, or has no
-            cross-encoder head; the message names the checkpoint.
+            scoring head; the message names the checkpoint.
     """
+    if str(name_or_path).startswith(RUN_PREFIX):
+        return _load_run_teacher(str(name_or_path)[len(RUN_PREFIX) :], queries, collection, name)
     name_or_path = str(name_or_path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     config = AutoConfig.from_pretrained(name_or_path, revision=revision)
@@ -333,11 +467,15 @@ def load_teacher(
 
     cross_encoder_config = _cross_encoder_config(name_or_path, revision)
     if cross_encoder_config is not None:
-        model_type = cross_encoder_config.get("model_type", "CrossEncoder")
+        model_type = cross_encoder_config.get("model_type")
+        if model_type is None:  # folders written before sentence-transformers 4 do not say; a CrossEncoder has a head
+            model_type = "SentenceTransformer" if _has_file(name_or_path, "modules.json", revision) else "CrossEncoder"
+        if model_type == "SentenceTransformer":
+            return _load_sentence_transformer(name_or_path, device, dtype_kwargs, max_length, revision, commit, name)
         if model_type != "CrossEncoder":
             raise ValueError(
-                f"teacher {name_or_path!r} is a sentence-transformers {model_type}, not a CrossEncoder: a teacher "
-                "must score (query, passage) pairs jointly"
+                f"teacher {name_or_path!r} is a sentence-transformers {model_type}; a teacher is a CrossEncoder or "
+                "a SentenceTransformer bi-encoder"
             )
         return _load_cross_encoder(name_or_path, device, dtype_kwargs, max_length, revision, commit, name)
 
@@ -374,6 +512,44 @@ def _check_single_logit(name_or_path: str, num_labels: int) -> None:
             f"teacher {name_or_path!r} outputs {num_labels} logits per pair (num_labels={num_labels}); a teacher "
             "needs a single relevance logit (num_labels=1)"
         )
+
+
+def _texts(texts: Mapping[str, str] | str | os.PathLike | None, kind: str, run_path: str) -> Mapping[str, str]:
+    from ..data import read_collection_tsv, read_queries_tsv
+
+    if texts is None:
+        raise ValueError(
+            f"run teacher {run_path!r} needs the {kind} texts of its ids: pass --queries and --collection "
+            "(queries= and collection= in Python)"
+        )
+    if isinstance(texts, Mapping):
+        return texts
+    return read_queries_tsv(texts) if kind == "queries" else read_collection_tsv(texts)
+
+
+def _load_run_teacher(run_path: str, queries, collection, name: str | None) -> RunTeacher:
+    return RunTeacher(
+        run_path, _texts(queries, "queries", run_path), _texts(collection, "collection", run_path), name=name
+    )
+
+
+def _load_sentence_transformer(
+    name_or_path: str,
+    device: torch.device,
+    dtype_kwargs: dict,
+    max_length: int | None,
+    revision: str | None,
+    commit: str | None,
+    name: str | None,
+) -> SentenceTransformerTeacher:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(
+        name_or_path, device=str(device), revision=revision, model_kwargs=dtype_kwargs or None
+    ).eval()
+    if max_length is not None:
+        model.max_seq_length = max_length
+    return SentenceTransformerTeacher(model, name_or_path, revision=commit, name=name)
 
 
 def _load_cross_encoder(

