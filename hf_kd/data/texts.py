@@ -150,6 +150,7 @@ class TextStore:
         self.kind, self.source = kind, source
         self._dataset = texts
         self._texts = texts.data.column("text")
+        self._chunk_starts = np.cumsum([0] + [len(chunk) for chunk in self._texts.chunks[:-1]], dtype=np.int64)
         self._index = _IdIndex(_as_string_ids(texts.data.column("id")))
 
     def __len__(self) -> int:
@@ -221,7 +222,16 @@ class TextStore:
         return self._index.rows(_as_string_ids(ids))
 
     def texts_at(self, rows: np.ndarray) -> list[str]:
-        return self._texts.take(pa.array(rows, pa.int64())).to_pylist()
+        """Texts by row, read chunk by chunk (`ChunkedArray.take` would first concatenate every chunk)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        chunks = np.searchsorted(self._chunk_starts, rows, side="right") - 1
+        texts: list = [None] * len(rows)
+        for chunk in np.unique(chunks):
+            selected = np.flatnonzero(chunks == chunk)
+            offsets = pa.array(rows[selected] - self._chunk_starts[chunk], pa.int64())
+            for position, text in zip(selected, self._texts.chunk(int(chunk)).take(offsets).to_pylist()):
+                texts[position] = text
+        return texts
 
     def lookup(self, ids: pa.Array | Sequence, where: Iterable[str] | None = None) -> list[str]:
         """The texts of `ids`, in order.
