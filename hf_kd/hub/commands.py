@@ -1,4 +1,5 @@
-"""`hf-kd` subcommands of the Hub package: `push` (a checkpoint) and `push-scores` (a teacher-score dataset)."""
+"""`hf-kd` subcommands of the Hub package: `push` (a checkpoint), `push-scores` (a teacher-score dataset) and
+`import` (one of the paper's released checkpoints)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,41 @@ def run_push_scores(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_import(args: argparse.Namespace) -> int:
+    import json
+
+    from .released import import_released
+
+    backbone_config = None
+    if args.backbone_config:
+        from .cards import read_json_file
+
+        backbone_config = read_json_file(args.backbone_config)
+        if not isinstance(backbone_config, dict):
+            raise ValueError(f"{args.backbone_config}: expected a JSON object of DistilBERT config values")
+    model, layout = import_released(
+        args.source,
+        args.out,
+        tokenizer=args.tokenizer,
+        revision=args.revision,
+        backbone_config=backbone_config,
+        split_layer=args.split_layer,
+    )
+    kept = {key: getattr(model.config, key) for key in IMPORT_SETTINGS[layout.architecture]}
+    name = type(model).__name__
+    print(f"imported {args.source} ({layout.name} layout) as {name} into {args.out}: {json.dumps(kept)}")
+    return 0
+
+
+# config values of each imported architecture that the import sets (printed after an import)
+IMPORT_SETTINGS = {
+    "bert_dot": ("pooling", "compression_dim", "max_query_length", "max_passage_length"),
+    "bert_cat": ("max_query_length", "max_passage_length"),
+    "colbert": ("compression_dim", "query_augmentation_tokens", "max_query_length", "max_passage_length"),
+    "prett": ("split_layer", "passage_positions", "max_query_length", "max_passage_length"),
+}
+
+
 def _add_common_arguments(parser: argparse.ArgumentParser, commit_message: str) -> None:
     parser.add_argument("--repo-id", required=True, help="Hub repository ORG/NAME (created if missing)")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
@@ -119,3 +155,26 @@ def add_subcommands(subparsers) -> None:
     scores.add_argument("--teacher", action="append", help="teacher model, overriding the provenance (repeatable)")
     scores.add_argument("--max-shard-rows", type=int, default=1_000_000, help="rows per Parquet shard")
     scores.set_defaults(func=_report_errors(run_push_scores))
+
+    released = subparsers.add_parser(
+        "import",
+        help="turn one of the paper's released checkpoints into an hf-kd checkpoint",
+        description="Reads SOURCE (a folder or Hub id of sebastian-hofstaetter/distilbert-dot-margin_mse-T2-msmarco, "
+        "distilbert-cat-margin_mse-T2-msmarco, colbert-distilbert-margin_mse-T2-msmarco or "
+        "prettr-distilbert-split_at_3-margin_mse-T2-msmarco), recognises its layout from the state dict and writes "
+        "the matching hf-kd checkpoint (BERT_DOT, BERT_CAT, ColBERT, PreTT) to --out.",
+    )
+    released.add_argument("source", metavar="SOURCE", help="released checkpoint: a local folder or a Hub model id")
+    released.add_argument("--out", required=True, help="folder of the hf-kd checkpoint to write")
+    released.add_argument(
+        "--tokenizer",
+        help="tokenizer folder or Hub id when SOURCE has none (the releases used distilbert-base-uncased)",
+    )
+    released.add_argument("--revision", help="Hub revision of SOURCE")
+    released.add_argument(
+        "--backbone-config", help="JSON file of DistilBERT config values, instead of the backbone the config names"
+    )
+    released.add_argument(
+        "--split-layer", type=int, help="PreTTR's join layer, instead of the config's join_layer_idx (default 3)"
+    )
+    released.set_defaults(func=_report_errors(run_import))

@@ -6,6 +6,9 @@ from .configuration_ranking import RankingConfig, check_positive_int, num_layers
 
 # Backbones whose transformer layers PreTT can call one by one.
 PRETT_BACKBONE_TYPES = ("bert", "distilbert", "electra")
+# Where passage positions start: after a fixed-size query slot (cacheable), or right after each query's own tokens
+# (the paper's released PreTTR).
+PASSAGE_POSITION_MODES = ("after_query_slot", "after_query")
 
 
 class PreTTConfig(RankingConfig):
@@ -29,6 +32,12 @@ class PreTTConfig(RankingConfig):
             Maximum passage tokens (special tokens excluded).
         split_layer (`int`, *optional*, defaults to 3):
             k, the number of layers run separately (the paper: 3 of DistilBERT's 6). 0 <= k < number of layers.
+        passage_positions (`str`, *optional*, defaults to `"after_query_slot"`):
+            Where passage positions start. `"after_query_slot"`: passage token j gets position
+            `max_query_length + 2 + j`, so a passage's layer-k states do not depend on the query and are cached.
+            `"after_query"`: passage token j gets position `len([CLS] q [SEP]) + j`, right after the query's own
+            tokens, as in the paper's released PreTTR (`hf-kd import`); the layers below k then depend on the query's
+            length, so they run at scoring time and the cached passage representation is its token ids.
 
     Example:
     ```python
@@ -41,8 +50,9 @@ class PreTTConfig(RankingConfig):
     model_type = "hfkd_prett"
     architecture = "prett"
 
-    def __init__(self, split_layer: int = 3, **kwargs):
+    def __init__(self, split_layer: int = 3, passage_positions: str = "after_query_slot", **kwargs):
         self.split_layer = split_layer
+        self.passage_positions = passage_positions
         super().__init__(**kwargs)
 
     @property
@@ -58,6 +68,10 @@ class PreTTConfig(RankingConfig):
                 f"({', '.join(PRETT_BACKBONE_TYPES)}; e.g. BERT, DistilBERT, MiniLM), got {model_type!r}"
             )
         check_positive_int("split_layer", self.split_layer, minimum=0)
+        if self.passage_positions not in PASSAGE_POSITION_MODES:
+            raise ValueError(
+                f"passage_positions must be one of {', '.join(PASSAGE_POSITION_MODES)}, got {self.passage_positions!r}"
+            )
         num_layers = num_layers_of(self.backbone_config)
         if self.split_layer >= num_layers:
             raise ValueError(

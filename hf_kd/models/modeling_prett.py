@@ -36,7 +36,10 @@ class PreTTModel(SplitRankingModel):
     """PreTT: layers `0..k-1` run on `[CLS] q [SEP]` and `p [SEP]` separately, layers `k..n-1` on their
     concatenation; the CLS vector -> Linear(hidden, 1, bias=False).
 
-    The cached passage representation is the passage's hidden states after layer k.
+    The cached passage representation is the passage's hidden states after layer k. With
+    `passage_positions="after_query"` (the paper's released PreTTR) a passage's positions start right after each
+    query's own tokens, so its lower layers run at scoring time and the cached representation is its token ids
+    (shape (n, L, 1)).
     """
 
     config_class = PreTTConfig
@@ -55,10 +58,12 @@ class PreTTModel(SplitRankingModel):
         sep_id = special_token_id(tokenizer, "sep")
         return [[*ids, sep_id] for ids in tokenize_texts(tokenizer, passages, self.config.max_passage_length)]
 
-    def _embed(self, input_ids: torch.Tensor, token_type: int, position_offset: int) -> torch.Tensor:
+    def _embed(self, input_ids: torch.Tensor, token_type: int, position_offset: int | torch.Tensor) -> torch.Tensor:
+        """Embeddings with positions `offset + j`; `position_offset` is one int or one offset per row, shape (n,)."""
         embeddings = self.backbone.embeddings
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device) + position_offset
-        kwargs = {"input_ids": input_ids, "position_ids": positions.unsqueeze(0).expand_as(input_ids)}
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+        offsets = torch.as_tensor(position_offset, device=input_ids.device).reshape(-1, 1)
+        kwargs = {"input_ids": input_ids, "position_ids": (positions + offsets).expand_as(input_ids)}
         if (
             backbone_supports_token_types(self.backbone)
             and "token_type_ids" in inspect.signature(embeddings.forward).parameters
@@ -75,7 +80,9 @@ class PreTTModel(SplitRankingModel):
             hidden = output[0] if isinstance(output, tuple) else output
         return hidden
 
-    def _encode_lower(self, input_ids, attention_mask, token_type: int, position_offset: int) -> EncodedBatch:
+    def _encode_lower(
+        self, input_ids, attention_mask, token_type: int, position_offset: int | torch.Tensor
+    ) -> EncodedBatch:
         hidden = self._embed(input_ids, token_type, position_offset)
         hidden = self._run_layers(hidden, attention_mask, 0, self.config.split_layer)
         return EncodedBatch(hidden, attention_mask)
@@ -84,11 +91,16 @@ class PreTTModel(SplitRankingModel):
         return self._encode_lower(input_ids, attention_mask, token_type=0, position_offset=0)
 
     def encode_passage_tensors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncodedBatch:
+        if self.config.passage_positions == "after_query":
+            return EncodedBatch(input_ids.unsqueeze(-1), attention_mask)  # lower layers run once the query is known
         return self._encode_lower(
             input_ids, attention_mask, token_type=1, position_offset=self.config.passage_position_offset
         )
 
     def score_pairs(self, queries: EncodedBatch, passages: EncodedBatch) -> torch.Tensor:
+        if not passages.embeddings.is_floating_point():  # token ids: positions continue after each query's tokens
+            query_lengths = queries.mask.sum(dim=1)
+            passages = self._encode_lower(passages.embeddings.squeeze(-1), passages.mask, 1, query_lengths)
         hidden = torch.cat([queries.embeddings, passages.embeddings.to(queries.embeddings.dtype)], dim=1)
         mask = torch.cat([queries.mask, passages.mask], dim=1)
         num_layers = len(transformer_layers(self.backbone))
