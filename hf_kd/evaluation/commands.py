@@ -14,6 +14,7 @@ from pathlib import Path
 from ..data.ir_files import read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run, write_run
 from ..files import write_json_atomic
 from .metrics import METRIC_NAMES, evaluate_run
+from .records import record_evaluation
 
 __all__ = ["add_subcommands", "load_model"]
 
@@ -126,6 +127,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "per_query": result["per_query"],
     }
     write_json_atomic(out / "metrics.json", report)
+    record_evaluation(args.model, out / "metrics.json", report)  # so `hf-kd push MODEL` finds the results
     print(f"first stage: {_summary(first_stage_result)}")
     print(f"re-ranked:   {_summary(result)}  ({result['num_queries']} queries, wrote {out / 'run.trec'})")
     return 0
@@ -135,7 +137,8 @@ def _add_evaluate(subparsers) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="re-rank a first-stage run with a zoo model and compute MRR@10, nDCG@10, Recall, MAP",
-        description="Re-ranks the top-k candidates of RUN with the model in DIR; writes run.trec and metrics.json.",
+        description="Re-ranks the top-k candidates of RUN with the model in DIR; writes run.trec and metrics.json, "
+        "and records the evaluation in DIR/hf_kd_evaluations.json for the model card (`hf-kd push DIR`).",
     )
     parser.add_argument("--model", required=True, help="folder of a saved zoo model (with its tokenizer)")
     parser.add_argument("--run", required=True, help="first-stage TREC run whose candidates are re-ranked")
@@ -256,6 +259,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
         "per_query": result["per_query"],
     }
     write_json_atomic(out / "metrics.json", report)
+    record_evaluation(args.model, out / "metrics.json", report)
     print(f"{_summary(result)}  (index {index.factory}, {report['index_bytes']} bytes)")
     return 0
 

@@ -1,7 +1,8 @@
 """Model cards of hf-kd checkpoints, rendered from the templates in `model_cards/`.
 
 The card of a checkpoint folder is built in two steps, as in sentence-transformers' `model_card.py`:
-[`collect_card_info`] reads what the folder records (`config.json`, the `metrics.json` of `hf-kd evaluate`,
+[`collect_card_info`] reads what the folder records (`config.json`, the `metrics.json` of `hf-kd evaluate` in the
+folder, given, or recorded in `hf_kd_evaluations.json`,
 `latency.json`, `train_summary.json`, `training_args.json`, the safetensors header) into a [`ModelCardInfo`]
 next to the fields only the user knows (teacher, datasets, license); [`render_model_card`] turns it into
 `huggingface_hub.ModelCardData` (the YAML metadata, with a `model-index`) and renders the architecture's
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,22 +264,49 @@ def _evaluation_result(report: Any, source: Path, index: int) -> EvaluationResul
     )
 
 
-def read_evaluation_results(folder: str | os.PathLike) -> list[EvaluationResult]:
-    """Reads `metrics.json` of a checkpoint folder and of its direct sub-folders (one per test set).
+def _reports_of(path: Path) -> list[tuple[Any, Path, int]]:
+    data = read_json_file(path)
+    reports = data if isinstance(data, list) else [data]
+    return [(report, path, i) for i, report in enumerate(reports)]
+
+
+def read_evaluation_results(
+    folder: str | os.PathLike, metrics_files: Sequence[str | os.PathLike] = ()
+) -> list[EvaluationResult]:
+    """Reads the evaluation results of a checkpoint folder, wherever `hf-kd evaluate` wrote them.
+
+    In this order, each file once: `metrics.json` of the folder and of its direct sub-folders (one per test set),
+    the `metrics_files` given, and the evaluations recorded in the folder's `hf_kd_evaluations.json` by
+    `hf-kd evaluate --model FOLDER --out OUT` (read from `OUT/metrics.json`, or from the record's copy of the
+    report when that file is gone).
 
     A file holds the report of `hf-kd evaluate` (with `metrics`, `qrels`, `run`, `top_k`), a list of such
     reports, or a flat `{"nDCG@10": 0.71, ...}` mapping (then an optional `dataset` key names the test set).
+
+    Raises:
+        FileNotFoundError: a file of `metrics_files` does not exist.
+        ValueError: a file is malformed (names the file and entry).
     """
+    from ..evaluation.records import recorded_evaluations
+
     folder = Path(folder)
-    paths = [folder / "metrics.json", *sorted(folder.glob("*/metrics.json"))]
-    results = []
+    for given in metrics_files:
+        if not Path(given).is_file():
+            raise FileNotFoundError(f"metrics file {given} not found (written by `hf-kd evaluate --out DIR`)")
+    paths = [folder / "metrics.json", *sorted(folder.glob("*/metrics.json")), *map(Path, metrics_files)]
+    seen: set[Path] = set()
+    reports = []
     for path in paths:
-        if not path.is_file():
+        if path.is_file() and path.resolve() not in seen:
+            seen.add(path.resolve())
+            reports.extend(_reports_of(path))
+    for entry in recorded_evaluations(folder):
+        path = Path(entry["metrics_file"])
+        if path.resolve() in seen:
             continue
-        data = read_json_file(path)
-        reports = data if isinstance(data, list) else [data]
-        results.extend(_evaluation_result(report, path, i) for i, report in enumerate(reports))
-    return results
+        seen.add(path.resolve())
+        reports.extend(_reports_of(path) if path.is_file() else [(entry["report"], path, 0)])
+    return [_evaluation_result(report, path, i) for report, path, i in reports]
 
 
 def _read_latency(folder: Path) -> dict[str, Any] | None:
@@ -338,12 +367,19 @@ def _recorded_teachers(train_files: list[str], folder: Path) -> list[str]:
     return list(dict.fromkeys(teachers))
 
 
-def collect_card_info(folder: str | os.PathLike, repo_id: str, **user_fields: Any) -> ModelCardInfo:
+def collect_card_info(
+    folder: str | os.PathLike,
+    repo_id: str,
+    metrics_files: Sequence[str | os.PathLike] = (),
+    **user_fields: Any,
+) -> ModelCardInfo:
     """Reads a checkpoint folder into a [`ModelCardInfo`].
 
     Args:
         folder (`str` or `os.PathLike`): a checkpoint saved by an hf-kd model's `save_pretrained`.
         repo_id (`str`): the Hub repository the card is for.
+        metrics_files (`Sequence[str | os.PathLike]`, *optional*): `metrics.json` files of `hf-kd evaluate`
+            outside the folder (see [`read_evaluation_results`]).
         **user_fields: the user-given fields of [`ModelCardInfo`] (`revision`, `license`, `base_model`,
             `datasets`, `teacher`, `language`).
 
@@ -364,7 +400,7 @@ def collect_card_info(folder: str | os.PathLike, repo_id: str, **user_fields: An
         architecture=architecture_of(config, config_path),
         config=config,
         num_parameters=_count_parameters(folder),
-        evaluation=read_evaluation_results(folder),
+        evaluation=read_evaluation_results(folder, metrics_files),
         latency=_read_latency(folder),
         loss=loss,
         loss_config=loss_config,
@@ -474,6 +510,7 @@ def render_model_card(
     repo_id: str,
     *,
     template_dir: str | os.PathLike | None = None,
+    metrics_files: Sequence[str | os.PathLike] = (),
     **user_fields: Any,
 ) -> ModelCard:
     """Renders the model card of a checkpoint folder from `model_cards/<architecture>.md`.
@@ -483,13 +520,14 @@ def render_model_card(
         repo_id (`str`): the Hub repository, `ORG/NAME` (used in the usage snippets and the model-index).
         template_dir (`str` or `os.PathLike`, *optional*): folder of the templates; defaults to
             [`MODEL_CARDS_DIR`].
+        metrics_files (`Sequence[str | os.PathLike]`, *optional*): evaluation reports outside the folder.
         **user_fields: `revision`, `license`, `base_model`, `datasets`, `teacher`, `language` (see
             [`ModelCardInfo`]).
 
     Returns:
         `huggingface_hub.ModelCard` whose metadata passes `ModelCardData` validation.
     """
-    info = collect_card_info(folder, repo_id, **user_fields)
+    info = collect_card_info(folder, repo_id, metrics_files, **user_fields)
     template = Path(template_dir or MODEL_CARDS_DIR) / f"{info.architecture}.md"
     if not template.is_file():
         raise FileNotFoundError(f"model card template {template} not found (set HF_KD_MODEL_CARDS to its folder)")

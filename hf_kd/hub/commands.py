@@ -51,6 +51,7 @@ def run_push(args: argparse.Namespace) -> int:
         revision=args.revision,
         token=args.token,
         commit_message=args.commit_message,
+        metrics=args.metrics or (),
         **card_fields,
     )
     print(f"pushed {args.folder} to {commit.commit_url} (revision {commit.oid})")
@@ -131,7 +132,8 @@ def add_subcommands(subparsers) -> None:
         help="upload a checkpoint folder with its model card to the Hub",
         description="Uploads DIR (safetensors weights, tokenizer, config with auto_map, modeling code) and a "
         "model card rendered from model_cards/<architecture>.md, with metrics.json, latency.json and "
-        "train_summary.json of the folder, in one commit. The folder is only read.",
+        "train_summary.json of the folder, in one commit. The folder is only read. The card's model-index holds "
+        "every evaluation `hf-kd evaluate --model DIR` recorded, and the --metrics files.",
     )
     push.add_argument("folder", metavar="DIR", help="checkpoint folder saved by an hf-kd model's save_pretrained")
     _add_common_arguments(push, "Upload hf-kd checkpoint")
@@ -140,6 +142,13 @@ def add_subcommands(subparsers) -> None:
         "--dataset", action="append", help="Hub id of a teacher-score dataset it was trained on (repeatable)"
     )
     push.add_argument("--teacher", help="the teacher, e.g. 'BERT-Base_CAT' (default: from the training data)")
+    push.add_argument(
+        "--metrics",
+        action="append",
+        metavar="FILE",
+        help="metrics.json of `hf-kd evaluate` outside DIR, for the card's model-index (repeatable); evaluations "
+        "of DIR are also found in DIR/metrics.json, DIR/*/metrics.json and DIR/hf_kd_evaluations.json",
+    )
     push.set_defaults(func=_report_errors(run_push))
 
     scores = subparsers.add_parser(

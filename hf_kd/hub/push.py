@@ -12,7 +12,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,14 +140,15 @@ def push_model(
     token: str | None = None,
     commit_message: str = "Upload hf-kd checkpoint",
     card: ModelCard | str | None = None,
+    metrics: Sequence[str | os.PathLike] = (),
     **card_fields: Any,
 ) -> CommitInfo:
     """Uploads a checkpoint folder to a model repository of the Hub, with its model card, in one commit.
 
     The upload holds the safetensors weights, the tokenizer, `config.json` with its `auto_map`, the modeling
-    code, the sentence-transformers files the checkpoint has, any `metrics.json`, `latency.json` and
-    `train_summary.json`, and a `README.md` rendered from `model_cards/<architecture>.md`. Pickled files
-    (`*.bin`, `*.pt`, ...), `checkpoint-*` folders and hidden files are left out (see
+    code, the sentence-transformers files the checkpoint has, any `metrics.json`, `hf_kd_evaluations.json`,
+    `latency.json` and `train_summary.json`, and a `README.md` rendered from `model_cards/<architecture>.md`.
+    Pickled files (`*.bin`, `*.pt`, ...), `checkpoint-*` folders and hidden files are left out (see
     [`CHECKPOINT_IGNORE_PATTERNS`]). The folder itself is only read: a failed upload leaves it as it was.
 
     Args:
@@ -159,6 +160,9 @@ def push_model(
         commit_message (`str`, *optional*): the commit's summary.
         card (`ModelCard` or `str`, *optional*): the card to upload instead of the rendered one; a `README.md`
             inside the folder is replaced by the rendered card unless it is passed here.
+        metrics (`Sequence[str | os.PathLike]`, *optional*): `metrics.json` files of `hf-kd evaluate` outside the
+            folder for the card's model-index, besides those in the folder and those `hf-kd evaluate --model
+            FOLDER` recorded in `hf_kd_evaluations.json`.
         **card_fields: user-given card fields: `license`, `base_model`, `datasets`, `teacher`, `language`
             (see [`hf_kd.hub.ModelCardInfo`]).
 
@@ -174,7 +178,7 @@ def push_model(
     folder = Path(folder)
     check_checkpoint_folder(folder)
     if card is None:
-        card = render_model_card(folder, repo_id, revision=revision or "main", **card_fields)
+        card = render_model_card(folder, repo_id, revision=revision or "main", metrics_files=metrics, **card_fields)
     token = _require_token(token)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
