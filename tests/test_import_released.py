@@ -24,11 +24,11 @@ CLS, SEP, MASK = 101, 102, 103
 MAX_QUERY, MAX_PASSAGE = 30, 200
 
 
-def distilbert_keys(prefix: str = "") -> list[str]:
+def distilbert_keys(prefix: str = "", num_layers: int = TINY["n_layers"]) -> list[str]:
     """DistilBertModel's state-dict names, written out (the layout the releases were saved in)."""
     keys = ["embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight"]
     keys += ["embeddings.LayerNorm.weight", "embeddings.LayerNorm.bias"]
-    for layer in range(TINY["n_layers"]):
+    for layer in range(num_layers):
         for module in ("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "sa_layer_norm"):
             keys += [f"transformer.layer.{layer}.{module}.weight", f"transformer.layer.{layer}.{module}.bias"]
         for module in ("ffn.lin1", "ffn.lin2", "output_layer_norm"):
@@ -36,10 +36,10 @@ def distilbert_keys(prefix: str = "") -> list[str]:
     return [prefix + key for key in keys]
 
 
-def shape_of(key: str) -> tuple[int, ...]:
-    dim, hidden = TINY["dim"], TINY["hidden_dim"]
+def shape_of(key: str, sizes: dict = TINY) -> tuple[int, ...]:
+    dim, hidden = sizes["dim"], sizes["hidden_dim"]
     if key.endswith("word_embeddings.weight"):
-        return (TINY["vocab_size"], dim)
+        return (sizes["vocab_size"], dim)
     if key.endswith("position_embeddings.weight"):
         return (512, dim)
     if key.endswith("lin1.weight"):
@@ -59,13 +59,17 @@ def shape_of(key: str) -> tuple[int, ...]:
     return (dim,)
 
 
-def released_state(layout: str) -> dict[str, torch.Tensor]:
-    keys = {
+def released_state_keys(layout: str) -> list[str]:
+    return {
         "dot": distilbert_keys(),
         "cat": distilbert_keys("bert_model.") + ["_classification_layer.weight", "_classification_layer.bias"],
         "colbert": distilbert_keys("bert_model.") + ["compressor.weight", "compressor.bias"],
         "prettr": distilbert_keys() + ["_classification_layer.weight"],
     }[layout]
+
+
+def released_state(layout: str) -> dict[str, torch.Tensor]:
+    keys = released_state_keys(layout)
     generator = torch.Generator().manual_seed(len(layout))
     state = {}
     for key in keys:
@@ -262,3 +266,31 @@ def test_backbone_config_must_fit_the_weights(tmp_path, backbone_folder, minilm_
         )
     with pytest.raises(FileNotFoundError, match="has no tokenizer files"):
         import_released(tmp_path / "released", tmp_path / "x")
+
+
+def test_prett_after_query_reranks_the_same_with_and_without_the_cache(tmp_path, backbone_folder, tokenizer, ci_data):
+    from hf_kd.data import read_collection_tsv, read_queries_tsv, read_run
+    from hf_kd.evaluation.rerank import rerank
+
+    write_released(tmp_path / "released", "prettr", backbone_folder)
+    model, _ = import_released(tmp_path / "released", tmp_path / "out", tokenizer=tokenizer.name_or_path)
+    data = ci_data / "msmarco-dl20"
+    run = dict(list(read_run(data / "runs" / "bm25.top30.trec").items())[:2])
+    inputs = (read_queries_tsv(data / "queries.tsv"), read_collection_tsv(data / "collection.tsv"), run)
+    cached = rerank(model, tokenizer, *inputs, top_k=5, batch_size=3, show_progress=False)
+    direct = rerank(model, tokenizer, *inputs, top_k=5, cache_passages=False, show_progress=False)
+    for qid in run:
+        assert cached[qid] == pytest.approx(direct[qid], abs=1e-4)
+
+
+def test_the_released_backbone_name_is_distilbert_base_uncased(tmp_path):
+    """CAT and ColBERT name `distilbert-base-uncased` in `bert_model`: its configuration is read without the Hub
+    and checked against the full-size weights' shapes (meta tensors: no memory)."""
+    from hf_kd.hub.released import RELEASED_LAYOUTS, _backbone_config
+
+    full = {"vocab_size": 30522, "dim": 768, "n_layers": 6, "hidden_dim": 3072}
+    keys = distilbert_keys("bert_model.", num_layers=6) + ["compressor.weight", "compressor.bias"]
+    state = {key: torch.empty(shape_of(key, full), device="meta") for key in keys}
+    config = {"model_type": "ColBERT", "bert_model": "distilbert-base-uncased", "compression_dim": 768}
+    backbone = _backbone_config(RELEASED_LAYOUTS["colbert"], config, tmp_path, state)
+    assert (backbone.dim, backbone.n_layers, backbone.n_heads, backbone.hidden_dim) == (768, 6, 12, 3072)
