@@ -1,4 +1,5 @@
-"""Publishing on the Hugging Face Hub: model cards from `model_cards/`, checkpoints and teacher-score datasets."""
+"""Publishing on the Hugging Face Hub: model cards from `model_cards/`, checkpoints and teacher-score datasets; the
+import of the paper's released checkpoints (`released`)."""
 
 from .cards import (
     MODEL_CARDS_DIR,
@@ -11,6 +12,7 @@ from .cards import (
 )
 from .dataset_card import dataset_card_data, render_dataset_card
 from .push import CHECKPOINT_IGNORE_PATTERNS, HubTokenError, HubUploadError, push_model, push_scores
+from .released import RELEASED_LAYOUTS, ReleasedLayoutError, import_released, load_released
 
 __all__ = [
     "CHECKPOINT_IGNORE_PATTERNS",
@@ -19,8 +21,12 @@ __all__ = [
     "HubTokenError",
     "HubUploadError",
     "ModelCardInfo",
+    "RELEASED_LAYOUTS",
+    "ReleasedLayoutError",
     "collect_card_info",
     "dataset_card_data",
+    "import_released",
+    "load_released",
     "model_card_data",
     "push_model",
     "push_scores",
