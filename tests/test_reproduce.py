@@ -26,7 +26,7 @@ def test_bad_budget_settings_are_rejected():
     with pytest.raises(ValueError, match="unknown student"):
         get_budget("ci", {"students": ["bert_dott"]})
     with pytest.raises(ValueError, match="T2 setting needs at least two teachers"):
-        get_budget("ci", {"teacher_layers": [2]})
+        get_budget("ci", {"pretrained_teachers": [], "teacher_layers": [2]})
     with pytest.raises(ValueError, match="unknown budget settings"):
         get_budget("ci", {"epochs": 3})
 
@@ -141,3 +141,47 @@ def test_report_only_rewrites_the_tables_from_results(ci_reproduction, capsys):
 def test_report_only_without_results_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="results.json"):
         main(["reproduce", "--report-only", "--out", str(tmp_path)])
+
+
+def test_paired_test_by_hand():
+    from scipy.stats import t as student_t
+
+    from hf_kd.reproduce.report import paired_test
+
+    a = {"q1": 0.5, "q2": 0.7, "q3": 0.9, "only-a": 1.0}
+    b = {"q1": 0.4, "q2": 0.7, "q3": 0.6, "only-b": 0.0}
+    differences = [0.1, 0.0, 0.3]  # over the common queries only
+    mean = sum(differences) / 3
+    sd = (sum((d - mean) ** 2 for d in differences) / 2) ** 0.5
+    t = mean / (sd / 3**0.5)
+    difference, p, n = paired_test(a, b)
+    assert n == 3 and difference == pytest.approx(mean)
+    assert p == pytest.approx(2 * student_t.sf(t, df=2))
+    assert paired_test(a, a) == (0.0, 1.0, 4)
+
+
+def test_significance_table_says_which_differences_are_noise():
+    from hf_kd.reproduce.report import significance_table
+
+    base = {f"q{i}": 0.5 for i in range(20)}
+    better = {q: v + 0.1 + 0.001 * i for i, (q, v) in enumerate(base.items())}
+    noisy = {q: v + (0.1 if i % 2 else -0.1) for i, (q, v) in enumerate(base.items())}
+    results = _results({"MiniLM zero-shot": 0.5, "bert_dot-none": 0.5, "bert_dot-T1": 0.6})
+    results["budget"].update(students=["bert_dot"], settings=["none", "T1"], loss_comparison=[])
+    results["per_query_ndcg@10"] = {
+        "MiniLM zero-shot": {"dl20-dev": base},
+        "bert_dot-none": {"dl20-dev": noisy},
+        "bert_dot-T1": {"dl20-dev": better},
+    }
+    table = significance_table(results)
+    assert "| bert_dot-T1 vs bert_dot-none | -0.100" not in table
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines()[2:]}
+    assert "(real, 20 queries)" in rows["bert_dot-T1 vs MiniLM zero-shot"]
+    assert "+0.000, p=1.000 (noise, 20 queries)" in rows["bert_dot-none vs MiniLM zero-shot"]
+
+
+def test_budgets_name_their_teachers():
+    assert get_budget("short").pretrained_teachers == ["mpnet"]
+    assert get_budget("cpu").num_teachers == 2
+    with pytest.raises(ValueError, match="unknown pretrained teacher 'bert'"):
+        get_budget("short", {"pretrained_teachers": ["bert"]})

@@ -45,7 +45,12 @@ class Budget:
         max_passage_length: word pieces kept of each passage, in training and in the saved models (re-ranking cost
             grows with it; MS MARCO passages rarely exceed 128).
         non_backbone_learning_rate: heads, projections and TK (the paper: 1e-4).
-        negatives_per_positive: BM25 negatives sampled per judged positive.
+        negatives_per_positive: negatives sampled per judged positive.
+        train_runs: first-stage runs of DL20 (file names in `msmarco-dl20/runs/` before `.top`) whose candidates
+            give the negatives of the DL20 training queries: `bm25`, and the harder `d_bert_kd_tasb` (TAS-B),
+            `splade_p_p_ensemble_distil` (SPLADE++), `bm25_rm3`, `open_ai_ada2`. The teacher scores whatever is
+            drawn, judged or not.
+        negatives_max_rank: candidates of each run that negatives are drawn from (None: `rerank_top_k`).
         scifact_train_queries / scifact_test_queries: caps (None: all).
         rerank_top_k: BM25 candidates re-ranked per query.
         latency_queries / latency_candidates: size of the latency measurement.
@@ -72,6 +77,8 @@ class Budget:
     max_passage_length: int = 200
     non_backbone_learning_rate: float = 1e-4
     negatives_per_positive: int = 4
+    train_runs: list[str] = field(default_factory=lambda: ["bm25"])
+    negatives_max_rank: int | None = None
     scifact_train_queries: int | None = None
     scifact_test_queries: int | None = None
     rerank_top_k: int = 100
@@ -148,34 +155,45 @@ BUDGETS: dict[str, Budget] = {
         latency_queries=2,
         latency_candidates=30,
     ),
-    # the README's main job: one MiniLM teacher, a BERT_DOT student without and with Margin-MSE
+    # the README's main job: all-mpnet-base-v2 teaches a MiniLM BERT_DOT; the same student without a teacher beside it
     "short": Budget(
         name="short",
-        teacher_layers=[6],
+        pretrained_teachers=["mpnet"],
+        teacher_layers=[],
+        teacher_max_length=128,
+        teacher_eval_sets=[],
         students=["bert_dot"],
         settings=["none", "T1"],
         loss_comparison=[],
-        teacher_steps=100,
         student_steps=100,
-        batch_size=8,
-        teacher_learning_rate=1e-4,
+        batch_size=16,
+        learning_rate=2e-5,
         max_passage_length=128,
+        negatives_per_positive=2,
         scifact_train_queries=100,
         scifact_test_queries=50,
     ),
-    # the whole experiment on two CPU cores
+    # the whole experiment on two CPU cores: T1 = all-mpnet-base-v2, T2 = its mean with zero-shot MiniLM (both
+    # cosine, one scale: the paper's plain mean), five students, three settings, the loss comparison
     "cpu": Budget(
         name="cpu",
-        teacher_steps=150,
-        student_steps=80,
-        teacher_learning_rate=1e-4,
+        pretrained_teachers=["mpnet", "minilm"],
+        teacher_layers=[],
+        teacher_max_length=128,
+        student_steps=100,
+        batch_size=16,
+        learning_rate=2e-5,
+        non_backbone_learning_rate=1e-3,
         max_passage_length=128,
-        scifact_train_queries=300,
+        negatives_per_positive=2,
+        scifact_train_queries=150,
         scifact_test_queries=50,
     ),
     # a GPU machine: more steps, bigger batches, all SciFact queries
     "gpu": Budget(
         name="gpu",
+        pretrained_teachers=["mpnet", "minilm"],
+        teacher_layers=[],
         teacher_steps=3000,
         student_steps=2000,
         batch_size=32,

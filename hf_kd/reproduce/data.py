@@ -87,6 +87,14 @@ def _bm25_run_file(folder: Path) -> Path:
     return runs[0]
 
 
+def _run_file(folder: Path, name: str) -> Path:
+    runs = sorted(folder.glob(f"{name}.top*.trec"))
+    if not runs:
+        available = sorted(p.name.split(".top")[0] for p in folder.glob("*.top*.trec"))
+        raise FileNotFoundError(f"no run {name!r} ({name}.top*.trec) in {folder}; available: {', '.join(available)}")
+    return runs[0]
+
+
 def _first(ids: list[str], limit: int | None) -> list[str]:
     ordered = sorted(ids, key=lambda q: (len(q), q))
     return ordered if limit is None else ordered[:limit]
@@ -115,17 +123,18 @@ def prepare_data(budget: Budget, data_dir: Path, out: Path) -> PreparedData:
     qrels = read_qrels(dl20 / "qrels.txt")
     bm25_path = _bm25_run_file(dl20 / "runs")
     bm25 = read_run(bm25_path)
+    train_runs = [bm25 if name == "bm25" else read_run(_run_file(dl20 / "runs", name)) for name in budget.train_runs]
     dev_ids, train_ids = dl20_split([q for q in queries if q in qrels])
     triples, _ = build_triples(
         qrels,
-        [bm25],
+        train_runs,
         min_grade=2,
         negatives_per_positive=budget.negatives_per_positive,
         seed=budget.seed,
         query_ids=queries,
         passage_ids=collection,
         include_queries=train_ids,
-        max_rank=budget.rerank_top_k,
+        max_rank=budget.negatives_max_rank or budget.rerank_top_k,
     )
     texts += [(queries[q], collection[p], collection[n]) for q, p, n in triples]
     counts["msmarco-dl20-train-queries"] = len(triples)

@@ -349,7 +349,7 @@ def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> d
         }
         if budget.backbone == "minilm":
             zero_shot = model_class_for("bert_dot").from_backbone(
-                minilm_path(), pooling="mean", normalize_embeddings=True, max_passage_length=254
+                minilm_path(), pooling="mean", normalize_embeddings=True, max_passage_length=budget.max_passage_length
             )
             tokenizer = AutoTokenizer.from_pretrained(minilm_path())
             results["MiniLM zero-shot"] = evaluate_model(
@@ -371,7 +371,7 @@ def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> d
             ]
             results["T2 (teacher mean)"] = _evaluated(
                 "T2 (teacher mean)",
-                eval_sets,
+                [d for d in eval_sets if all(d.spec.name in runs for runs in member_runs)],
                 evaluations,
                 lambda d: mean_of_runs([runs[d.spec.name] for runs in member_runs], budget.teacher_normalize),
             )
