@@ -1,7 +1,8 @@
-"""Atomic file writes for the whole package: write a temporary file in the target's folder, then `os.replace` it.
+"""File helpers for the whole package.
 
-A crash never leaves a half-written file under the final name. (`hf_kd/models` keeps its own small copy, because
-that folder travels alone inside checkpoints.)
+Atomic writes: write a temporary file in the target's folder, then `os.replace` it, so a crash never leaves a
+half-written file under the final name. (`hf_kd/models` keeps its own small copy, because that folder travels alone
+inside checkpoints.) Readers of text files call [`skip_bom`] so that a UTF-8 byte order mark is not read as data.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["atomic_path", "write_json_atomic", "write_text_atomic"]
+__all__ = ["UTF8_BOM", "atomic_path", "skip_bom", "write_json_atomic", "write_text_atomic"]
+
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @contextlib.contextmanager
@@ -41,3 +45,14 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     """Writes `obj` as indented UTF-8 JSON, atomically."""
     write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def skip_bom(f: BinaryIO) -> bool:
+    """Moves a binary file opened at its start past a UTF-8 byte order mark; returns whether there was one.
+
+    Line numbers are unchanged: the mark belongs to line 1.
+    """
+    if f.read(len(UTF8_BOM)) == UTF8_BOM:
+        return True
+    f.seek(0)
+    return False

@@ -43,6 +43,7 @@ def _run_convert(args: argparse.Namespace) -> int:
             save_to_disk=args.save_to_disk,
             teachers=args.teacher or (),
             overwrite=args.overwrite,
+            drop_duplicates=args.drop_duplicates,
         )
     except _INPUT_ERRORS as error:
         print(f"hf-kd data convert: error: {error}", file=sys.stderr)
@@ -135,6 +136,11 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     )
     convert_parser.add_argument(
         "--teacher", action="append", help="name of a teacher model behind the scores (repeatable)"
+    )
+    convert_parser.add_argument(
+        "--drop-duplicates",
+        action="store_true",
+        help="leave out rows equal in every column to an earlier row (by default they are kept and counted)",
     )
     _add_output_arguments(convert_parser)
     convert_parser.set_defaults(func=_run_convert)

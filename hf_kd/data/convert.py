@@ -8,9 +8,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .errors import DataFormatError
 from .ir_files import read_collection_tsv, read_queries_tsv
 from .provenance import Provenance
 from .readers import READERS, RejectedRows, ScoreReader, open_reader
@@ -25,7 +28,8 @@ _PASSAGE_ID_COLUMNS = ("positive_id", "negative_id", "passage_id", "passage_ids"
 
 @dataclass
 class ConversionReport:
-    """What a conversion read, wrote and rejected; `rows + rejected == input_lines` always holds."""
+    """What a conversion read, wrote and rejected; `rows + rejected (+ duplicates, when dropped) == input_lines`
+    always holds. `duplicates` counts rows equal in every column to an earlier row."""
 
     format: str
     source: str
@@ -36,6 +40,8 @@ class ConversionReport:
     seconds: float
     rejected_by_kind: dict[str, int] = field(default_factory=dict)
     rejected_path: str | None = None
+    duplicates: int = 0
+    duplicates_dropped: bool = False
 
     @property
     def rows_per_second(self) -> float:
@@ -52,6 +58,9 @@ class ConversionReport:
         if self.rejected:
             kinds = ", ".join(f"{kind}: {count:,}" for kind, count in sorted(self.rejected_by_kind.items()))
             lines.append(f"  rejected by reason: {kinds}; every rejected line is in {self.rejected_path}")
+        if self.duplicates:
+            action = "dropped" if self.duplicates_dropped else "kept (pass --drop-duplicates to drop them)"
+            lines.append(f"  duplicate rows (equal to an earlier row in every column): {self.duplicates:,}, {action}")
         return "\n".join(lines)
 
 
@@ -112,11 +121,52 @@ class _ReferencedTexts(Mapping):
         return sum(1 for _ in self)
 
 
+def _row_hashes(batch: pa.RecordBatch) -> np.ndarray:
+    """A 64-bit hash of each row over all its columns (lists are joined into one string per row)."""
+    combined = np.zeros(batch.num_rows, dtype=np.uint64)
+    for column in batch.columns:
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            column = pc.binary_join(column.cast(pa.list_(pa.string())), "\x1f")
+        values = column.to_numpy(zero_copy_only=False)
+        hashes = pd.util.hash_array(values.astype(object) if values.dtype.kind in "OUS" else values)
+        combined = combined * np.uint64(1_000_003) ^ hashes
+    return combined
+
+
+class _Duplicates:
+    """Counts rows equal to an earlier row (by a 64-bit hash of all columns), and drops them when asked."""
+
+    def __init__(self, drop: bool):
+        self.drop = drop
+        self.count = 0
+        self._seen = np.empty(0, dtype=np.uint64)  # sorted
+
+    def filter(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        hashes = _row_hashes(batch)
+        _, first = np.unique(hashes, return_index=True)
+        new = np.zeros(len(hashes), dtype=bool)
+        new[first] = True
+        if len(self._seen):
+            positions = np.searchsorted(self._seen, hashes).clip(max=len(self._seen) - 1)
+            new &= self._seen[positions] != hashes
+        self.count += int((~new).sum())
+        self._seen = np.union1d(self._seen, hashes[new])
+        return batch.filter(pa.array(new)) if self.drop and not new.all() else batch
+
+
 def _stream(
-    reader: ScoreReader, provenance: Provenance, seen_queries: _SeenIds | None, seen_passages: _SeenIds | None
+    reader: ScoreReader,
+    provenance: Provenance,
+    seen_queries: _SeenIds | None,
+    seen_passages: _SeenIds | None,
+    duplicates: _Duplicates,
 ) -> Iterator[pa.RecordBatch]:
-    """Yields the reader's batches, noting the ids they use; records the rejected count once exhausted."""
+    """Yields the reader's batches, noting the ids they use and counting duplicate rows; records the rejected and
+    duplicate counts once exhausted, and fails when no row is left."""
+    rows = 0
     for batch in reader:
+        batch = duplicates.filter(batch)
+        rows += batch.num_rows
         for name in batch.schema.names:
             column = batch.column(name)
             if seen_passages is not None and name in _PASSAGE_ID_COLUMNS:
@@ -125,6 +175,10 @@ def _stream(
                 seen_queries.add(column)
         yield batch
     provenance.rejected_rows = reader.rejected_count
+    provenance.parameters["duplicate_rows"] = duplicates.count
+    if not rows:
+        what = "is empty" if not reader.lines_read else f"has no valid row (all {reader.lines_read:,} lines rejected)"
+        raise DataFormatError(reader.path, None, f"the file {what}; nothing to convert")
 
 
 def convert(
@@ -139,6 +193,7 @@ def convert(
     save_to_disk: bool = False,
     teachers: Sequence[str] = (),
     overwrite: bool = False,
+    drop_duplicates: bool = False,
 ) -> ConversionReport:
     """Converts a teacher-score file into a dataset folder (see `hf_kd.data.writers`).
 
@@ -156,12 +211,14 @@ def convert(
             Parquet shards.
         teachers (`Sequence[str]`, *optional*): names of the teacher models, for the provenance.
         overwrite (`bool`, *optional*, defaults to `False`): replace an existing dataset folder.
+        drop_duplicates (`bool`, *optional*, defaults to `False`): leave out rows equal in every column to an
+            earlier row; by default they are kept. Either way they are counted in the report and the provenance.
 
     Returns:
         [`ConversionReport`]
 
     Raises:
-        DataFormatError: on the first bad line, unless `skip_bad_rows`.
+        DataFormatError: on the first bad line, unless `skip_bad_rows`; when the file holds no valid row.
     """
     start = time.perf_counter()
     reader_class = READERS.get(format)
@@ -188,11 +245,12 @@ def convert(
         schema=detect_schema(reader_class.features),
         source_files=[str(Path(s).resolve()) for s in sources if s is not None],
         teachers=list(teachers),
-        parameters={"skip_bad_rows": skip_bad_rows},
+        parameters={"skip_bad_rows": skip_bad_rows, "drop_duplicates": drop_duplicates},
     )
+    duplicates = _Duplicates(drop_duplicates)
     try:
         rows = write_scores(
-            _stream(reader, provenance, seen_queries, seen_passages),
+            _stream(reader, provenance, seen_queries, seen_passages, duplicates),
             out,
             features=reader_class.features,
             provenance=provenance,
@@ -205,10 +263,11 @@ def convert(
     finally:
         if rejected is not None:
             rejected.close()
-    if rows + reader.rejected_count != reader.lines_read:
+    dropped = duplicates.count if drop_duplicates else 0
+    if rows + reader.rejected_count + dropped != reader.lines_read:
         raise RuntimeError(
             f"line accounting failed for {source}: {rows} converted + {reader.rejected_count} rejected "
-            f"!= {reader.lines_read} input lines"
+            f"+ {dropped} duplicates dropped != {reader.lines_read} input lines"
         )
     return ConversionReport(
         format=format,
@@ -220,4 +279,6 @@ def convert(
         seconds=time.perf_counter() - start,
         rejected_by_kind=dict(rejected.counts) if rejected is not None else {},
         rejected_path=str(rejected_path) if rejected is not None and rejected.total else None,
+        duplicates=duplicates.count,
+        duplicates_dropped=drop_duplicates,
     )

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..files import skip_bom
 from .errors import DataFormatError
 
 __all__ = [
@@ -34,6 +35,7 @@ BEIR_QRELS_HEADER = ("query-id", "corpus-id", "score")
 def _iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """Yields `(line_number, line)` with the line ending removed, decoding each line as strict UTF-8."""
     with open(path, "rb") as f:
+        skip_bom(f)
         for line_number, raw in enumerate(f, start=1):
             raw = raw.rstrip(b"\n").rstrip(b"\r")
             try:

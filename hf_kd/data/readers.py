@@ -35,6 +35,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from datasets import Features
 
+from ..files import skip_bom
 from .errors import DataFormatError
 from .schemas import (
     MARGIN_ID_TRIPLES_FEATURES,
@@ -272,6 +273,7 @@ def _iter_blocks(path: Path, block_bytes: int) -> Iterator[tuple[int, bytes, boo
     """Yields `(first_line_number, block, ends_with_newline)`: whole lines, about `block_bytes` at a time."""
     first_line, rest = 1, b""
     with open(path, "rb") as f:
+        skip_bom(f)
         while True:
             chunk = f.read(block_bytes)
             if not chunk:
@@ -642,6 +644,7 @@ class NwayJsonlReader(ScoreReader):
     def _batches(self) -> Iterator[pa.RecordBatch]:
         rows: dict[str, list] = {"query_id": [], "passage_ids": [], "scores": []}
         with open(self.path, "rb") as f:
+            skip_bom(f)
             for line_number, raw in enumerate(f, start=1):
                 self.lines_read += 1
                 terminated = raw.endswith(b"\n")
