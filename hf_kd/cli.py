@@ -1,9 +1,14 @@
-"""The `hf-kd` command line: thin wrappers over the package's modules."""
+"""The `hf-kd` command line: thin wrappers over the package's modules.
+
+Every failure ends in one line on stderr, `hf-kd <command>: error: <what and where>`, and exit status 1; `--debug`
+(anywhere on the line) or `HF_KD_DEBUG=1` shows the full traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Each module registers its subcommands on the shared parser with `add_subcommands(subparsers)`.
@@ -26,19 +31,71 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluation and Hub publishing.",
     )
     parser.add_argument("--version", action="version", version=f"hf-kd {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (also: HF_KD_DEBUG=1; any position)"
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).add_subcommands(subparsers)
     return parser
 
 
+def _network_error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = []
+    try:
+        import httpx
+
+        types.append(httpx.TransportError)
+    except ImportError:  # huggingface_hub < 1.0 talks through requests
+        pass
+    try:
+        import requests
+
+        types.append(requests.ConnectionError)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def error_line(error: BaseException) -> str:
+    """One line that says what failed: the error's message with its white space collapsed, prefixed by its type
+    unless it is one of the errors the package raises with a complete message."""
+    from huggingface_hub.errors import HFValidationError
+
+    from .data.errors import DataFormatError
+    from .jobs import JobLockedError
+
+    message = " ".join(str(error).split())
+    if isinstance(error, _network_error_types()):
+        request = getattr(error, "request", None)
+        url = getattr(request, "url", None) if request is not None else None
+        where = f" {url}" if url else ""
+        return f"cannot reach{where}: {message or type(error).__name__} (check the network and HF_ENDPOINT)"
+    if isinstance(error, HFValidationError):
+        return f"not a local folder, and not a Hub repo id: {message}"
+    if isinstance(error, OSError) and error.filename and str(error.filename) not in message:
+        return f"{message or error.strerror}: {error.filename}"
+    if isinstance(error, (DataFormatError, JobLockedError, ValueError, OSError)) and message:
+        return message
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("HF_KD_DEBUG", "") not in ("", "0")
+    argv = [arg for arg in argv if arg != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as error:  # the command line's boundary: one line, the traceback behind --debug
+        if debug:
+            raise
+        print(f"hf-kd {args.command}: error: {error_line(error)} (--debug shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,7 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["UTF8_BOM", "atomic_path", "skip_bom", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "UTF8_BOM",
+    "atomic_path",
+    "naming_weight_files",
+    "skip_bom",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -56,3 +63,20 @@ def skip_bom(f: BinaryIO) -> bool:
         return True
     f.seek(0)
     return False
+
+
+@contextlib.contextmanager
+def naming_weight_files(name_or_path: str | os.PathLike) -> Iterator[None]:
+    """Turns an unreadable-weights error raised in the block (a truncated or corrupt `.safetensors` file) into a
+    `ValueError` that names the weight files of the local folder `name_or_path`."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as error:
+        folder = Path(name_or_path)
+        files = sorted(str(p) for p in folder.rglob("*.safetensors")) if folder.is_dir() else [str(name_or_path)]
+        raise ValueError(
+            f"cannot read the weights in {', '.join(files) or folder} ({error}); the file is truncated or corrupt, "
+            "copy or download it again"
+        ) from error

@@ -145,6 +145,10 @@ class CountingTeacher(Teacher):
     def pair_lengths(self, queries, passages):
         return self.inner.pair_lengths(queries, passages)
 
+    @property
+    def dtype(self):
+        return self.inner.dtype
+
 
 class FailingTeacher(CountingTeacher):
     """Fails on its n-th batch, as a crash in the middle of a run would."""
@@ -326,7 +330,7 @@ def test_crashed_run_resumes_from_its_finished_shards(teacher_a, triples_tsv, tm
     assert shards == ["pairs-00000.parquet", "pairs-00001.parquet"]
     assert not out.exists()
 
-    with pytest.raises(ValueError, match="unfinished scoring run with other shard_size"):
+    with pytest.raises(ValueError, match=r"unfinished scoring run of other work \(shard_size: 40 -> 50\)"):
         score_triples([teacher_a], triples_tsv, out, batch_size=20, shard_size=50, show_progress_bar=False)
 
     counting = CountingTeacher(teacher_a)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
+from ..data.writers import check_output_folder
+from ..files import naming_weight_files
 from .analysis import SUMMARY_FILENAME, analyze_scores
 from .ensemble import NORMALIZATIONS, ensemble_score_datasets
-from .loading import load_teacher
+from .loading import RUN_PREFIX, load_teacher
 from .scoring import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_SIZE, MISSING_POLICIES, score_triples
 
 __all__ = ["add_subcommands"]
@@ -19,10 +23,32 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _looks_like_a_path(name_or_path: str) -> bool:
+    """A folder path rather than a Hub id (`name` or `namespace/name`)."""
+    return (
+        name_or_path.startswith(("/", ".", "~"))
+        or name_or_path.count("/") > 1
+        or os.sep != "/"
+        and os.sep in name_or_path
+    )
+
+
+def _load_teachers(args: argparse.Namespace) -> list:
+    teachers = []
+    for name_or_path in args.teacher:
+        if not name_or_path.startswith(RUN_PREFIX) and not Path(name_or_path).exists():
+            if _looks_like_a_path(name_or_path):
+                raise FileNotFoundError(f"teacher folder not found: {name_or_path}")
+        with naming_weight_files(name_or_path):
+            teachers.append(
+                load_teacher(name_or_path, device=args.device, queries=args.queries, collection=args.collection)
+            )
+    return teachers
+
+
 def run_score(args: argparse.Namespace) -> int:
-    teachers = [
-        load_teacher(t, device=args.device, queries=args.queries, collection=args.collection) for t in args.teacher
-    ]
+    check_output_folder(args.out, args.overwrite)  # before the teachers load
+    teachers = _load_teachers(args)
     result = score_triples(
         teachers,
         args.triples,

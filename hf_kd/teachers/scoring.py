@@ -8,21 +8,27 @@ work folder beside the output:
 
 ```
 OUT.partial/
-  manifest.json                    the inputs the shards belong to, checked when a run resumes
+  manifest.json                    the fingerprint of the work: the pairs' texts, every teacher's weights
+                                   (file hashes, Hub commit or run-file hash) and the options that change scores
   teacher-0/pairs-00000.parquet    columns `pair` (distinct pair index) and `score`
   teacher-1/...
 ```
 
-A killed run started again with the same arguments skips the finished shards. When every shard is there,
-the dataset is written to `OUT` (see [`write_teacher_scores`]) and the work folder is removed.
+A killed run started again with the same arguments skips the finished shards; a rerun whose fingerprint differs
+(a teacher swapped at the same path, other triples, bf16) refuses with the list of what changed, or starts over
+with `overwrite=True`. A work folder without a manifest is never resumed from. `OUT.lock` keeps a second run off
+the same output (see `hf_kd.jobs.output_lock`). When every shard is there, the dataset is written to `OUT` (see
+[`write_teacher_scores`]) and the work folder is removed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +47,7 @@ from ..data.readers import TriplesReader
 from ..data.schemas import ID_SCHEMAS, TRIPLES_FEATURES
 from ..data.writers import load_scores
 from ..files import write_json_atomic
+from ..jobs import fingerprint_changes, hash_files, output_lock
 from .ensemble import check_normalization, mean_ensemble
 from .loading import Teacher, load_teacher
 from .score_dataset import write_teacher_scores
@@ -61,6 +68,10 @@ DEFAULT_BATCH_SIZE = 64
 DEFAULT_SHARD_SIZE = 50_000
 _TRIPLE_COLUMNS = list(TRIPLES_FEATURES)
 _MANIFEST = "manifest.json"
+# the files whose contents decide a local teacher's scores: weights, configs, tokenizer, remote code
+_TEACHER_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model", ".py")
+
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -387,20 +398,40 @@ def _distinct_names(teachers: Sequence[Teacher]) -> list[str]:
     return names
 
 
-def _open_work_folder(work: Path, manifest: dict) -> None:
-    """Creates the work folder, or checks that the unfinished run in it had the same inputs."""
+def _teacher_weights(teacher: Teacher) -> str | None:
+    """The identity of what a teacher computes: the SHA-256 of a run file, of a local folder's weight, config and
+    tokenizer files, or the Hub commit; `None` when none is known."""
+    sha256 = getattr(teacher, "sha256", None)
+    if sha256:
+        return f"sha256:{sha256}"
+    if Path(teacher.name_or_path).is_dir():
+        return f"sha256:{hash_files(teacher.name_or_path, _TEACHER_FILE_SUFFIXES)}"
+    return f"commit:{teacher.revision}" if teacher.revision else None
+
+
+def _open_work_folder(work: Path, manifest: dict, overwrite: bool) -> None:
+    """Creates the work folder with its manifest, or checks that the unfinished run in it computes the same thing.
+
+    A folder without a manifest (left by an older version, or tampered with) is removed, never resumed from; a
+    folder of other work fails the call with what changed, or is removed with `overwrite`.
+    """
     manifest_path = work / _MANIFEST
-    if manifest_path.is_file():
-        previous = json.loads(manifest_path.read_text(encoding="utf-8"))
-        differences = [key for key in manifest if previous.get(key) != manifest[key]]
-        if differences:
+    if work.exists() and not manifest_path.is_file():
+        logger.warning("%s has no %s: its shards cannot be trusted; starting over", work, _MANIFEST)
+        shutil.rmtree(work)
+    elif work.exists():
+        changes = fingerprint_changes(json.loads(manifest_path.read_text(encoding="utf-8")), manifest)
+        if not changes:
+            return
+        if not overwrite:
             raise ValueError(
-                f"{work} holds an unfinished scoring run with other {', '.join(differences)}; resume it with the "
-                "same triples, teachers (in the same order) and shard size, or delete the folder to start over"
+                f"{work} holds an unfinished scoring run of other work ({'; '.join(changes)}); rerun with the same "
+                "triples, teachers and options to resume it, or pass overwrite=True (--overwrite) to start over"
             )
-        return
-    work.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(manifest_path, manifest)
+        shutil.rmtree(work)
+    tmp = Path(tempfile.mkdtemp(dir=work.parent, prefix=f".{work.name}.tmp-"))
+    write_json_atomic(tmp / _MANIFEST, manifest)
+    os.replace(tmp, work)  # the work folder never exists without its manifest
 
 
 def _shard_path(work: Path, teacher_index: int, shard: int) -> Path:
@@ -492,7 +523,36 @@ def score_triples(
     if missing not in MISSING_POLICIES:
         raise ValueError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
     _check_output_free(out, overwrite)
+    with output_lock(out):
+        return _score_triples_locked(
+            teachers,
+            triples_dataset,
+            out,
+            batch_size,
+            bf16,
+            shard_size,
+            normalize,
+            missing,
+            overwrite,
+            show_progress_bar,
+            started,
+        )
 
+
+def _score_triples_locked(
+    teachers,
+    triples_dataset,
+    out,
+    batch_size,
+    bf16,
+    shard_size,
+    normalize,
+    missing,
+    overwrite,
+    show_progress_bar,
+    started,
+) -> ScoringResult:
+    _check_output_free(out, overwrite)  # another job may have finished it while this one waited for the lock
     triples, source = read_triples(triples_dataset)
     pairs, triple_pairs = _distinct_pairs_of_triples(triples)
     teachers = [t if isinstance(t, Teacher) else load_teacher(t) for t in teachers]
@@ -506,9 +566,18 @@ def score_triples(
         "distinct_pairs": len(pairs),
         "pairs_sha256": pairs.fingerprint(),
         "shard_size": shard_size,
-        "teachers": [d["name_or_path"] for d in descriptions],
+        "bf16": bf16,
+        "teachers": [
+            {
+                "name_or_path": d["name_or_path"],
+                "weights": _teacher_weights(teacher),
+                "max_length": d.get("max_length"),
+                "dtype": d.get("dtype"),
+            }
+            for teacher, d in zip(teachers, descriptions)
+        ],
     }
-    _open_work_folder(work, manifest)
+    _open_work_folder(work, manifest, overwrite)
 
     starts = range(0, len(pairs), shard_size)
     shards = [(i, start, min(start + shard_size, len(pairs))) for i, start in enumerate(starts)]

@@ -1,0 +1,172 @@
+"""What makes a long job safe to kill and rerun: a lock on its output, and fingerprints of what it computes.
+
+- [`output_lock`]: one job at a time per output folder. The lock is an OS file lock on `OUT.lock` (released by the
+  kernel when its holder dies, so a stale lock of a dead process is simply taken over), with the holder's pid, host,
+  command and start time in `OUT.lock.json`, so that a second job fails with one line naming the holder.
+- [`file_fingerprint`], [`hash_files`]: identities of input files and of model weights, recorded in a job's
+  manifest; [`fingerprint_changes`] says, in words, what differs between a recorded manifest and the current one,
+  so that a resume never mixes the work of two different inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from .files import write_json_atomic
+
+__all__ = [
+    "JobLockedError",
+    "file_fingerprint",
+    "fingerprint_changes",
+    "hash_files",
+    "output_lock",
+    "sha256_file",
+]
+
+_HEAD_BYTES = 1 << 20
+
+
+class JobLockedError(RuntimeError):
+    """Another job holds the lock of an output folder."""
+
+
+def _lock_paths(out: Path) -> tuple[Path, Path]:
+    return out.with_name(f"{out.name}.lock"), out.with_name(f"{out.name}.lock.json")
+
+
+def _holder_text(holder_path: Path) -> str:
+    try:
+        holder = json.loads(holder_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "another process (no holder recorded yet)"
+    return f"pid {holder.get('pid')} on {holder.get('host')} ({holder.get('command')!r}, since {holder.get('since')})"
+
+
+@contextlib.contextmanager
+def output_lock(out: str | os.PathLike) -> Iterator[None]:
+    """Holds the lock of the output folder `out` for the duration of the block.
+
+    Raises:
+        JobLockedError: another live process holds it; the message names its pid, host, command and start time.
+    """
+    out = Path(out)
+    lock_path, holder_path = _lock_paths(out)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise JobLockedError(
+            f"{out} is being written by {_holder_text(holder_path)}; wait for that job to end or stop it "
+            f"(the lock is {lock_path})"
+        ) from None
+    try:
+        write_json_atomic(
+            holder_path,
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
+                "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            },
+        )
+        yield
+    finally:
+        holder_path.unlink(missing_ok=True)
+        lock.release()
+
+
+def sha256_file(path: str | os.PathLike, limit: int | None = None) -> str:
+    """SHA-256 of a file's bytes (of its first `limit` bytes when given)."""
+    digest = hashlib.sha256()
+    remaining = limit
+    with open(path, "rb") as f:
+        while remaining is None or remaining > 0:
+            chunk = f.read(1 << 22 if remaining is None else min(1 << 22, remaining))
+            if not chunk:
+                break
+            digest.update(chunk)
+            if remaining is not None:
+                remaining -= len(chunk)
+    return digest.hexdigest()
+
+
+def file_fingerprint(path: str | os.PathLike) -> dict:
+    """A cheap identity of an input file: its resolved path, size, modification time and the SHA-256 of its
+    first MiB. A file changed in place (or replaced by another one) gets another fingerprint."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return {
+        "path": str(path),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "head_sha256": sha256_file(path, _HEAD_BYTES),
+    }
+
+
+def hash_files(folder: str | os.PathLike, suffixes: Iterable[str]) -> str:
+    """One SHA-256 over the names and full contents of the files under `folder` whose name ends with one of
+    `suffixes` (sorted by relative path; hidden files and folders are skipped)."""
+    folder = Path(folder)
+    suffixes = tuple(suffixes)
+    digest = hashlib.sha256()
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.name.endswith(suffixes)
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    for path in files:
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(bytes.fromhex(sha256_file(path)))
+    return digest.hexdigest()
+
+
+def _flatten(value, prefix: str = "") -> dict[str, object]:
+    if isinstance(value, dict):
+        items = {}
+        for key, item in value.items():
+            items.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return items
+    if isinstance(value, list):
+        items = {}
+        for index, item in enumerate(value):
+            items.update(_flatten(item, f"{prefix}[{index}]"))
+        return items or {prefix: []}
+    return {prefix: value}
+
+
+def _short(value) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+    return text if len(text) <= 24 else text[:12] + "…" + text[-8:]
+
+
+def fingerprint_changes(recorded: dict, current: dict) -> list[str]:
+    """What differs between two manifests, one `key: old -> new` entry per changed value (nested keys dotted).
+
+    Example:
+        ```python
+        >>> fingerprint_changes({"shard_size": 10, "teachers": [{"weights": "aa"}]},
+        ...                     {"shard_size": 10, "teachers": [{"weights": "bb"}]})
+        ['teachers[0].weights: aa -> bb']
+        ```
+    """
+    old, new = _flatten(recorded), _flatten(current)
+    missing = object()
+    return [
+        f"{key}: {'(none)' if old.get(key, missing) is missing else _short(old[key])} -> "
+        f"{'(none)' if new.get(key, missing) is missing else _short(new[key])}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key, missing) != new.get(key, missing)
+    ]
