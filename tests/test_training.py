@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -648,3 +649,34 @@ def test_one_teacher_of_an_ensemble_dataset_can_be_trained_from(tmp_path):
         [str(tmp_path / "scores")], pos_score_column="pos_score_a", neg_score_column="neg_score_a"
     )
     assert (teacher_a[0]["pos_score"], teacher_a[0]["neg_score"]) == (3.0, 0.0)
+
+
+def test_rerun_of_the_same_command_resumes_and_another_run_is_refused(
+    backbone_no_dropout, scored_file, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    config = base_config(backbone_no_dropout, scored_file, out, max_steps=4, save_strategy="steps", save_steps=2)
+    config_path = write_config(tmp_path / "run.yaml", **config)
+    assert main(["--config", str(config_path)]) == 0
+    uninterrupted = read_weights(out)
+    shutil.rmtree(out / "checkpoint-4")  # as if killed after checkpoint-2
+    capsys.readouterr()
+
+    assert main(["--config", str(config_path)]) == 0
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"resuming from {out / 'checkpoint-2'}, the last complete checkpoint of the same run "
+        "(--overwrite_output_dir true starts over)"
+    )
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["resumed_from_checkpoint"] == str(out / "checkpoint-2") and summary["steps_this_run"] == 2
+    for name, weight in read_weights(out).items():
+        torch.testing.assert_close(weight, uninterrupted[name], rtol=0, atol=1e-6, msg=name)
+
+    assert main(["--config", str(config_path), "--learning_rate", "0.002"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {out} holds checkpoints of another run (training.learning_rate: 0.001 -> 0.002); pass "
+        "--overwrite_output_dir true to start over, or choose another output_dir\n"
+    )
+    assert main(["--config", str(config_path), "--learning_rate", "0.002", "--overwrite_output_dir", "true"]) == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["resumed_from_checkpoint"] is None and summary["steps_this_run"] == 4

@@ -161,6 +161,13 @@ class HfKdArguments:
         default=1_000_000,
         metadata={"help": "Token-id lists kept per text so later epochs skip tokenisation; 0 disables the cache."},
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start over, deleting the checkpoints in output_dir. By default a run resumes from the last "
+            "complete checkpoint in output_dir when it is of the same run (same config and data)."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("backbone_config", "model_config", "loss_kwargs"):

@@ -24,7 +24,9 @@ from ..files import write_json_atomic
 
 __all__ = [
     "COMPLETE_MARKER",
+    "RUN_FINGERPRINT",
     "CheckpointCommitCallback",
+    "delete_checkpoints",
     "is_complete_checkpoint",
     "last_complete_checkpoint",
     "resolve_resume_checkpoint",
@@ -32,6 +34,8 @@ __all__ = [
 ]
 
 COMPLETE_MARKER = "checkpoint_complete.json"
+RUN_FINGERPRINT = "run_fingerprint.json"
+"""The config and data fingerprint of the run whose checkpoints `output_dir` holds (see `hf_kd.training.run`)."""
 _CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
@@ -90,6 +94,13 @@ def resolve_resume_checkpoint(resume_from_checkpoint: str | bool | None, output_
             + (f"; the last complete checkpoint is {last}" if last else "")
         )
     return str(value)
+
+
+def delete_checkpoints(output_dir: str | os.PathLike) -> None:
+    """Removes every `checkpoint-<step>` folder of `output_dir` and its run fingerprint: the run starts over."""
+    for _, path in _checkpoints(Path(output_dir)):
+        shutil.rmtree(path)
+    (Path(output_dir) / RUN_FINGERPRINT).unlink(missing_ok=True)
 
 
 def _checkpoints(output_dir: Path) -> list[tuple[int, Path]]:

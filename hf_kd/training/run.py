@@ -20,21 +20,114 @@ from ..data.errors import DataFormatError
 from ..data.sources import DataSourceError
 from ..data.texts import MissingIdError, MissingIdRows, joined_columns
 from ..files import write_json_atomic
+from ..jobs import file_fingerprint, fingerprint_changes
 from ..losses import get_loss
 from ..models import model_class_for
 from .arguments import ConfigError, HfKdArguments, parse_train_args
-from .checkpoints import resolve_resume_checkpoint
+from .checkpoints import (
+    RUN_FINGERPRINT,
+    delete_checkpoints,
+    last_complete_checkpoint,
+    resolve_resume_checkpoint,
+)
 from .collator import RankingCollator
 from .data import add_length_column, check_dataset_for_loss, load_train_dataset
 from .evaluation import RerankDevSet
 from .trainer import DistillationTrainer
 
-__all__ = ["build_model", "build_trainer", "main", "run_training", "save_final_model"]
+__all__ = [
+    "build_model",
+    "build_trainer",
+    "main",
+    "resolve_run_resume",
+    "run_fingerprint",
+    "run_training",
+    "save_final_model",
+]
 
 logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "train_summary.json"
 MISSING_IDS_FILE = "missing_ids.tsv"
+# training arguments that change where and how a run reports, not what it computes
+_UNFINGERPRINTED = frozenset(
+    {
+        "output_dir", "logging_dir", "resume_from_checkpoint", "report_to", "disable_tqdm", "logging_steps",
+        "logging_strategy", "logging_first_step", "save_total_limit", "run_name", "dataloader_num_workers",
+        "local_rank", "overwrite_output_dir",
+    }
+)  # fmt: skip
+
+
+def _data_fingerprint(path: str) -> dict | str:
+    """A cheap identity of a data file, folder (every file's size and modification time) or Hub id."""
+    if os.path.isfile(path):
+        return file_fingerprint(path)
+    if os.path.isdir(path):
+        return {
+            str(p.relative_to(path)): [p.stat().st_size, p.stat().st_mtime_ns]
+            for p in sorted(Path(path).rglob("*"))
+            if p.is_file()
+        }
+    return path
+
+
+def run_fingerprint(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -> dict:
+    """What a training run computes: its configuration and the identity of its data files."""
+    training = {k: v for k, v in json.loads(training_args.to_json_string()).items() if k not in _UNFINGERPRINTED}
+    hf_kd = {k: v for k, v in dataclasses.asdict(hf_kd_args).items() if k not in _UNFINGERPRINTED}
+    data = [hf_kd_args.train_queries, hf_kd_args.train_collection, *hf_kd_args.train_files]
+    return {"hf_kd": hf_kd, "training": training, "data": {p: _data_fingerprint(p) for p in data if p}}
+
+
+def resolve_run_resume(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -> str | None:
+    """The checkpoint the run resumes from, and the run fingerprint recorded in `output_dir`.
+
+    By default (no `resume_from_checkpoint`) a run resumes from the last complete checkpoint in `output_dir` when
+    that folder's recorded fingerprint equals this run's, says so in one line, and refuses checkpoints of another
+    run with what changed; `overwrite_output_dir` deletes the checkpoints and starts over. An explicit
+    `resume_from_checkpoint` is honoured as given (see `resolve_resume_checkpoint`).
+
+    Raises:
+        ConfigError: `output_dir` holds checkpoints of another run, or the named checkpoint cannot be resumed.
+    """
+    output_dir = Path(training_args.output_dir)
+    fingerprint = run_fingerprint(hf_kd_args, training_args)
+    value = training_args.resume_from_checkpoint
+    if hf_kd_args.overwrite_output_dir:
+        if value not in (None, False, "false"):
+            raise ConfigError("overwrite_output_dir starts over: it does not combine with resume_from_checkpoint")
+        if training_args.process_index == 0:
+            delete_checkpoints(output_dir)
+        checkpoint = None
+    elif value is None:
+        checkpoint = last_complete_checkpoint(output_dir)
+        if checkpoint is not None:
+            recorded_path = output_dir / RUN_FINGERPRINT
+            recorded = json.loads(recorded_path.read_text(encoding="utf-8")) if recorded_path.is_file() else None
+            changes = fingerprint_changes(recorded, fingerprint) if recorded is not None else ["no record of its run"]
+            if changes:
+                raise ConfigError(
+                    f"{output_dir} holds checkpoints of another run ({'; '.join(changes[:5])}"
+                    f"{f'; {len(changes) - 5} more' if len(changes) > 5 else ''}); pass --overwrite_output_dir true "
+                    "to start over, or choose another output_dir"
+                )
+            if training_args.process_index == 0:
+                print(
+                    f"resuming from {checkpoint}, the last complete checkpoint of the same run "
+                    "(--overwrite_output_dir true starts over)",
+                    file=sys.stderr,
+                )
+    else:
+        try:
+            checkpoint = resolve_resume_checkpoint(value, str(output_dir))
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+    if training_args.process_index == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(output_dir / RUN_FINGERPRINT, fingerprint)
+    training_args.resume_from_checkpoint = checkpoint
+    return checkpoint
 
 
 def build_model(hf_kd_args: HfKdArguments):
@@ -137,10 +230,7 @@ def build_trainer(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -
             top_k=hf_kd_args.dev_top_k,
             rel_threshold=hf_kd_args.dev_rel_threshold,
         )
-    try:  # checked here so that a wrong value fails before the model is built
-        resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-    except ValueError as error:
-        raise ConfigError(str(error)) from error
+    resolve_run_resume(hf_kd_args, training_args)  # checked here so that a wrong value fails before the model
 
     set_seed(training_args.seed)
     model, tokenizer = build_model(hf_kd_args)
