@@ -42,12 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _network_error_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = []
-    try:
-        import httpx
-
-        types.append(httpx.TransportError)
-    except ImportError:  # huggingface_hub < 1.0 talks through requests
-        pass
+    for module_name in ("httpx2", "httpx"):  # huggingface_hub's HTTP clients, by version
+        try:
+            types.append(importlib.import_module(module_name).TransportError)
+        except ImportError:
+            pass
     try:
         import requests
 

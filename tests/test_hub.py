@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import datasets
 import httpx2
+import huggingface_hub
 import pytest
 import torch
-from huggingface_hub import DatasetCard, HfApi, ModelCard, model_info
+from huggingface_hub import DatasetCard, HfApi, ModelCard, hf_hub_download, model_info
 from huggingface_hub.errors import HfHubHTTPError
 from transformers import AutoModel, BertConfig
 
@@ -475,3 +477,42 @@ def test_cli_push_and_push_scores(checkpoints, hub_server, tmp_path, staging_und
     monkeypatch.setenv("HF_TOKEN", hub_server.token)
     assert main(["push-scores", str(tmp_path / "scores"), "--repo-id", "org/cli-scores", "--teacher", "t/a"]) == 0
     assert datasets.load_dataset("org/cli-scores", split="train").to_dict() == SCORE_ROWS
+
+
+def test_push_refuses_a_symlink_out_of_the_folder_and_follows_one_inside(
+    checkpoints, hub_server, tmp_path, staging_under_tmp_path
+):
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(checkpoints["bert_dot"][1], folder)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the Hub")
+    (folder / "notes.txt").symlink_to(secret)
+    with pytest.raises(ValueError) as refused:
+        push_model(folder, "org/links")
+    assert str(refused.value) == (
+        f"{folder / 'notes.txt'} is a symbolic link to {secret}, outside {folder}; only files inside the folder are "
+        "uploaded: copy the file into the folder or remove the link"
+    )
+    assert hub_server.requests == []  # refused before any request
+
+    (folder / "notes.txt").unlink()
+    (folder / "metrics-copy.json").symlink_to(folder / "metrics.json")
+    push_model(folder, "org/links")
+    local = hf_hub_download("org/links", "metrics-copy.json")
+    assert Path(local).read_text() == (folder / "metrics.json").read_text()
+
+
+def test_unreachable_endpoint_is_one_line(checkpoints, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(
+        HubUploadError, match=r"^cannot reach http://127.0.0.1:9 to create the model repository org/x: "
+    ):
+        push_model(checkpoints["bert_dot"][1], "org/x")
+    assert main(["push", str(checkpoints["bert_dot"][1]), "--repo-id", "org/x"]) == 1
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .startswith("error: cannot reach http://127.0.0.1:9 to create the model repository org/x: ")
+    )

@@ -50,17 +50,30 @@ class HubTokenError(RuntimeError):
 
 
 class HubUploadError(RuntimeError):
-    """The Hub refused or failed an upload; the cause is the `HfHubHTTPError` or network error."""
+    """The Hub refused or failed an upload; the cause is the `HfHubHTTPError`, network or LFS transfer error."""
 
 
 def _upload(api: HfApi, source: Path, repo_id: str, repo_type: str, staging: Path, **kwargs: Any) -> CommitInfo:
     """`HfApi.upload_folder` of the staging folder, with failures reported as [`HubUploadError`]."""
     try:
         return api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=staging, **kwargs)
-    except (HfHubHTTPError, httpx.HTTPError) as error:
+    except (HfHubHTTPError, httpx.HTTPError, RuntimeError) as error:  # huggingface_hub reports LFS failures as such
         raise HubUploadError(
             f"uploading {source} to the {repo_type} repository {repo_id} failed: {error}\n"
             f"{source} is unchanged; run the upload again to retry."
+        ) from error
+
+
+def _create_repo(api: HfApi, repo_id: str, repo_type: str, private: bool | None, revision: str | None) -> None:
+    """Creates the repository (and branch) if needed; a network failure is reported as [`HubUploadError`]."""
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        if revision is not None:
+            api.create_branch(repo_id, repo_type=repo_type, branch=revision, exist_ok=True)
+    except httpx.TransportError as error:
+        raise HubUploadError(
+            f"cannot reach {api.endpoint} to create the {repo_type} repository {repo_id}: "
+            f"{error or type(error).__name__}"
         ) from error
 
 
@@ -78,6 +91,17 @@ def _is_ignored(relative: Path, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatch(part, pattern) for part in relative.parts for pattern in patterns)
 
 
+def _inside(source: Path, folder: Path) -> Path:
+    """The real path of `source`, which must lie inside `folder`; a symbolic link out of it is refused."""
+    real = source.resolve()
+    if not real.is_relative_to(folder.resolve()):
+        raise ValueError(
+            f"{source} is a symbolic link to {real}, outside {folder}; only files inside the folder are uploaded: "
+            "copy the file into the folder or remove the link"
+        )
+    return real
+
+
 def _link_or_copy(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -87,11 +111,24 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _stage_folder(source: Path, staging: Path, ignore_patterns: tuple[str, ...]) -> list[str]:
-    """Links every file of `source` not matched by `ignore_patterns` into `staging`; returns their paths."""
+    """Links every regular file of `source` not matched by `ignore_patterns` into `staging`; returns their paths.
+
+    A symbolic link (to a file or a folder) is followed only when its target lies inside `source`; one that leads
+    out of it raises `ValueError` naming it.
+    """
     staged = []
     for path in sorted(source.rglob("*")):
         relative = path.relative_to(source)
-        if path.is_file() and not _is_ignored(relative, ignore_patterns):
+        if _is_ignored(relative, ignore_patterns):
+            continue
+        if path.is_symlink():
+            real = _inside(path, source)
+            if real.is_dir():
+                for inner in sorted(p for p in real.rglob("*") if p.is_file()):
+                    _link_or_copy(_inside(inner, source), staging / relative / inner.relative_to(real))
+                    staged.append((relative / inner.relative_to(real)).as_posix())
+                continue
+        if path.is_file():
             _link_or_copy(path, staging / relative)
             staged.append(relative.as_posix())
     return staged
@@ -173,7 +210,9 @@ def push_model(
         HubTokenError: no token is available (raised before any request).
         FileNotFoundError, ValueError: the folder is not a complete checkpoint.
         huggingface_hub.errors.HfHubHTTPError: the repository cannot be created or written to (e.g. 401, 403).
-        HubUploadError: the upload itself failed (server error, broken connection); the folder is unchanged.
+        HubUploadError: the upload itself failed (server error, broken connection, LFS transfer), or the Hub cannot
+            be reached; the folder is unchanged.
+        ValueError: a symbolic link in the folder leads out of it (nothing is uploaded).
     """
     folder = Path(folder)
     check_checkpoint_folder(folder)
@@ -181,13 +220,11 @@ def push_model(
         card = render_model_card(folder, repo_id, revision=revision or "main", metrics_files=metrics, **card_fields)
     token = _require_token(token)
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    if revision is not None:
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hf-kd-push-") as staging:
         staging = Path(staging)
-        _stage_folder(folder, staging, CHECKPOINT_IGNORE_PATTERNS + ("README.md",))
+        _stage_folder(folder, staging, CHECKPOINT_IGNORE_PATTERNS + ("README.md",))  # before any request
         (staging / "README.md").write_text(str(card), encoding="utf-8")
+        _create_repo(api, repo_id, "model", private, revision)
         return _upload(api, folder, repo_id, "model", staging, revision=revision, commit_message=commit_message)
 
 
@@ -319,14 +356,12 @@ def push_scores(
     token = _require_token(token)
     texts = [path.relative_to(dataset_dir).as_posix() for path in text_files(dataset_dir).values()]
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    if revision is not None:
-        api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
+    _create_repo(api, repo_id, "dataset", private, revision)
     with tempfile.TemporaryDirectory(prefix="hf-kd-push-scores-") as staging:
         staging = Path(staging)
         shards = write_parquet_shards(batches, features, rows, staging, max_shard_rows)
         for text_file in texts:
-            _link_or_copy(dataset_dir / text_file, staging / text_file)
+            _link_or_copy(_inside(dataset_dir / text_file, dataset_dir), staging / text_file)
         if provenance is not None:
             provenance.source_files = [Path(path).name for path in provenance.source_files]
             provenance.save(staging)
