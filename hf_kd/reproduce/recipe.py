@@ -159,18 +159,24 @@ class EvalData:
 
 def _evaluated(name: str, eval_sets: list[EvalData], out: Path, rerank_one) -> dict[str, dict[str, float]]:
     """Re-ranks every evaluation set with `rerank_one(data) -> run`; keeps runs, metrics and per-query nDCG@10
-    under `out/name` (read back instead of re-ranking again)."""
-    result_path = out / name / "metrics.json"
-    if result_path.is_file():
-        return json.loads(result_path.read_text(encoding="utf-8"))["metrics"]
-    metrics, per_query, runs = {}, {}, {}
-    for data in eval_sets:
-        runs[data.spec.name] = rerank_one(data)
-        metrics[data.spec.name], per_query[data.spec.name] = data.evaluate(runs[data.spec.name])
-    (out / name).mkdir(parents=True, exist_ok=True)
-    write_json_atomic(str(out / name / "runs.json"), runs)
-    write_json_atomic(str(result_path), {"name": name, "metrics": metrics, "per_query_ndcg@10": per_query})
-    return metrics
+    under `out/name`. Sets measured before are read back, not re-ranked again; new sets are added."""
+    folder = out / name
+    record = {"name": name, "metrics": {}, "per_query_ndcg@10": {}}
+    runs: dict[str, dict] = {}
+    if (folder / "metrics.json").is_file():
+        record = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        runs = json.loads((folder / "runs.json").read_text(encoding="utf-8"))
+    todo = [data for data in eval_sets if data.spec.name not in record["metrics"]]
+    if todo or not (folder / "metrics.json").is_file():
+        for data in todo:
+            runs[data.spec.name] = rerank_one(data)
+            metrics, per_query = data.evaluate(runs[data.spec.name])
+            record["metrics"][data.spec.name] = metrics
+            record.setdefault("per_query_ndcg@10", {})[data.spec.name] = per_query
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(str(folder / "runs.json"), runs)
+        write_json_atomic(str(folder / "metrics.json"), record)
+    return record["metrics"]
 
 
 def evaluate_model(name: str, model, tokenizer, eval_sets: list[EvalData], out: Path) -> dict[str, dict[str, float]]:
