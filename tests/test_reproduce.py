@@ -138,9 +138,13 @@ def test_report_only_rewrites_the_tables_from_results(ci_reproduction, capsys):
     assert "## The paper's claims" in capsys.readouterr().out
 
 
-def test_report_only_without_results_names_the_missing_file(tmp_path):
+def test_report_only_without_results_names_the_missing_file(tmp_path, capsys):
+    assert main(["reproduce", "--report-only", "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith(
+        f"hf-kd reproduce: error: {tmp_path / 'results.json'}: no results to report"
+    )
     with pytest.raises(FileNotFoundError, match="results.json"):
-        main(["reproduce", "--report-only", "--out", str(tmp_path)])
+        main(["reproduce", "--report-only", "--out", str(tmp_path), "--debug"])
 
 
 def test_paired_test_by_hand():
