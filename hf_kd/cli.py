@@ -32,7 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hf-kd {__version__}")
     parser.add_argument(
-        "--debug", action="store_true", help="show the full traceback of an error (also: HF_KD_DEBUG=1; any position)"
+        "--debug",
+        action="store_true",
+        dest="hf_kd_debug",
+        help="show the full traceback of an error (also: HF_KD_DEBUG=1; any position)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
@@ -81,8 +84,10 @@ def error_line(error: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("HF_KD_DEBUG", "") not in ("", "0")
-    argv = [arg for arg in argv if arg != "--debug"]
+    # a bare `--debug`, not `hf-kd train --debug underflow_overflow` (a TrainingArguments field with a value)
+    flags = [i for i, arg in enumerate(argv) if arg == "--debug" and (i + 1 == len(argv) or argv[i + 1][:1] == "-")]
+    debug = bool(flags) or os.environ.get("HF_KD_DEBUG", "") not in ("", "0")
+    argv = [arg for i, arg in enumerate(argv) if i not in flags]
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
