@@ -217,22 +217,27 @@ class SequenceClassificationTeacher(Teacher):
         return self._check_scores(self.model(**features).logits, len(queries))
 
 
-class CrossEncoderTeacher(Teacher):
+class _SentenceTransformersTeacher(Teacher):
+    """A teacher around a loaded sentence-transformers model (`CrossEncoder` or `SentenceTransformer`), whose
+    tokenizer, length limit and device are the model's."""
+
+    def __init__(self, model, name_or_path: str, revision: str | None = None, name: str | None = None):
+        super().__init__(
+            name_or_path,
+            model.tokenizer,
+            max_length=model.max_seq_length,
+            device=model.device,
+            revision=revision,
+            name=name,
+        )
+        self.model = model
+
+
+class CrossEncoderTeacher(_SentenceTransformersTeacher):
     """A sentence-transformers `CrossEncoder` folder, scored through `CrossEncoder.predict` without its
     activation function (raw logits)."""
 
     kind = "cross_encoder"
-
-    def __init__(self, cross_encoder, name_or_path: str, revision: str | None = None, name: str | None = None):
-        super().__init__(
-            name_or_path,
-            cross_encoder.tokenizer,
-            max_length=cross_encoder.max_seq_length,
-            device=cross_encoder.device,
-            revision=revision,
-            name=name,
-        )
-        self.model = cross_encoder
 
     def score(self, queries: Sequence[str], passages: Sequence[str]) -> torch.Tensor:
         scores = self.model.predict(
@@ -245,7 +250,7 @@ class CrossEncoderTeacher(Teacher):
         return self._check_scores(scores, len(queries))
 
 
-class SentenceTransformerTeacher(Teacher):
+class SentenceTransformerTeacher(_SentenceTransformersTeacher):
     """A sentence-transformers bi-encoder (any `SentenceTransformer` folder or Hub id, any backbone it supports),
     scored as the model scores: `encode_query` and `encode_document`, then the model's own similarity function
     (`model.similarity_fn_name`: cosine for all-mpnet-base-v2, dot product for dot-product models).
@@ -255,17 +260,6 @@ class SentenceTransformerTeacher(Teacher):
     """
 
     kind = "sentence_transformer"
-
-    def __init__(self, model, name_or_path: str, revision: str | None = None, name: str | None = None):
-        super().__init__(
-            name_or_path,
-            model.tokenizer,
-            max_length=model.max_seq_length,
-            device=model.device,
-            revision=revision,
-            name=name,
-        )
-        self.model = model
 
     @torch.inference_mode()
     def score(self, queries: Sequence[str], passages: Sequence[str]) -> torch.Tensor:
