@@ -385,3 +385,20 @@ def test_bert_cat_checkpoint_is_a_cross_encoder_with_raw_scores(tmp_path, pairs,
     ranked = cross_encoder.rank(queries[0], passages)
     expected_order = torch.argsort(model.score([queries[0]] * len(passages), passages, tokenizer), descending=True)
     assert [r["corpus_id"] for r in ranked] == expected_order.tolist()
+
+
+def test_tk_term_match_init_ranks_by_shared_terms_and_survives_save_load(minilm_path, tokenizer, tmp_path):
+    model = TKModel.from_backbone(minilm_path, term_match_init=True).eval()
+    assert float(model.mixer) == 1.0
+    mus = model.config.kernel_mus
+    expected = [mu**4 if mu > 0.5 else 0.0 for mu in mus]
+    assert model.dense.weight.squeeze(0).tolist() == pytest.approx(expected)
+    query = "what is the boiling point of water"
+    passages = ["The boiling point of water is 100 degrees at sea level.", "Cats sleep for most of the day."]
+    with torch.no_grad():
+        scores = model.score([query] * 2, passages, tokenizer)
+    assert scores[0] > scores[1]
+    model.save_pretrained(tmp_path / "tk", tokenizer=tokenizer)
+    loaded = TKModel.from_pretrained(tmp_path / "tk").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.score([query] * 2, passages, tokenizer), scores)

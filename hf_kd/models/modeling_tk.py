@@ -43,8 +43,13 @@ class TKModel(SplitRankingModel):
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, TKModel):
-            init.constant_(module.mixer, 0.5)
-            init.uniform_(module.dense.weight, -0.014, 0.014)
+            if module.config.term_match_init:
+                init.constant_(module.mixer, 1.0)
+                weights = [mu**4 if mu > 0.5 else 0.0 for mu in module.config.kernel_mus]
+                init.copy_(module.dense.weight, torch.tensor([weights], dtype=module.dense.weight.dtype))
+            else:
+                init.constant_(module.mixer, 0.5)
+                init.uniform_(module.dense.weight, -0.014, 0.014)
 
     def load_backbone_weights(self, name_or_path: str) -> None:
         embeddings = AutoModel.from_pretrained(name_or_path).get_input_embeddings().weight

@@ -126,6 +126,8 @@ def student_config(budget: Budget, architecture: str) -> dict:
         # all-MiniLM-L6-v2 was trained with mean pooling and cosine similarity: the student keeps both, so that
         # distillation starts from the backbone's own ranking instead of re-learning a raw dot product
         return {"pooling": "mean", "normalize_embeddings": True}
+    if architecture == "tk":
+        return {"term_match_init": True}  # starts as a term matcher, not at chance (see TKConfig)
     if architecture == "prett":
         return {"split_layer": 3 if budget.backbone == "minilm" else 1}
     return {}
