@@ -413,7 +413,7 @@ def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> d
         "metrics": metrics,
         "latency": latency,
         "teacher_score_columns": columns,
-        "teachers": {name: _teacher_source(budget, name, teachers[name], trained_teachers) for name in teachers},
+        "teachers": _teacher_sources(budget),
         "per_query_ndcg@10": per_query_ndcg(evaluations),
         "environment": environment(),
         "stage_seconds": timings,
@@ -440,15 +440,18 @@ def _trained_teacher_names(budget: Budget) -> list[str]:
 
 def _load_recipe_teacher(budget: Budget, name: str, path: str) -> Teacher:
     if name in _trained_teacher_names(budget):
-        return load_teacher(path, device="cpu" if not torch.cuda.is_available() else None, name=name)
+        return load_teacher(path, name=name)
     return load_teacher(path, max_length=budget.teacher_max_length, name=name)
 
 
-def _teacher_source(budget: Budget, name: str, path: str, trained: list[str]) -> str:
-    if name in trained:
-        layers = budget.teacher_layers[trained.index(name)]
-        return f"BERT_CAT, {layers} layers, RankNet on the training triples ({budget.teacher_steps} steps)"
-    return PRETRAINED_TEACHER_LABELS[budget.pretrained_teachers[int(name.split("_")[1]) - 1]]
+def _teacher_sources(budget: Budget) -> dict[str, str]:
+    """Each teacher's name (`teacher_1`, `teacher_2`, ...: the pretrained ones first) and what it is."""
+    sources = [PRETRAINED_TEACHER_LABELS[key] for key in budget.pretrained_teachers]
+    sources += [
+        f"BERT_CAT, {layers} layers, RankNet on the training triples ({budget.teacher_steps} steps)"
+        for layers in budget.teacher_layers
+    ]
+    return {f"teacher_{i + 1}": source for i, source in enumerate(sources)}
 
 
 def _loss_for(setting: str) -> str:

@@ -94,11 +94,20 @@ def normalize_scores(
         raise ValueError(f"normalize={method!r} needs the query of each of the {len(pos)} triples (groups)")
     _, codes = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
     codes = codes.reshape(-1)
-    center, scale = np.zeros(len(pos)), np.ones(len(pos))
-    for code in np.unique(codes):
-        rows = np.flatnonzero(codes == code)
-        c, s = _center_scale(np.concatenate([pos[rows], neg[rows]]), method)
-        center[rows], scale[rows] = c, (s if s > 0 else 1.0)
+    # per-query statistics from one sort of the scores by query, not one pass over all scores per query
+    values, owners = np.concatenate([pos, neg]), np.concatenate([codes, codes])
+    order = np.argsort(owners, kind="stable")
+    values, starts = values[order], np.flatnonzero(np.r_[True, np.diff(owners[order]) != 0])
+    counts = np.diff(np.r_[starts, len(values)])
+    if method == "query_zscore":
+        means = np.add.reduceat(values, starts) / counts
+        deviations = values - np.repeat(means, counts)  # two passes: a constant query has exactly 0
+        centers, scales = means, np.sqrt(np.add.reduceat(deviations**2, starts) / counts)
+    else:
+        centers = np.minimum.reduceat(values, starts)
+        scales = np.maximum.reduceat(values, starts) - centers
+    scales = np.where(scales > 0, scales, 1.0)
+    center, scale = centers[codes], scales[codes]
     return (pos - center) / scale, (neg - center) / scale
 
 
