@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,10 @@ from typing import BinaryIO
 
 __all__ = [
     "UTF8_BOM",
+    "atomic_folder",
     "atomic_path",
     "naming_weight_files",
+    "remove_staging_leftovers",
     "skip_bom",
     "write_json_atomic",
     "write_text_atomic",
@@ -42,6 +45,56 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def _staging_prefixes(path: Path) -> tuple[str, str]:
+    return f".{path.name}.tmp-", f".{path.name}.old-"
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields an empty staging folder beside `path`; when the block succeeds the staging folder becomes `path`,
+    otherwise it is removed.
+
+    An existing `path` is renamed aside before the staging folder takes its name and is removed afterwards, so
+    `path` is at every moment either the previous folder, absent for the instant between two renames, or the
+    complete new one; a crash leaves at most hidden `.NAME.tmp-*` / `.NAME.old-*` folders (see
+    [`remove_staging_leftovers`]), never a half-written `path`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging_prefix, old_prefix = _staging_prefixes(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=staging_prefix))
+    try:
+        yield tmp
+        old = None
+        if path.is_dir():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=old_prefix))
+            os.replace(path, old)  # onto an empty folder: allowed
+        elif path.exists():
+            path.unlink()
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_staging_leftovers(path: str | os.PathLike) -> list[Path]:
+    """Removes the staging folders that a killed [`atomic_folder`] block left beside `path`; returns them.
+
+    Call it only while holding the output lock of `path` (`hf_kd.jobs.output_lock`), so that no live job's staging
+    folder is taken for a leftover.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    prefixes = _staging_prefixes(path)
+    leftovers = [p for p in path.parent.iterdir() if p.is_dir() and p.name.startswith(prefixes)]
+    for leftover in leftovers:
+        shutil.rmtree(leftover, ignore_errors=True)
+    return leftovers
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -6,6 +6,8 @@
 - [`file_fingerprint`], [`hash_files`]: identities of input files and of model weights, recorded in a job's
   manifest; [`fingerprint_changes`] says, in words, what differs between a recorded manifest and the current one,
   so that a resume never mixes the work of two different inputs.
+- [`open_work_folder`]: the work folder of a resumable job (`OUT.partial/` with its `manifest.json`), resumed only
+  when the recorded manifest equals the current one.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import contextlib
 import datetime
 import hashlib
 import json
+import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -25,15 +30,25 @@ from filelock import FileLock, Timeout
 from .files import write_json_atomic
 
 __all__ = [
+    "MANIFEST_FILENAME",
+    "MODEL_FILE_SUFFIXES",
     "JobLockedError",
     "file_fingerprint",
     "fingerprint_changes",
     "hash_files",
+    "model_files_fingerprint",
+    "open_work_folder",
     "output_lock",
     "sha256_file",
 ]
 
 _HEAD_BYTES = 1 << 20
+MANIFEST_FILENAME = "manifest.json"
+MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model", ".py")
+"""The files whose contents decide what a local model computes: weights, configs, tokenizer, remote code."""
+_MODEL_RECORD_FILES = ("hf_kd_evaluations.json",)  # written into a model folder by `hf-kd evaluate`
+
+logger = logging.getLogger(__name__)
 
 
 class JobLockedError(RuntimeError):
@@ -114,23 +129,33 @@ def file_fingerprint(path: str | os.PathLike) -> dict:
     }
 
 
-def hash_files(folder: str | os.PathLike, suffixes: Iterable[str]) -> str:
+def hash_files(folder: str | os.PathLike, suffixes: Iterable[str], exclude: Iterable[str] = ()) -> str:
     """One SHA-256 over the names and full contents of the files under `folder` whose name ends with one of
-    `suffixes` (sorted by relative path; hidden files and folders are skipped)."""
+    `suffixes` (sorted by relative path; hidden files and folders, and the relative paths in `exclude`, are
+    skipped)."""
     folder = Path(folder)
     suffixes = tuple(suffixes)
+    exclude = set(exclude)
     digest = hashlib.sha256()
     files = sorted(
         p
         for p in folder.rglob("*")
         if p.is_file()
         and p.name.endswith(suffixes)
+        and p.relative_to(folder).as_posix() not in exclude
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
     for path in files:
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
         digest.update(bytes.fromhex(sha256_file(path)))
     return digest.hexdigest()
+
+
+def model_files_fingerprint(folder: str | os.PathLike) -> str:
+    """`sha256:<hex>`: the identity of what the local model in `folder` computes, one SHA-256 over its weight,
+    config, tokenizer and code files ([`MODEL_FILE_SUFFIXES`]); the record of its evaluations is left out, so that
+    evaluating a model does not change its fingerprint."""
+    return "sha256:" + hash_files(folder, MODEL_FILE_SUFFIXES, exclude=_MODEL_RECORD_FILES)
 
 
 def _flatten(value, prefix: str = "") -> dict[str, object]:
@@ -170,3 +195,40 @@ def fingerprint_changes(recorded: dict, current: dict) -> list[str]:
         for key in sorted(set(old) | set(new))
         if old.get(key, missing) != new.get(key, missing)
     ]
+
+
+def open_work_folder(work: Path, manifest: dict, overwrite: bool, job: str, inputs: str) -> bool:
+    """Creates the work folder `work` with its manifest, or checks that the unfinished job in it computes the same
+    thing; returns whether it resumes one.
+
+    A folder without a manifest (left by an older version, or tampered with) is removed, never resumed from; a
+    folder of other work fails the call with what changed, or is removed with `overwrite`.
+
+    Args:
+        work (`Path`): the work folder, conventionally `OUT.partial`.
+        manifest (`dict`): the fingerprint of the work (JSON-serialisable).
+        overwrite (`bool`): remove a work folder of other work instead of failing.
+        job (`str`): what the job is, for the message (`"scoring run"`).
+        inputs (`str`): what must be the same to resume, for the message (`"triples, teachers and options"`).
+
+    Raises:
+        ValueError: `work` holds other work and `overwrite` is not set; the message lists what changed.
+    """
+    manifest_path = work / MANIFEST_FILENAME
+    if work.exists() and not manifest_path.is_file():
+        logger.warning("%s has no %s: its work cannot be trusted; starting over", work, MANIFEST_FILENAME)
+        shutil.rmtree(work)
+    elif work.exists():
+        changes = fingerprint_changes(json.loads(manifest_path.read_text(encoding="utf-8")), manifest)
+        if not changes:
+            return True
+        if not overwrite:
+            raise ValueError(
+                f"{work} holds an unfinished {job} of other work ({'; '.join(changes)}); rerun with the same "
+                f"{inputs} to resume it, or pass overwrite=True (--overwrite) to start over"
+            )
+        shutil.rmtree(work)
+    tmp = Path(tempfile.mkdtemp(dir=work.parent, prefix=f".{work.name}.tmp-"))
+    write_json_atomic(tmp / MANIFEST_FILENAME, manifest)
+    os.replace(tmp, work)  # the work folder never exists without its manifest
+    return False

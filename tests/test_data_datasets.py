@@ -176,7 +176,8 @@ def test_existing_output_is_kept_unless_overwrite(ci_data, tmp_path):
     with pytest.raises(FileExistsError, match="already exists"):
         convert("triples", triples, out)
     convert("triples", triples, out, overwrite=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["triples"]  # no temporary folder left behind
+    # no temporary folder left behind; the lock file stays (an OS lock on it keeps a second job off `out`)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["triples", "triples.lock"]
 
 
 def test_failed_conversion_leaves_nothing(tmp_path):
@@ -184,7 +185,7 @@ def test_failed_conversion_leaves_nothing(tmp_path):
     source.write_text("q\tp\tn\nq\tp\n")
     with pytest.raises(DataFormatError, match="line 2"):
         convert("triples", source, tmp_path / "out")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["triples.tsv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.lock", "triples.tsv"]  # no dataset, no staging
 
 
 def test_texts_are_refused_for_text_formats(ci_data, tmp_path):

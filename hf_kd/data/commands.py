@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..jobs import JobLockedError
 from .convert import convert
 from .errors import DataFormatError
 from .ir_files import read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run
@@ -16,7 +17,7 @@ from .writers import DEFAULT_SHARD_ROWS
 
 __all__ = ["add_subcommands"]
 
-_INPUT_ERRORS = (DataFormatError, FileNotFoundError, FileExistsError, ValueError)
+_INPUT_ERRORS = (DataFormatError, FileNotFoundError, FileExistsError, ValueError, JobLockedError)
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:

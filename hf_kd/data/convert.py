@@ -13,6 +13,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..files import remove_staging_leftovers
+from ..jobs import output_lock
 from .errors import DataFormatError
 from .ir_files import read_collection_tsv, read_queries_tsv
 from .provenance import Provenance
@@ -220,17 +222,50 @@ def convert(
     Raises:
         DataFormatError: on the first bad line, unless `skip_bad_rows`; when the file holds no valid row.
     """
-    start = time.perf_counter()
     reader_class = READERS.get(format)
     if reader_class is None:
         raise ValueError(f"unknown format {format!r}; expected one of {sorted(READERS)}")
     id_form = detect_schema(reader_class.features) in ID_SCHEMAS
     if not id_form and (queries is not None or collection is not None):
         raise ValueError(f"format {format!r} holds texts; --queries and --collection are for id formats only")
+    check_output_folder(out, overwrite)
+    with output_lock(out):
+        check_output_folder(out, overwrite)  # another job may have written it while this one started
+        remove_staging_leftovers(out)
+        return _convert_locked(
+            format,
+            source,
+            out,
+            queries=queries,
+            collection=collection,
+            skip_bad_rows=skip_bad_rows,
+            shard_rows=shard_rows,
+            save_to_disk=save_to_disk,
+            teachers=teachers,
+            overwrite=overwrite,
+            drop_duplicates=drop_duplicates,
+        )
+
+
+def _convert_locked(
+    format: str,
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    queries: str | os.PathLike | None,
+    collection: str | os.PathLike | None,
+    skip_bad_rows: bool,
+    shard_rows: int,
+    save_to_disk: bool,
+    teachers: Sequence[str],
+    overwrite: bool,
+    drop_duplicates: bool,
+) -> ConversionReport:
+    """[`convert`] once it holds the output's lock."""
+    start = time.perf_counter()
+    reader_class = READERS[format]
     query_texts = read_queries_tsv(queries) if queries is not None else None
     passage_texts = read_collection_tsv(collection) if collection is not None else None
-
-    check_output_folder(out, overwrite)
     rejected_path = rejected_path_for(out)
     rejected = None
     if skip_bad_rows:

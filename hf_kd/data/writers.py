@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from datasets import Dataset, DatasetInfo, Features, IterableDataset, load_dataset, load_from_disk
 from datasets.arrow_writer import ArrowWriter
 
+from ..files import atomic_folder
 from .provenance import Provenance, read_provenance
 from .schemas import SCHEMAS, TEXTS_FEATURES, with_per_teacher_columns
 from .texts import TextStore, join_texts
@@ -175,18 +176,6 @@ def check_output_folder(out: str | os.PathLike, overwrite: bool) -> None:
         raise FileExistsError(f"{out} already exists and is not empty; pass overwrite=True (--overwrite) to replace it")
 
 
-def _make_temporary_folder(out: Path, overwrite: bool) -> Path:
-    check_output_folder(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    os.replace(tmp, out)
-
-
 def write_scores(
     batches: Iterable[pa.RecordBatch],
     out: str | os.PathLike,
@@ -218,8 +207,8 @@ def write_scores(
         `int`: the number of rows written.
     """
     out = Path(out)
-    tmp = _make_temporary_folder(out, overwrite)
-    try:
+    check_output_folder(out, overwrite)
+    with atomic_folder(out) as tmp:
         if save_to_disk:
             rows = _write_save_to_disk(batches, tmp, out.parent, features, provenance, shard_rows)
         else:
@@ -234,10 +223,6 @@ def write_scores(
                 write_texts(texts, tmp / TEXT_FILES[kind])
         provenance.rows = rows
         provenance.save(tmp)
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return rows
 
 

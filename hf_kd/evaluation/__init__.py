@@ -6,6 +6,8 @@
   architecture allows.
 - `bm25`: a BM25 first stage (bm25s) for BEIR-style data.
 - `dense`: BERT_DOT encoding and faiss indexes (exact, HNSW, IVF-PQ), dense retrieval.
+- `indexing`: building an index as a resumable job (`hf-kd index`): encoded shards keyed by a fingerprint, one
+  build per output folder, the index folder written whole or not at all.
 - `latency` and `report`: query latency of re-ranking, the efficiency table and the efficiency-effectiveness plot.
 - `commands`: the `hf-kd evaluate`, `bm25`, `index`, `retrieve` and `benchmark` subcommands.
 
@@ -27,6 +29,8 @@ _EXPORTS = {
     "dense_retrieve": "dense",
     "encode_texts": "dense",
     "index_factory_string": "dense",
+    "IndexBuildResult": "indexing",
+    "build_dense_index": "indexing",
     "LatencyResult": "latency",
     "latency_candidates": "latency",
     "measure_rerank_latency": "latency",

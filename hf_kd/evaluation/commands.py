@@ -189,20 +189,31 @@ def _add_bm25(subparsers) -> None:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    from .dense import DenseIndex, encode_texts, index_factory_string
+    from .dense import index_factory_string
+    from .indexing import build_dense_index
 
     if bool(args.beir) == bool(args.collection):
         raise ValueError("pass exactly one of --collection (MS MARCO TSV) or --beir DIR")
     collection = read_beir(args.beir, args.split).corpus if args.beir else read_collection_tsv(args.collection)
-    model, tokenizer = load_model(args.model, args.device)
-    ids = list(collection)
-    vectors = encode_texts(model, tokenizer, [collection[pid] for pid in ids], "passages", args.batch_size, args.fp16)
     factory = index_factory_string(args.index_type, args.fp16, args.hnsw_m, args.nlist, args.pq_m, args.pq_nbits)
-    index = DenseIndex.build(
-        vectors, ids, factory, ef_construction=args.ef_construction, ef_search=args.ef_search, nprobe=args.nprobe
+    result = build_dense_index(
+        args.model,
+        collection,
+        args.out,
+        factory=factory,
+        ef_construction=args.ef_construction,
+        ef_search=args.ef_search,
+        nprobe=args.nprobe,
+        fp16=args.fp16,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        device=args.device,
+        source=Path(args.beir) / "corpus.jsonl" if args.beir else args.collection,
+        overwrite=args.overwrite,
     )
-    index.save(args.out)
-    print(f"indexed {len(index)} passages ({factory}, {index.dim}-d): {index.nbytes()} bytes in {args.out}")
+    index = result.index
+    resumed = f", {result.resumed_passages} resumed from an earlier run" if result.resumed_passages else ""
+    print(f"indexed {len(index)} passages ({factory}, {index.dim}-d{resumed}): {index.nbytes()} bytes in {args.out}")
     return 0
 
 
@@ -223,6 +234,16 @@ def _add_index(subparsers) -> None:
     parser.add_argument("--pq-nbits", type=int, default=8, help="bits per PQ code (default: 8)")
     parser.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (faiss default: 1)")
     parser.add_argument("--batch-size", type=int, default=64, help="passages per forward pass (default: 64)")
+    parser.add_argument(
+        "--shard-size",
+        type=int,
+        default=100_000,
+        help="passages per resumable shard: a killed build run again with the same arguments encodes only the "
+        "missing shards (default: 100000)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing index folder, or unfinished work of another build"
+    )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.set_defaults(func=run_index)
 

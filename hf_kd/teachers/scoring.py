@@ -24,11 +24,8 @@ the same output (see `hf_kd.jobs.output_lock`). When every shard is there, the d
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,9 +42,8 @@ from tqdm.auto import tqdm
 from ..data.provenance import PROVENANCE_FILENAME, Provenance, read_provenance
 from ..data.readers import TriplesReader
 from ..data.schemas import ID_SCHEMAS, TRIPLES_FEATURES
-from ..data.writers import load_scores
-from ..files import write_json_atomic
-from ..jobs import fingerprint_changes, hash_files, output_lock
+from ..data.writers import check_output_folder, load_scores
+from ..jobs import model_files_fingerprint, open_work_folder, output_lock
 from .ensemble import check_normalization, mean_ensemble
 from .loading import Teacher, load_teacher
 from .score_dataset import write_teacher_scores
@@ -67,11 +63,6 @@ __all__ = [
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_SHARD_SIZE = 50_000
 _TRIPLE_COLUMNS = list(TRIPLES_FEATURES)
-_MANIFEST = "manifest.json"
-# the files whose contents decide a local teacher's scores: weights, configs, tokenizer, remote code
-_TEACHER_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model", ".py")
-
-logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -383,11 +374,6 @@ def _check_positive(name: str, value: int) -> None:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
-def _check_output_free(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} already exists and is not empty; pass overwrite=True (--overwrite) to replace it")
-
-
 def _distinct_names(teachers: Sequence[Teacher]) -> list[str]:
     names: list[str] = []
     for teacher in teachers:
@@ -405,33 +391,8 @@ def _teacher_weights(teacher: Teacher) -> str | None:
     if sha256:
         return f"sha256:{sha256}"
     if Path(teacher.name_or_path).is_dir():
-        return f"sha256:{hash_files(teacher.name_or_path, _TEACHER_FILE_SUFFIXES)}"
+        return model_files_fingerprint(teacher.name_or_path)
     return f"commit:{teacher.revision}" if teacher.revision else None
-
-
-def _open_work_folder(work: Path, manifest: dict, overwrite: bool) -> None:
-    """Creates the work folder with its manifest, or checks that the unfinished run in it computes the same thing.
-
-    A folder without a manifest (left by an older version, or tampered with) is removed, never resumed from; a
-    folder of other work fails the call with what changed, or is removed with `overwrite`.
-    """
-    manifest_path = work / _MANIFEST
-    if work.exists() and not manifest_path.is_file():
-        logger.warning("%s has no %s: its shards cannot be trusted; starting over", work, _MANIFEST)
-        shutil.rmtree(work)
-    elif work.exists():
-        changes = fingerprint_changes(json.loads(manifest_path.read_text(encoding="utf-8")), manifest)
-        if not changes:
-            return
-        if not overwrite:
-            raise ValueError(
-                f"{work} holds an unfinished scoring run of other work ({'; '.join(changes)}); rerun with the same "
-                "triples, teachers and options to resume it, or pass overwrite=True (--overwrite) to start over"
-            )
-        shutil.rmtree(work)
-    tmp = Path(tempfile.mkdtemp(dir=work.parent, prefix=f".{work.name}.tmp-"))
-    write_json_atomic(tmp / _MANIFEST, manifest)
-    os.replace(tmp, work)  # the work folder never exists without its manifest
 
 
 def _shard_path(work: Path, teacher_index: int, shard: int) -> Path:
@@ -522,7 +483,7 @@ def score_triples(
     check_normalization(normalize, len(teachers))
     if missing not in MISSING_POLICIES:
         raise ValueError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
-    _check_output_free(out, overwrite)
+    check_output_folder(out, overwrite)
     with output_lock(out):
         return _score_triples_locked(
             teachers,
@@ -552,7 +513,7 @@ def _score_triples_locked(
     show_progress_bar,
     started,
 ) -> ScoringResult:
-    _check_output_free(out, overwrite)  # another job may have finished it while this one waited for the lock
+    check_output_folder(out, overwrite)  # another job may have finished it while this one waited for the lock
     triples, source = read_triples(triples_dataset)
     pairs, triple_pairs = _distinct_pairs_of_triples(triples)
     teachers = [t if isinstance(t, Teacher) else load_teacher(t) for t in teachers]
@@ -577,7 +538,7 @@ def _score_triples_locked(
             for teacher, d in zip(teachers, descriptions)
         ],
     }
-    _open_work_folder(work, manifest, overwrite)
+    open_work_folder(work, manifest, overwrite, "scoring run", "triples, teachers and options")
 
     starts = range(0, len(pairs), shard_size)
     shards = [(i, start, min(start + shard_size, len(pairs))) for i, start in enumerate(starts)]

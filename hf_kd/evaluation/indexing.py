@@ -1,0 +1,199 @@
+"""Building a dense index as a job that is safe to kill and rerun (`hf-kd index`).
+
+Encoding the collection is the long part. Passages are encoded in shards of `shard_size` (length-sorted batches
+inside a shard), and each finished shard is written at once (temporary file, then `os.replace`) into a work folder
+beside the output:
+
+```
+OUT.partial/
+  manifest.json         the fingerprint of the work: the passages (ids and texts), the model (its files' SHA-256,
+                        or its Hub commit), fp16 and the shard size
+  vectors-00000.npy     the (rows, dim) vectors of passages 0 .. shard_size - 1
+  ...
+```
+
+A killed build started again with the same arguments encodes only the missing shards; a rerun whose fingerprint
+differs (another model at the same path, another collection, fp16) refuses with the list of what changed, or starts
+over with `overwrite=True`. A work folder without a manifest is never resumed from. The index options (type, HNSW
+and IVF parameters) are no part of the fingerprint: they change the index built from the vectors, not the vectors.
+When every shard is there, the index is built, saved into a staging folder that then takes the name `OUT` (see
+`hf_kd.files.atomic_folder`), and the work folder is removed. `OUT.lock` keeps a second build off the same output
+(see `hf_kd.jobs.output_lock`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data.writers import check_output_folder
+from ..files import atomic_folder, remove_staging_leftovers
+from ..jobs import model_files_fingerprint, open_work_folder, output_lock
+from .dense import DenseIndex, encode_texts
+
+__all__ = ["DEFAULT_SHARD_SIZE", "IndexBuildResult", "build_dense_index", "passages_fingerprint"]
+
+DEFAULT_SHARD_SIZE = 100_000
+
+
+@dataclass
+class IndexBuildResult:
+    """What [`build_dense_index`] did.
+
+    Attributes:
+        out (`Path`): the index folder.
+        index ([`DenseIndex`]): the index it holds.
+        encoded_passages (`int`): passages encoded by this call.
+        resumed_passages (`int`): passages whose vectors an earlier, interrupted call had written.
+        seconds (`float`): wall time of the call.
+    """
+
+    out: Path
+    index: DenseIndex
+    encoded_passages: int
+    resumed_passages: int
+    seconds: float
+
+
+def passages_fingerprint(collection: Mapping[str, str]) -> str:
+    """SHA-256 of the ids and texts of a collection, in order: the identity of what an index build encodes."""
+    digest = hashlib.sha256()
+    for passage_id, text in collection.items():
+        for value in (passage_id, text):
+            data = value.encode("utf-8")
+            digest.update(len(data).to_bytes(8, "little"))
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def _model_identity(model_dir: str, model) -> str | None:
+    if Path(model_dir).is_dir():
+        return model_files_fingerprint(model_dir)
+    commit = getattr(model.config, "_commit_hash", None)
+    return f"commit:{commit}" if commit else None
+
+
+def _shard_path(work: Path, shard: int) -> Path:
+    return work / f"vectors-{shard:05d}.npy"
+
+
+def _write_shard(path: Path, vectors: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, vectors)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_shards(work: Path, num_passages: int, shard_size: int, dtype: np.dtype) -> np.ndarray:
+    shards = []
+    for shard, start in enumerate(range(0, num_passages, shard_size)):
+        path = _shard_path(work, shard)
+        vectors = np.load(path)
+        rows = min(start + shard_size, num_passages) - start
+        if vectors.ndim != 2 or len(vectors) != rows or vectors.dtype != dtype:
+            raise ValueError(
+                f"{path} holds {vectors.dtype} vectors of shape {vectors.shape}, expected {rows} rows of {dtype}; "
+                "delete it to encode that shard again"
+            )
+        shards.append(vectors)
+    return np.concatenate(shards)
+
+
+def build_dense_index(
+    model_dir: str | os.PathLike,
+    collection: Mapping[str, str],
+    out: str | os.PathLike,
+    *,
+    factory: str = "Flat",
+    ef_construction: int | None = None,
+    ef_search: int | None = None,
+    nprobe: int | None = None,
+    fp16: bool = False,
+    batch_size: int = 64,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    device: str | None = None,
+    source: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> IndexBuildResult:
+    """Encodes a collection with a BERT_DOT model and saves a faiss index of it into `out`, resumably.
+
+    Args:
+        model_dir (`str` or `os.PathLike`): a saved BERT_DOT model (folder or Hub id), loaded with its tokenizer.
+        collection (`Mapping[str, str]`): passage id -> text, non-empty; indexed in this order.
+        out (`str` or `os.PathLike`): the index folder to create; `<out>.partial` holds the work.
+        factory (`str`, *optional*, defaults to `"Flat"`): the `faiss.index_factory` description (see
+            `hf_kd.evaluation.index_factory_string`).
+        ef_construction, ef_search, nprobe (`int`, *optional*): HNSW and IVF parameters (see `DenseIndex.build`).
+        fp16 (`bool`, *optional*, defaults to `False`): encode into float16 vectors.
+        batch_size (`int`, *optional*, defaults to 64): passages per forward pass.
+        shard_size (`int`, *optional*, defaults to 100,000): passages per resumable shard.
+        device (`str`, *optional*): torch device (CUDA when available by default).
+        source (`str` or `os.PathLike`, *optional*): the file the collection was read from, for the manifest.
+        overwrite (`bool`, *optional*, defaults to `False`): replace an existing non-empty `out`, and start over
+            from a work folder of other work instead of failing.
+        show_progress (`bool`, *optional*, defaults to `True`): show a progress bar per shard.
+
+    Returns:
+        [`IndexBuildResult`]
+    """
+    started = time.perf_counter()
+    for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if not collection:
+        raise ValueError("no passages to index")
+    out = Path(out)
+    check_output_folder(out, overwrite)
+    with output_lock(out):
+        check_output_folder(out, overwrite)  # another job may have built it while this one started
+        remove_staging_leftovers(out)
+        vectors, encoded = _encode_resumably(
+            str(model_dir), collection, out, fp16, batch_size, shard_size, device, source, overwrite, show_progress
+        )
+        index = DenseIndex.build(
+            vectors, list(collection), factory, ef_construction=ef_construction, ef_search=ef_search, nprobe=nprobe
+        )
+        with atomic_folder(out) as staging:
+            index.save(staging)
+        shutil.rmtree(out.with_name(f"{out.name}.partial"))
+    return IndexBuildResult(out, index, encoded, len(collection) - encoded, time.perf_counter() - started)
+
+
+def _encode_resumably(
+    model_dir, collection, out, fp16, batch_size, shard_size, device, source, overwrite, show_progress
+) -> tuple[np.ndarray, int]:
+    """The vectors of every passage, from the work folder's finished shards and by encoding the missing ones;
+    returns them and how many passages this call encoded."""
+    from .commands import load_model
+
+    model, tokenizer = load_model(model_dir, device)
+    manifest = {
+        "collection": str(Path(source).resolve()) if source is not None else None,
+        "passages": len(collection),
+        "passages_sha256": passages_fingerprint(collection),
+        "model": str(Path(model_dir).resolve()) if Path(model_dir).is_dir() else model_dir,
+        "model_weights": _model_identity(model_dir, model),
+        "fp16": fp16,
+        "shard_size": shard_size,
+    }
+    work = out.with_name(f"{out.name}.partial")
+    open_work_folder(work, manifest, overwrite, "index build", "model, collection and options")
+    texts = list(collection.values())
+    encoded = 0
+    for shard, start in enumerate(range(0, len(texts), shard_size)):
+        path = _shard_path(work, shard)
+        if not path.exists():
+            shard_texts = texts[start : start + shard_size]
+            _write_shard(path, encode_texts(model, tokenizer, shard_texts, "passages", batch_size, fp16, show_progress))
+            encoded += len(shard_texts)
+    return _read_shards(work, len(texts), shard_size, np.dtype(np.float16 if fp16 else np.float32)), encoded
