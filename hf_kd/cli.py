@@ -63,10 +63,14 @@ def error_line(error: BaseException) -> str:
     """One line that says what failed: the error's message with its white space collapsed, prefixed by its type
     unless it is one of the errors the package raises with a complete message."""
     from huggingface_hub.errors import HFValidationError
+    from safetensors import SafetensorError
 
     from .data.errors import DataFormatError
+    from .files import unreadable_weights_message
     from .jobs import JobLockedError
 
+    if isinstance(error, SafetensorError):  # raised by a loader that did not name its file: find it
+        return " ".join(unreadable_weights_message(error).split())
     message = " ".join(str(error).split())
     if isinstance(error, _network_error_types()):
         request = getattr(error, "request", None)

@@ -2,7 +2,9 @@
 
 Atomic writes: write a temporary file in the target's folder, then `os.replace` it, so a crash never leaves a
 half-written file under the final name. (`hf_kd/models` keeps its own small copy, because that folder travels alone
-inside checkpoints.) Readers of text files call [`skip_bom`] so that a UTF-8 byte order mark is not read as data.
+inside checkpoints.) [`atomic_folder`] does the same for a whole output folder. Readers of text files call
+[`skip_bom`] so that a UTF-8 byte order mark is not read as data. [`naming_weight_files`] turns a truncated or corrupt
+`.safetensors` file into a one-line error that names it.
 """
 
 from __future__ import annotations
@@ -12,17 +14,20 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import traceback
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 __all__ = [
     "UTF8_BOM",
+    "WeightFileError",
     "atomic_folder",
     "atomic_path",
     "naming_weight_files",
     "remove_staging_leftovers",
     "skip_bom",
+    "unreadable_weights_message",
     "write_json_atomic",
     "write_text_atomic",
 ]
@@ -118,18 +123,60 @@ def skip_bom(f: BinaryIO) -> bool:
     return False
 
 
+class WeightFileError(ValueError):
+    """A weight file that cannot be read: truncated or corrupt."""
+
+
+def _invalid_safetensors(paths: Iterable[Path]) -> dict[Path, str]:
+    """The files among `paths` that safetensors cannot open, with the reason of each."""
+    from safetensors import SafetensorError, safe_open
+
+    invalid = {}
+    for path in paths:
+        try:
+            with safe_open(str(path), framework="np"):
+                pass
+        except SafetensorError as error:
+            invalid[path] = str(error)
+    return invalid
+
+
+def _safetensors_files_in_traceback(error: BaseException) -> list[Path]:
+    """The `.safetensors` files named by the local variables of the frames an error went through (the loaders keep
+    the path they open in one)."""
+    files = []
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        for value in frame.f_locals.values():
+            if isinstance(value, (str, os.PathLike)) and str(value).endswith(".safetensors") and Path(value).is_file():
+                files.append(Path(value))
+    return files
+
+
+def unreadable_weights_message(error: BaseException, name_or_path: str | os.PathLike | None = None) -> str:
+    """One line naming the weight files that a safetensors error `error` came from: the `.safetensors` files of the
+    local folder `name_or_path` and those the error's traceback names, each checked again."""
+    folder = Path(name_or_path) if name_or_path is not None else None
+    candidates = sorted(folder.rglob("*.safetensors")) if folder is not None and folder.is_dir() else []
+    candidates += [p for p in _safetensors_files_in_traceback(error) if p not in candidates]
+    invalid = _invalid_safetensors(candidates)
+    if len(invalid) == 1:
+        (path, reason), *_ = invalid.items()
+        return f"{path} is not a valid safetensors file (truncated?): {reason}; copy or download it again"
+    if invalid:
+        names = ", ".join(str(path) for path in invalid)
+        return f"{names} are not valid safetensors files (truncated?); copy or download them again"
+    where = f" of {name_or_path}" if name_or_path is not None else ""
+    return f"a weight file{where} is not a valid safetensors file (truncated?): {error}; copy or download it again"
+
+
 @contextlib.contextmanager
-def naming_weight_files(name_or_path: str | os.PathLike) -> Iterator[None]:
+def naming_weight_files(name_or_path: str | os.PathLike | None) -> Iterator[None]:
     """Turns an unreadable-weights error raised in the block (a truncated or corrupt `.safetensors` file) into a
-    `ValueError` that names the weight files of the local folder `name_or_path`."""
+    [`WeightFileError`] whose one-line message names the file, e.g. `m/model.safetensors is not a valid
+    safetensors file (truncated?): ...`."""
     from safetensors import SafetensorError
 
     try:
         yield
     except SafetensorError as error:
-        folder = Path(name_or_path)
-        files = sorted(str(p) for p in folder.rglob("*.safetensors")) if folder.is_dir() else [str(name_or_path)]
-        raise ValueError(
-            f"cannot read the weights in {', '.join(files) or folder} ({error}); the file is truncated or corrupt, "
-            "copy or download it again"
-        ) from error
+        raise WeightFileError(unreadable_weights_message(error, name_or_path)) from error

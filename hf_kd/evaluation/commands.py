@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ..data.ir_files import read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run, write_run
-from ..files import write_json_atomic
+from ..files import naming_weight_files, write_json_atomic
 from .metrics import METRIC_NAMES, evaluate_run
 from .records import record_evaluation
 
@@ -26,7 +26,8 @@ def load_model(model_dir: str, device: str | None = None):
 
     import hf_kd  # noqa: F401  (registers the zoo architectures with AutoModel)
 
-    model = AutoModel.from_pretrained(model_dir)
+    with naming_weight_files(model_dir):
+        model = AutoModel.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval(), tokenizer

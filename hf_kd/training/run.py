@@ -19,7 +19,7 @@ from transformers import AutoModel, AutoTokenizer, EarlyStoppingCallback, Traini
 from ..data.errors import DataFormatError
 from ..data.sources import DataSourceError
 from ..data.texts import MissingIdError, MissingIdRows, joined_columns
-from ..files import write_json_atomic
+from ..files import naming_weight_files, write_json_atomic
 from ..jobs import file_fingerprint, fingerprint_changes
 from ..losses import get_loss
 from ..models import model_class_for
@@ -137,12 +137,13 @@ def build_model(hf_kd_args: HfKdArguments):
     lengths = {"max_query_length": hf_kd_args.max_query_length, "max_passage_length": hf_kd_args.max_passage_length}
     overrides = {**hf_kd_args.model_config, **lengths}
     try:
-        if hf_kd_args.backbone:
-            model = model_class.from_backbone(hf_kd_args.backbone, **overrides)
-        elif hf_kd_args.backbone_config:
-            model = model_class(model_class.config_class(backbone_config=hf_kd_args.backbone_config, **overrides))
-        else:
-            model = AutoModel.from_pretrained(hf_kd_args.model_name_or_path, **overrides)
+        with naming_weight_files(hf_kd_args.backbone or hf_kd_args.model_name_or_path):
+            if hf_kd_args.backbone:
+                model = model_class.from_backbone(hf_kd_args.backbone, **overrides)
+            elif hf_kd_args.backbone_config:
+                model = model_class(model_class.config_class(backbone_config=hf_kd_args.backbone_config, **overrides))
+            else:
+                model = AutoModel.from_pretrained(hf_kd_args.model_name_or_path, **overrides)
     except TypeError as error:
         raise ConfigError(f"model_config: {error}") from error
     if model.config.architecture != hf_kd_args.architecture:
