@@ -1,0 +1,50 @@
+"""`hf-kd reproduce` continues where it stopped: each stage is skipped when its result file exists."""
+
+from __future__ import annotations
+
+import json
+
+from hf_kd.reproduce.budgets import get_budget
+from hf_kd.reproduce.data import prepare_data
+from hf_kd.reproduce.recipe import _evaluated, make_backbone, train_model
+
+
+def test_finished_stages_are_read_back_not_run_again(shared_data, tmp_path):
+    budget = get_budget("ci")
+    data = prepare_data(budget, shared_data, tmp_path / "data")
+    # data.json marks the stage done: the source data is not read again
+    assert prepare_data(budget, tmp_path / "no-such-data", tmp_path / "data") == data
+
+    backbone = make_backbone(budget, 1, tmp_path / "backbone", seed=0)
+    weights = tmp_path / "backbone" / "model.safetensors"
+    written = weights.stat().st_mtime_ns
+    assert make_backbone(budget, 1, tmp_path / "backbone", seed=1) == backbone
+    assert weights.stat().st_mtime_ns == written
+
+    student = tmp_path / "student"
+    student.mkdir()
+    (student / "train_summary.json").write_text(json.dumps({"global_step": 3}), encoding="utf-8")
+    summary = train_model(
+        budget, student, architecture="bert_dot", backbone="no-such-backbone", loss="margin_mse",
+        train_file="no-such-file", steps=3, seed=0, learning_rate=1e-3,
+    )  # fmt: skip
+    assert summary == {"global_step": 3}
+
+
+def test_an_evaluation_measured_before_is_not_measured_again(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    record = {"name": "model", "metrics": {"dl20-dev": {"nDCG@10": 0.5}}, "per_query_ndcg@10": {}}
+    (folder / "metrics.json").write_text(json.dumps(record), encoding="utf-8")
+    (folder / "runs.json").write_text(json.dumps({"dl20-dev": {}}), encoding="utf-8")
+
+    class Spec:
+        name = "dl20-dev"
+
+    class Data:
+        spec = Spec()
+
+    def rerank_one(data):
+        raise AssertionError("re-ranked again")
+
+    assert _evaluated("model", [Data()], tmp_path, rerank_one) == {"dl20-dev": {"nDCG@10": 0.5}}
