@@ -20,6 +20,13 @@ def _convert_scores(paths: dict) -> list[str]:
     return ["--rows", "1000", "--data", str(paths["dl20"]), "--tmp-dir", str(paths["tmp"]), "--out", paths["out"]]
 
 
+def _encode_throughput(paths: dict) -> list[str]:
+    return [
+        "--data", str(paths["dl20"]), "--num-passages", "8", "--batch-size", "4", "--repeats", "1",
+        "--threads", "1", "--input-order", "--out", paths["out"],
+    ]  # fmt: skip
+
+
 def _rerank_latency(paths: dict) -> list[str]:
     return [
         "--data", str(paths["dl20"]), "--runs", "bm25.top30.trec", "--backbone", str(paths["tiny"]),
@@ -50,6 +57,11 @@ def _train_throughput(paths: dict) -> list[str]:
 # script -> (its smoke arguments, a line of its printed table, keys of its JSON)
 SMOKE_RUNS = {
     "convert_scores": (_convert_scores, "rows/s", {"benchmark", "format", "data", "machine", "results"}),
+    "encode_throughput": (
+        _encode_throughput,
+        "passages/s",
+        {"benchmark", "num_passages", "batch_size", "speedup_vs_peer", "vectors_equal_within_1e-5", "results"},
+    ),
     "rerank_latency": (
         _rerank_latency,
         "| Model | Query latency (median ms)",

@@ -117,6 +117,27 @@ def pad_sequences(sequences: Sequence[Sequence[int]], pad_value: int = 0) -> tup
     return ids, mask
 
 
+def length_sorted_order(sequences: Sequence[Sequence[int]]) -> list[int]:
+    """Indices of `sequences`, longest first (ties keep their input order): batches of neighbours pad little.
+
+    >>> length_sorted_order([[1], [1, 2, 3], [1, 2]])
+    [1, 2, 0]
+    """
+    return sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+
+
+def inverse_permutation(order: Sequence[int]) -> torch.Tensor:
+    """Row `i` of the result is the position of `i` in `order`: indexing rows laid out in `order` with it restores
+    the original order.
+
+    >>> inverse_permutation([1, 2, 0])
+    tensor([2, 0, 1])
+    """
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.as_tensor(order, dtype=torch.long)] = torch.arange(len(order))
+    return inverse
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Scoring functions (pure)
 # --------------------------------------------------------------------------------------------------------------------
@@ -472,12 +493,17 @@ class SplitRankingModel(RankingPreTrainedModel):
         return RankingOutput(scores=self.score_pairs(queries.repeat_interleave(n_passages // n_queries), passages))
 
     def _encode_texts(self, texts, tokenizer, tokenize, encode, batch_size: int) -> EncodedBatch:
+        """Tokenises every text once, encodes them in batches of similar token length (longest first, each batch
+        padded to its own longest), and returns the rows in the order of `texts`."""
         pad_id = tokenizer.pad_token_id or 0
+        sequences = tokenize(tokenizer, texts)
+        order = length_sorted_order(sequences)
         batches = []
-        for start in range(0, len(texts), batch_size):
-            ids, mask = pad_sequences(tokenize(tokenizer, texts[start : start + batch_size]), pad_id)
+        for start in range(0, len(order), batch_size):
+            ids, mask = pad_sequences([sequences[i] for i in order[start : start + batch_size]], pad_id)
             batches.append(encode(ids.to(self.device), mask.to(self.device)))
-        return EncodedBatch.cat(batches)
+        encoded = EncodedBatch.cat(batches)
+        return encoded[inverse_permutation(order).to(encoded.embeddings.device)]
 
     @inference
     def encode_queries(self, queries: Sequence[str], tokenizer, batch_size: int = 64) -> EncodedBatch:
