@@ -154,6 +154,78 @@ def test_per_query_normalisations_by_hand():
     np.testing.assert_allclose(ens_neg, m_neg)
 
 
+def test_partial_ensemble_keeps_triples_another_teacher_scores(dl20, run_triples, minilm_teacher, tmp_path):
+    path, rows, ids = run_triples
+    run_teacher = load_teacher(f"run:{dl20['run_path']}", queries=dl20["queries"], collection=dl20["collection"])
+    result = score_triples(
+        [minilm_teacher, run_teacher],
+        path,
+        tmp_path / "partial",
+        normalize="query_zscore",
+        rescale_to="model",
+        missing="partial",
+        show_progress_bar=False,
+    )
+    lacking = sum(1 for qid, _, negative in ids if negative not in dl20["run"][qid])
+    assert result.triples == len(rows) and result.dropped_triples == 0
+    assert result.missing_by_teacher == {"model": 0, "bm25.top30": lacking}
+
+    table, provenance = load_teacher_scores(tmp_path / "partial")
+    assert provenance.parameters["missing"] == "partial" and provenance.parameters["rescale_to"] == "model"
+    run_neg = table.column("neg_score_bm25.top30").to_numpy()
+    assert np.isnan(run_neg).sum() == lacking
+    members = split_teacher_scores(table, provenance)
+    groups = table.column("query").to_numpy(zero_copy_only=False)
+    expected_pos, expected_neg = mean_ensemble(members, "query_zscore", groups, rescale_to="model")
+    ensemble_neg = table.column("neg_score").to_numpy()
+    np.testing.assert_allclose(table.column("pos_score").to_numpy(), expected_pos, atol=1e-5)
+    np.testing.assert_allclose(ensemble_neg, expected_neg, atol=1e-5)
+    # where the run lacks the negative, the ensemble is the bi-encoder alone: its own score, in its own units
+    only_model = np.isnan(run_neg)
+    np.testing.assert_allclose(
+        ensemble_neg[only_model], table.column("neg_score_model").to_numpy()[only_model], atol=1e-5
+    )
+
+    # the run's own columns cannot train: their NaN are refused; the ensemble columns can
+    from hf_kd.training.arguments import ConfigError
+    from hf_kd.training.data import check_dataset_for_loss, load_train_dataset
+
+    run_only = load_train_dataset(
+        [str(tmp_path / "partial")], pos_score_column="pos_score_bm25.top30", neg_score_column="neg_score_bm25.top30"
+    )
+    with pytest.raises(ConfigError, match=f"{lacking:,} of {len(rows):,} rows have no teacher score in neg_score"):
+        check_dataset_for_loss(run_only, "margin_mse")
+    assert check_dataset_for_loss(load_train_dataset([str(tmp_path / "partial")]), "margin_mse") == "scored_triples"
+
+    with pytest.raises(ValueError, match="'nope' is not a teacher of the ensemble; its teachers: model, bm25.top30"):
+        score_triples(
+            [minilm_teacher, run_teacher],
+            path,
+            tmp_path / "bad",
+            normalize="query_zscore",
+            rescale_to="nope",
+            show_progress_bar=False,
+        )
+
+
+def test_partial_ensemble_and_rescaling_by_hand():
+    groups = np.array(["a", "a"])
+    reference = (np.array([0.8, 0.6]), np.array([0.4, 0.6]))  # query a: 0.8 0.6 0.4 0.6 -> mean 0.6
+    run = (np.array([20.0, np.nan]), np.array([10.0, 30.0]))  # query a without the NaN: 20 10 30 -> mean 20
+    pos, neg = mean_ensemble({"ref": reference, "run": run}, "query_zscore", groups, rescale_to="ref")
+    ref_std = np.sqrt((0.2**2 + 0 + 0.2**2 + 0) / 4)
+    run_std = np.sqrt((0 + 10.0**2 + 10.0**2) / 3)
+    z_ref = ((0.8 - 0.6) / ref_std, (0.4 - 0.6) / ref_std, (0.6 - 0.6) / ref_std, 0.0)
+    z_run = (0.0, -10.0 / run_std, 10.0 / run_std)
+    # triple 1: both teachers; triple 2: the run lacks its positive, so the reference alone
+    expected_pos = [0.6 + ref_std * (z_ref[0] + z_run[0]) / 2, 0.6]
+    expected_neg = [0.6 + ref_std * (z_ref[1] + z_run[1]) / 2, 0.6]
+    np.testing.assert_allclose(pos, expected_pos, atol=1e-6)
+    np.testing.assert_allclose(neg, expected_neg, atol=1e-6)
+    with pytest.raises(ValueError, match="needs a normalisation"):
+        mean_ensemble({"ref": reference, "run": run}, "none", rescale_to="ref")
+
+
 def test_cli_score_with_a_run_teacher_reports_the_dropped_triples(dl20, run_triples, ci_data, tmp_path, capsys):
     path, rows, _ = run_triples
     parser = argparse.ArgumentParser()

@@ -57,6 +57,7 @@ def run_score(args: argparse.Namespace) -> int:
         bf16=args.bf16,
         shard_size=args.shard_size,
         normalize=args.normalize,
+        rescale_to=args.rescale_to,
         missing=args.missing,
         overwrite=args.overwrite,
     )
@@ -71,11 +72,19 @@ def run_score(args: argparse.Namespace) -> int:
             f"{result.dropped_triples:,} triples left out: a teacher has no score for one of their pairs "
             f"(triples lacking a score by teacher: {lacking}); recorded in the dataset's provenance"
         )
+    elif result.missing_by_teacher and any(result.missing_by_teacher.values()):
+        lacking = ", ".join(f"{name} {count:,}" for name, count in result.missing_by_teacher.items() if count)
+        print(
+            f"kept triples some teachers have no score for, their ensemble is the mean of the others (triples "
+            f"lacking a score by teacher: {lacking}); recorded in the dataset's provenance"
+        )
     return 0
 
 
 def run_ensemble(args: argparse.Namespace) -> int:
-    rows = ensemble_score_datasets(args.scores, args.out, normalize=args.normalize, overwrite=args.overwrite)
+    rows = ensemble_score_datasets(
+        args.scores, args.out, normalize=args.normalize, rescale_to=args.rescale_to, overwrite=args.overwrite
+    )
     print(f"{rows:,} triples, mean of the teachers of {len(args.scores)} dataset(s) -> {args.out}")
     return 0
 
@@ -98,6 +107,12 @@ def run_analyze_scores(args: argparse.Namespace) -> int:
         )
     print(f"{', '.join(summary['plots'])} and {SUMMARY_FILENAME} written to {args.out}")
     return 0
+
+
+_RESCALE_HELP = (
+    "give the normalised ensemble the units of this teacher (its name: the folder or run file name), e.g. a "
+    "cosine teacher for a cosine student"
+)
 
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
@@ -124,7 +139,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         "--missing",
         choices=MISSING_POLICIES,
         default="drop",
-        help="a triple a teacher has no score for (a pair its run lacks): drop it and count it (default), or fail",
+        help="a triple a teacher has no score for (a pair its run lacks): drop it and count it (default), fail, or "
+        "keep it when another teacher scores it (partial: the ensemble is the mean of the teachers that do)",
     )
     score.add_argument(
         "--triples",
@@ -144,6 +160,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         help="per-teacher normalisation before averaging several teachers, over the dataset or per query "
         "(default: none, the paper's T2; teachers of different kinds need one)",
     )
+    score.add_argument("--rescale-to", default=None, metavar="TEACHER", help=_RESCALE_HELP)
     score.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     score.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     score.set_defaults(func=run_score)
@@ -161,6 +178,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     ensemble.add_argument(
         "--normalize", choices=NORMALIZATIONS, default="none", help="per-teacher normalisation before averaging"
     )
+    ensemble.add_argument("--rescale-to", default=None, metavar="TEACHER", help=_RESCALE_HELP)
     ensemble.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     ensemble.set_defaults(func=run_ensemble)
 

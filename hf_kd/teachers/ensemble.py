@@ -31,17 +31,59 @@ import pyarrow.compute as pc
 from ..data.provenance import Provenance
 from .score_dataset import TeacherScores, load_teacher_scores, split_teacher_scores, write_teacher_scores
 
-__all__ = ["NORMALIZATIONS", "check_normalization", "ensemble_score_datasets", "mean_ensemble", "normalize_scores"]
+__all__ = [
+    "NORMALIZATIONS",
+    "check_normalization",
+    "check_rescale",
+    "ensemble_score_datasets",
+    "mean_ensemble",
+    "normalize_scores",
+]
 
 NORMALIZATIONS = ("none", "zscore", "minmax", "query_zscore", "query_minmax")
 """Per-teacher normalisations before averaging: none (the paper's T2), z-score and min-max over the dataset or per
 query."""
 
 
-def _center_scale(values: np.ndarray, method: str) -> tuple[float, float]:
-    if method.endswith("zscore"):
-        return values.mean(), values.std()
-    return values.min(), values.max() - values.min()
+def _statistics(
+    pos: np.ndarray, neg: np.ndarray, method: str, teacher: str, groups: np.ndarray | None
+) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """(center, scale) of one teacher's scores, per triple for the `query_` methods; NaN scores (pairs a run
+    teacher does not hold) are left out of the statistics."""
+    values = np.concatenate([pos, neg])
+    if not method.startswith("query_"):
+        if np.isnan(values).all():
+            raise ValueError(f"teacher {teacher!r} has no score at all; it cannot be {method}-normalised")
+        if method == "zscore":
+            center, scale = np.nanmean(values), np.nanstd(values)
+        else:
+            center, scale = np.nanmin(values), np.nanmax(values) - np.nanmin(values)
+        if not scale > 0:
+            raise ValueError(
+                f"teacher {teacher!r} gives every passage the same score; it cannot be {method}-normalised"
+            )
+        return center, scale
+    if groups is None or len(groups) != len(pos):
+        raise ValueError(f"normalize={method!r} needs the query of each of the {len(pos)} triples (groups)")
+    _, codes = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
+    codes = codes.reshape(-1)
+    # per-query statistics from one sort of the scores by query, not one pass over all scores per query
+    owners = np.concatenate([codes, codes])
+    order = np.argsort(owners, kind="stable")
+    values = values[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(owners[order]) != 0])
+    valid = ~np.isnan(values)
+    counts = np.add.reduceat(valid.astype(np.int64), starts)
+    if method == "query_zscore":
+        means = np.add.reduceat(np.where(valid, values, 0.0), starts) / np.maximum(counts, 1)
+        deviations = np.where(valid, values - np.repeat(means, np.diff(np.r_[starts, len(values)])), 0.0)
+        centers, scales = means, np.sqrt(np.add.reduceat(deviations**2, starts) / np.maximum(counts, 1))
+    else:
+        centers = np.minimum.reduceat(np.where(valid, values, np.inf), starts)
+        scales = np.maximum.reduceat(np.where(valid, values, -np.inf), starts) - centers
+        centers = np.where(counts > 0, centers, 0.0)
+    scales = np.where((counts > 0) & (scales > 0), scales, 1.0)  # a constant query only loses its center
+    return centers[codes], scales[codes]
 
 
 def normalize_scores(
@@ -55,7 +97,7 @@ def normalize_scores(
 
     With `s` the concatenation of `pos` and `neg` (of one query, for the `query_` methods):
     `zscore`: `(x - mean(s)) / std(s)` (population standard deviation);
-    `minmax`: `(x - min(s)) / (max(s) - min(s))`; `none`: `x`.
+    `minmax`: `(x - min(s)) / (max(s) - min(s))`; `none`: `x`. NaN scores stay NaN and are left out of `s`.
 
     Args:
         pos (`np.ndarray`): (n,) scores of the positives.
@@ -76,6 +118,7 @@ def normalize_scores(
         >>> pos, neg = normalize_scores(np.array([1.0, 3.0]), np.array([2.0, 5.0]), "query_minmax", groups=["a", "b"])
         >>> pos.tolist(), neg.tolist()
         ([0.0, 0.0], [1.0, 1.0])
+
         ```
     """
     if method not in NORMALIZATIONS:
@@ -83,43 +126,31 @@ def normalize_scores(
     pos, neg = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
     if method == "none":
         return pos, neg
-    if not method.startswith("query_"):
-        center, scale = _center_scale(np.concatenate([pos, neg]), method)
-        if not scale > 0:
-            raise ValueError(
-                f"teacher {teacher!r} gives every passage the same score; it cannot be {method}-normalised"
-            )
-        return (pos - center) / scale, (neg - center) / scale
-    if groups is None or len(groups) != len(pos):
-        raise ValueError(f"normalize={method!r} needs the query of each of the {len(pos)} triples (groups)")
-    _, codes = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
-    codes = codes.reshape(-1)
-    # per-query statistics from one sort of the scores by query, not one pass over all scores per query
-    values, owners = np.concatenate([pos, neg]), np.concatenate([codes, codes])
-    order = np.argsort(owners, kind="stable")
-    values, starts = values[order], np.flatnonzero(np.r_[True, np.diff(owners[order]) != 0])
-    counts = np.diff(np.r_[starts, len(values)])
-    if method == "query_zscore":
-        means = np.add.reduceat(values, starts) / counts
-        deviations = values - np.repeat(means, counts)  # two passes: a constant query has exactly 0
-        centers, scales = means, np.sqrt(np.add.reduceat(deviations**2, starts) / counts)
-    else:
-        centers = np.minimum.reduceat(values, starts)
-        scales = np.maximum.reduceat(values, starts) - centers
-    scales = np.where(scales > 0, scales, 1.0)
-    center, scale = centers[codes], scales[codes]
+    center, scale = _statistics(pos, neg, method, teacher, groups)
     return (pos - center) / scale, (neg - center) / scale
 
 
 def mean_ensemble(
-    teacher_scores: TeacherScores, normalize: str = "none", groups: np.ndarray | None = None
+    teacher_scores: TeacherScores,
+    normalize: str = "none",
+    groups: np.ndarray | None = None,
+    rescale_to: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ensemble's scores: per triple, the arithmetic mean over teachers of their (normalised) scores.
+    """The ensemble's scores: per triple, the arithmetic mean of the (normalised) scores of the teachers that score
+    both its passages.
+
+    A teacher without a score for a pair (NaN: a run file holds only its own candidates) is left out of that
+    triple's mean; a triple no teacher scores gets NaN. With `rescale_to`, the normalised mean is put back into
+    that teacher's units (`mean * scale_t + center_t`, with its center and scale of `normalize`): the ensemble
+    then has the spread of that teacher's scores, so a student whose scores live on that scale (a cosine student
+    taught by a cosine teacher) learns from the ensemble with Margin-MSE as it would from the teacher alone.
 
     Args:
         teacher_scores ([`TeacherScores`]): teacher name -> (pos, neg) raw scores, aligned over triples.
         normalize (`str`, *optional*, defaults to `"none"`): per-teacher normalisation, see [`normalize_scores`].
         groups (`np.ndarray`, *optional*): (n,) the query of each triple, for the `query_` normalisations.
+        rescale_to (`str`, *optional*): a teacher of `teacher_scores` whose units the ensemble is given; needs a
+            normalisation other than `none`.
 
     Returns:
         `tuple[np.ndarray, np.ndarray]`: (pos, neg) float32 ensemble scores.
@@ -129,14 +160,46 @@ def mean_ensemble(
         >>> pos, neg = mean_ensemble({"a": (np.array([2.0]), np.array([0.0])), "b": (np.array([4.0]), np.array([1.0]))})
         >>> pos.tolist(), neg.tolist()
         ([3.0], [0.5])
+        >>> pos, neg = mean_ensemble({"a": (np.array([2.0, 1.0]), np.array([0.0, 1.0])),
+        ...                           "b": (np.array([4.0, np.nan]), np.array([1.0, 2.0]))})
+        >>> pos.tolist(), neg.tolist()
+        ([3.0, 1.0], [0.5, 1.0])
+
         ```
     """
     if not teacher_scores:
         raise ValueError("an ensemble needs at least one teacher")
+    check_rescale(rescale_to, normalize, list(teacher_scores))
     normalised = [normalize_scores(pos, neg, normalize, name, groups) for name, (pos, neg) in teacher_scores.items()]
-    pos = np.mean([p for p, _ in normalised], axis=0)
-    neg = np.mean([n for _, n in normalised], axis=0)
+    pos_stack = np.stack([p for p, _ in normalised])
+    neg_stack = np.stack([n for _, n in normalised])
+    present = ~(np.isnan(pos_stack) | np.isnan(neg_stack))
+    count = present.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pos = np.where(present, pos_stack, 0.0).sum(axis=0) / count
+        neg = np.where(present, neg_stack, 0.0).sum(axis=0) / count
+    if rescale_to is not None:
+        reference_pos, reference_neg = teacher_scores[rescale_to]
+        center, scale = _statistics(
+            np.asarray(reference_pos, np.float64), np.asarray(reference_neg, np.float64), normalize, rescale_to, groups
+        )
+        pos, neg = pos * scale + center, neg * scale + center
     return pos.astype(np.float32), neg.astype(np.float32)
+
+
+def check_rescale(rescale_to: str | None, normalize: str, teachers: Sequence[str] | None = None) -> None:
+    """Rejects a `rescale_to` teacher that is not in the ensemble, or one given without a normalisation."""
+    if rescale_to is None:
+        return
+    if normalize == "none":
+        raise ValueError(
+            f"rescale_to={rescale_to!r} needs a normalisation (e.g. query_zscore): without one the mean is already "
+            "in the teachers' own units"
+        )
+    if teachers is not None and rescale_to not in teachers:
+        raise ValueError(
+            f"rescale_to={rescale_to!r} is not a teacher of the ensemble; its teachers: {', '.join(teachers)}"
+        )
 
 
 def check_normalization(normalize: str, num_teachers: int | None = None) -> None:
@@ -177,6 +240,7 @@ def ensemble_score_datasets(
     paths: Sequence[str | os.PathLike],
     out: str | os.PathLike,
     normalize: str = "none",
+    rescale_to: str | None = None,
     overwrite: bool = False,
 ) -> int:
     """Combines teacher-score datasets of the same triples into one ensemble dataset (`hf-kd ensemble`).
@@ -189,6 +253,7 @@ def ensemble_score_datasets(
             same order (single- or multi-teacher). One multi-teacher folder re-ensembles its teachers.
         out (`str` or `os.PathLike`): the dataset folder to create.
         normalize (`str`, *optional*, defaults to `"none"`): per-teacher normalisation, see [`normalize_scores`].
+        rescale_to (`str`, *optional*): the teacher whose units the ensemble is given, see [`mean_ensemble`].
         overwrite (`bool`, *optional*, defaults to `False`): replace an existing non-empty `out`.
 
     Returns:
@@ -197,6 +262,7 @@ def ensemble_score_datasets(
     if not paths:
         raise ValueError("pass at least one teacher-score dataset")
     check_normalization(normalize)
+    check_rescale(rescale_to, normalize)
     reference, reference_path = None, None
     teacher_scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     descriptions, teachers = [], []
@@ -213,6 +279,7 @@ def ensemble_score_datasets(
             descriptions.append({**described.get(name, {"name_or_path": str(path)}), "name": column_name})
         teachers.extend(provenance.teachers)
     check_normalization(normalize, len(teacher_scores))
+    check_rescale(rescale_to, normalize, list(teacher_scores))
     provenance = Provenance(
         format="hf-kd-ensemble",
         schema="scored_triples",
@@ -222,8 +289,9 @@ def ensemble_score_datasets(
             "teachers": descriptions,
             "ensemble": "mean" if len(teacher_scores) > 1 else None,
             "normalize": normalize,
+            "rescale_to": rescale_to,
         },
     )
     groups = reference.column("query").to_numpy(zero_copy_only=False) if normalize.startswith("query_") else None
-    ensemble = mean_ensemble(teacher_scores, normalize, groups) if len(teacher_scores) > 1 else None
+    ensemble = mean_ensemble(teacher_scores, normalize, groups, rescale_to) if len(teacher_scores) > 1 else None
     return write_teacher_scores(out, reference, teacher_scores, provenance, ensemble=ensemble, overwrite=overwrite)

@@ -44,7 +44,7 @@ from ..data.readers import TriplesReader
 from ..data.schemas import ID_SCHEMAS, TRIPLES_FEATURES
 from ..data.writers import check_output_folder, load_scores
 from ..jobs import model_files_fingerprint, open_work_folder, output_lock
-from .ensemble import check_normalization, mean_ensemble
+from .ensemble import check_normalization, check_rescale, mean_ensemble
 from .loading import Teacher, load_teacher
 from .score_dataset import write_teacher_scores
 
@@ -340,8 +340,9 @@ class ScoringResult:
     missing_by_teacher: dict[str, int] | None = None
 
 
-MISSING_POLICIES = ("drop", "error")
-"""What [`score_triples`] does with a triple a teacher has no score for: leave it out (counted), or fail."""
+MISSING_POLICIES = ("drop", "error", "partial")
+"""What [`score_triples`] does with a triple a teacher has no score for: leave it out (counted), fail, or keep it
+when another teacher scores it (the ensemble is then the mean of the teachers that do)."""
 
 
 def _missing_scores(
@@ -349,10 +350,12 @@ def _missing_scores(
 ) -> tuple[np.ndarray, dict[str, int]]:
     """The triples every teacher scores, and the count each teacher lacks; fails on a gap with `missing="error"`."""
     keep = np.ones(triples.num_rows, dtype=bool)
+    scored_by_any = np.zeros(triples.num_rows, dtype=bool)
     counts = {}
     for name, (pos, neg) in teacher_scores.items():
         lacking = np.isnan(pos) | np.isnan(neg)
         counts[name] = int(lacking.sum())
+        scored_by_any |= ~lacking
         if counts[name] and missing == "error":
             row = int(np.flatnonzero(lacking)[0])
             raise ValueError(
@@ -361,6 +364,8 @@ def _missing_scores(
                 "(--missing drop) to leave such triples out"
             )
         keep &= ~lacking
+    if missing == "partial":
+        keep = scored_by_any
     if not keep.any():
         raise ValueError(
             f"no triple is scored by every teacher (triples lacking a score: {counts}); a run teacher scores only "
@@ -440,6 +445,7 @@ def score_triples(
     shard_size: int = DEFAULT_SHARD_SIZE,
     *,
     normalize: str = "none",
+    rescale_to: str | None = None,
     missing: str = "drop",
     overwrite: bool = False,
     show_progress_bar: bool = True,
@@ -465,9 +471,13 @@ def score_triples(
         normalize (`str`, *optional*, defaults to `"none"`): per-teacher normalisation before averaging several
             teachers: `none` (the paper's T2), `zscore`, `minmax`, `query_zscore` or `query_minmax` (see
             `hf_kd.teachers.ensemble`).
+        rescale_to (`str`, *optional*): the name of a teacher whose units the normalised ensemble is given back
+            (see `hf_kd.teachers.mean_ensemble`), e.g. a cosine teacher, so that a cosine student learns from the
+            ensemble as from that teacher.
         missing (`str`, *optional*, defaults to `"drop"`): a triple that a teacher has no score for (a pair missing
-            from a run file) is left out and counted (`drop`; the counts go into the provenance), or fails the call
-            (`error`). No score is ever invented.
+            from a run file) is left out and counted (`drop`; the counts go into the provenance), fails the call
+            (`error`), or is kept when another teacher scores it (`partial`): the ensemble columns hold the mean of
+            the teachers that score it, and the lacking teacher's own columns hold NaN. No score is ever invented.
         overwrite (`bool`, *optional*, defaults to `False`): replace an existing non-empty `out_dir`.
         show_progress_bar (`bool`, *optional*, defaults to `True`): show a tqdm bar with the ETA.
 
@@ -481,6 +491,7 @@ def score_triples(
     _check_positive("batch_size", batch_size)
     _check_positive("shard_size", shard_size)
     check_normalization(normalize, len(teachers))
+    check_rescale(rescale_to, normalize)
     if missing not in MISSING_POLICIES:
         raise ValueError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
     check_output_folder(out, overwrite)
@@ -493,6 +504,7 @@ def score_triples(
             bf16,
             shard_size,
             normalize,
+            rescale_to,
             missing,
             overwrite,
             show_progress_bar,
@@ -508,6 +520,7 @@ def _score_triples_locked(
     bf16,
     shard_size,
     normalize,
+    rescale_to,
     missing,
     overwrite,
     show_progress_bar,
@@ -519,6 +532,9 @@ def _score_triples_locked(
     teachers = [t if isinstance(t, Teacher) else load_teacher(t) for t in teachers]
     names = _distinct_names(teachers)
     descriptions = [{**teacher.describe(), "name": name} for teacher, name in zip(teachers, names)]
+    check_rescale(rescale_to, normalize, names)
+    if missing == "partial" and len(teachers) < 2:
+        raise ValueError("missing='partial' keeps triples that another teacher scores: it needs several teachers")
 
     work = out.with_name(f"{out.name}.partial")
     manifest = {
@@ -570,6 +586,7 @@ def _score_triples_locked(
             "teachers": descriptions,
             "ensemble": "mean" if len(teachers) > 1 else None,
             "normalize": normalize,
+            "rescale_to": rescale_to,
             "distinct_pairs": len(pairs),
             "batch_size": batch_size,
             "bf16": bf16,
@@ -580,7 +597,7 @@ def _score_triples_locked(
         },
     )
     groups = pairs.query_index[triple_pairs[keep, 0]] if normalize.startswith("query_") else None
-    ensemble = mean_ensemble(teacher_scores, normalize, groups) if len(teachers) > 1 else None
+    ensemble = mean_ensemble(teacher_scores, normalize, groups, rescale_to) if len(teachers) > 1 else None
     rows = write_teacher_scores(out, triples, teacher_scores, provenance, ensemble=ensemble, overwrite=overwrite)
     shutil.rmtree(work)
     return ScoringResult(

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets import Dataset, IterableDataset, concatenate_datasets, load_from_disk
 from datasets.exceptions import DatasetGenerationError
@@ -297,6 +298,7 @@ def check_dataset_for_loss(dataset: Dataset, loss_name: str) -> str:
             pairwise only but the data has several negatives per query.
     """
     schema = train_schema(dataset)
+    _check_scores_present(dataset)
     loss_class = LOSSES[loss_name]
     if schema == "triples" and loss_class.requires_teacher:
         raise ConfigError(
@@ -315,6 +317,25 @@ def check_dataset_for_loss(dataset: Dataset, loss_name: str) -> str:
             f"use one of {', '.join(sorted(n_way))}, or triples with pos_score and neg_score"
         )
     return schema
+
+
+def _check_scores_present(dataset: Dataset) -> None:
+    """Rejects teacher scores that are NaN: a run teacher's columns of a partial ensemble (`--missing partial`)."""
+    if not isinstance(dataset, Dataset):
+        return  # a stream is checked as it is read by nothing cheaper than the loss itself
+    for column in ("pos_score", "neg_score", "margin"):
+        if column not in dataset.column_names:
+            continue
+        missing = pc.is_nan(pc.cast(dataset.data.column(column), "float64"))
+        count = pc.sum(missing).as_py() or 0
+        if count:
+            row = pc.index(missing, True).as_py()
+            raise ConfigError(
+                f"train_files: {count:,} of {len(dataset):,} rows have no teacher score in {column}, the first at row "
+                f"{row + 1}: the teacher chosen by pos_score_column / neg_score_column lacks scores there (a run "
+                "file scores only its own pairs); train on the ensemble (pos_score, neg_score) or score with "
+                "--missing drop"
+            )
 
 
 def add_length_column(dataset: Dataset, column: str = "length") -> Dataset:
