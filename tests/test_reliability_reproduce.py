@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 from hf_kd.reproduce.budgets import get_budget
 from hf_kd.reproduce.data import prepare_data
@@ -48,3 +50,16 @@ def test_an_evaluation_measured_before_is_not_measured_again(tmp_path):
         raise AssertionError("re-ranked again")
 
     assert _evaluated("model", [Data()], tmp_path, rerank_one) == {"dl20-dev": {"nDCG@10": 0.5}}
+
+
+def test_the_data_record_is_read_again_from_another_working_directory(shared_data, tmp_path, monkeypatch):
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    monkeypatch.chdir(tmp_path / "first")
+    relative_shared = Path(os.path.relpath(shared_data, tmp_path / "first"))
+    data = prepare_data(get_budget("ci"), relative_shared, Path("out"))
+    monkeypatch.chdir(tmp_path / "second")
+    again = prepare_data(get_budget("ci"), Path("no-such-data"), tmp_path / "first" / "out")
+    assert again == data
+    for path in (again.train_triples, again.dl20_dev.run, again.dl20_dev.queries, again.scifact_test.collection):
+        assert Path(path).is_absolute() and Path(path).is_file()

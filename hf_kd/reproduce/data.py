@@ -26,6 +26,7 @@ from ..data import (
     write_run,
 )
 from ..evaluation.bm25 import bm25_search
+from ..files import write_json_atomic
 from .budgets import Budget
 
 
@@ -102,6 +103,7 @@ def _first(ids: list[str], limit: int | None) -> list[str]:
 
 def prepare_data(budget: Budget, data_dir: Path, out: Path) -> PreparedData:
     """Builds (or reloads from `out`) the training triples and the two evaluation sets."""
+    out, data_dir = out.resolve(), data_dir.resolve()  # the record is read again from any working directory
     manifest = out / "data.json"
     if manifest.is_file():
         return PreparedData.from_dict(json.loads(manifest.read_text(encoding="utf-8")))
@@ -210,5 +212,5 @@ def prepare_data(budget: Budget, data_dir: Path, out: Path) -> PreparedData:
         scifact_test=scifact_eval,
         dev_query_ids=dev_ids,
     )
-    manifest.write_text(json.dumps(prepared.to_dict(), indent=2), encoding="utf-8")
+    write_json_atomic(str(manifest), prepared.to_dict())  # the stage's done-marker: whole or absent
     return prepared

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..evaluation.report import EfficiencyRow, efficiency_markdown, join_efficiency, plot_efficiency
+from ..files import write_text_atomic
 
 ARCHITECTURE_LABELS = {
     "bert_dot": "BERT_DOT",
@@ -290,7 +291,7 @@ def write_report(results: dict[str, Any], out: Path) -> str:
         f"Device: {results['environment']['device']}; wall time {results['wall_time_s']:.0f} s.",
     ]
     markdown = "\n\n".join(sections) + "\n"
-    (out / "tables.md").write_text(markdown, encoding="utf-8")
+    write_text_atomic(out / "tables.md", markdown)
     plot_efficiency(
         rows,
         out / "efficiency.png",
