@@ -191,6 +191,7 @@ def kernel_pooling(
     mus: torch.Tensor,
     sigmas: torch.Tensor,
     log_scale: float = 1.0,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """TK / KNRM log-sum kernel pooling.
 
@@ -202,6 +203,8 @@ def kernel_pooling(
         query_mask: (n, Lq); passage_mask: (n, Lp), 1 for real tokens.
         mus, sigmas: (K,) kernel centres and widths.
         log_scale: factor applied to the log (TK uses 0.01).
+        chunk_size: kernels evaluated at once. `None` evaluates all K in one (n, Lq, Lp, K) tensor; 1 keeps the
+            working memory at about one match matrix, whatever K (the features are the same).
 
     Returns:
         (n, K) pooled kernel features.
@@ -210,10 +213,16 @@ def kernel_pooling(
     >>> kernel_pooling(m, torch.ones(1, 1), torch.ones(1, 2), torch.tensor([1.0]), torch.tensor([0.1]))
     tensor([[0.]])
     """
-    kernels = torch.exp(-((match_matrix.unsqueeze(-1) - mus) ** 2) / (2 * sigmas**2))
-    kernels = kernels * passage_mask.to(kernels.dtype)[:, None, :, None]
-    per_query_token = torch.log(torch.clamp(kernels.sum(dim=2), min=1e-10)) * log_scale
-    return (per_query_token * query_mask.to(kernels.dtype)[:, :, None]).sum(dim=1)
+    chunk_size = chunk_size or len(mus)
+    passage_mask = passage_mask.to(match_matrix.dtype)[None, :, None, :]
+    pooled = []  # (chunk, n, Lq) each: kernels first, so the sum runs over the last, contiguous dimension
+    for start in range(0, len(mus), chunk_size):
+        mu = mus[start : start + chunk_size, None, None, None]
+        sigma = sigmas[start : start + chunk_size, None, None, None]
+        kernels = torch.exp(-((match_matrix.unsqueeze(0) - mu) ** 2) / (2 * sigma**2)) * passage_mask
+        pooled.append(torch.log(torch.clamp(kernels.sum(dim=-1), min=1e-10)) * log_scale)
+    per_query_token = torch.cat(pooled) if len(pooled) > 1 else pooled[0]
+    return (per_query_token * query_mask.to(per_query_token.dtype)[None]).sum(dim=-1).T
 
 
 def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:

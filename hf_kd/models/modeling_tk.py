@@ -13,6 +13,14 @@ from .configuration_tk import TKConfig
 from .modeling_ranking import EncodedBatch, SplitRankingModel, kernel_pooling, sinusoidal_positions, tokenize_texts
 
 
+def match_matrix(queries: torch.Tensor, passages: torch.Tensor) -> torch.Tensor:
+    """(n, Lq, Lp) dot products of aligned query and passage token vectors. One query broadcast against every
+    passage (`EncodedBatch.expand`) is a single matrix product instead of n small ones."""
+    if queries.shape[0] > 1 and queries.stride(0) == 0:
+        return torch.matmul(passages, queries[0].T).transpose(1, 2)
+    return torch.einsum("nqd,npd->nqp", queries, passages)
+
+
 class TKModel(SplitRankingModel):
     """TK: `score = w . phi(M)` with `M` the cosine matrix of contextualised query/passage term vectors
     `c = alpha * e + (1 - alpha) * Transformer(e + positions)` and `phi` log-sum kernel pooling.
@@ -78,12 +86,16 @@ class TKModel(SplitRankingModel):
     encode_query_tensors = _encode
     encode_passage_tensors = _encode
 
-    def kernel_features(self, queries: EncodedBatch, passages: EncodedBatch) -> torch.Tensor:
-        """(n, K) pooled kernel features of aligned pairs."""
-        match = torch.einsum("nqd,npd->nqp", queries.embeddings, passages.embeddings.to(queries.embeddings.dtype))
+    def kernel_features(
+        self, queries: EncodedBatch, passages: EncodedBatch, chunk_size: int | None = None
+    ) -> torch.Tensor:
+        """(n, K) pooled kernel features of aligned pairs, `chunk_size` kernels at a time (default: the config's
+        `kernel_chunk_size`; 0: all at once)."""
+        match = match_matrix(queries.embeddings, passages.embeddings.to(queries.embeddings.dtype))
         mus = torch.tensor(self.config.kernel_mus, device=match.device, dtype=match.dtype)
         sigmas = torch.full_like(mus, self.config.kernel_sigma)
-        return kernel_pooling(match, queries.mask, passages.mask, mus, sigmas, self.config.kernel_log_scale)
+        chunk_size = self.config.kernel_chunk_size if chunk_size is None else chunk_size
+        return kernel_pooling(match, queries.mask, passages.mask, mus, sigmas, self.config.kernel_log_scale, chunk_size)
 
     def score_pairs(self, queries: EncodedBatch, passages: EncodedBatch) -> torch.Tensor:
         return self.dense(self.kernel_features(queries, passages)).squeeze(-1)

@@ -1,0 +1,78 @@
+"""TK's kernel pooling a few kernels at a time: the same features and scores as all kernels at once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModel, BertConfig
+
+from hf_kd import EncodedBatch, TKConfig, TKModel
+from hf_kd.models.modeling_ranking import kernel_pooling
+from hf_kd.models.modeling_tk import match_matrix
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+MUS = torch.tensor([1.0, 0.9, 0.7, 0.5, 0.3, 0.1, -0.1, -0.3, -0.5, -0.7, -0.9])
+
+
+def random_masks(n: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, length) masks of 1..length real tokens, then padding."""
+    lengths = torch.randint(1, length + 1, (n, 1), generator=generator)
+    return (torch.arange(length)[None] < lengths).long()
+
+
+def random_batch(n: int, length: int, dim: int, generator: torch.Generator) -> EncodedBatch:
+    mask = random_masks(n, length, generator)
+    vectors = torch.nn.functional.normalize(torch.randn(n, length, dim, generator=generator), dim=-1)
+    return EncodedBatch(vectors * mask[..., None], mask)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 11, 20])
+def test_chunked_kernel_pooling_equals_all_kernels_at_once(chunk_size):
+    generator = torch.Generator().manual_seed(chunk_size)
+    match = torch.rand(7, 5, 13, generator=generator) * 2 - 1
+    query_mask, passage_mask = random_masks(7, 5, generator), random_masks(7, 13, generator)
+    sigmas = torch.full_like(MUS, 0.1)
+    expected = kernel_pooling(match, query_mask, passage_mask, MUS, sigmas, log_scale=0.01)
+    got = kernel_pooling(match, query_mask, passage_mask, MUS, sigmas, log_scale=0.01, chunk_size=chunk_size)
+    assert got.shape == (7, len(MUS))
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_one_query_match_matrix_equals_aligned_pairs():
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(1, 4, 8, generator=generator)
+    passages = torch.randn(6, 9, 8, generator=generator)
+    expected = torch.einsum("nqd,npd->nqp", query.repeat(6, 1, 1), passages)
+    torch.testing.assert_close(match_matrix(query.expand(6, -1, -1), passages), expected, atol=1e-6, rtol=1e-6)
+
+
+def test_tk_scores_do_not_depend_on_the_chunk_size(tmp_path, tokenizer):
+    torch.manual_seed(0)
+    model = TKModel(TKConfig(backbone_config=BertConfig(**TINY), kernel_chunk_size=2)).eval()
+    generator = torch.Generator().manual_seed(1)
+    queries, passages = random_batch(1, 6, 32, generator), random_batch(40, 30, 32, generator)
+    with torch.no_grad():
+        unchunked = model.dense(model.kernel_features(queries.expand(40), passages, chunk_size=0)).squeeze(-1)
+        aligned = model.dense(model.kernel_features(queries.repeat_interleave(40), passages, chunk_size=0)).squeeze(-1)
+    broadcast = model.score_encoded(queries, passages)
+    torch.testing.assert_close(broadcast, unchunked, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(broadcast, aligned, atol=1e-6, rtol=1e-6)
+
+    model.save_pretrained(tmp_path / "tk", tokenizer=tokenizer)
+    loaded = AutoModel.from_pretrained(tmp_path / "tk").eval()
+    assert loaded.config.kernel_chunk_size == 2
+    torch.testing.assert_close(loaded.score_encoded(queries, passages), broadcast, atol=1e-6, rtol=1e-6)
+    # a checkpoint saved before the option existed scores with the default, one kernel at a time
+    config = json.loads((tmp_path / "tk" / "config.json").read_text())
+    del config["kernel_chunk_size"]
+    (tmp_path / "tk" / "config.json").write_text(json.dumps(config))
+    older = AutoModel.from_pretrained(tmp_path / "tk").eval()
+    assert older.config.kernel_chunk_size == 1
+    torch.testing.assert_close(older.score_encoded(queries, passages), broadcast, atol=1e-6, rtol=1e-6)
+
+
+def test_kernel_chunk_size_must_be_positive():
+    with pytest.raises(ValueError, match="kernel_chunk_size"):
+        TKConfig(backbone_config=BertConfig(**TINY), kernel_chunk_size=0)
