@@ -203,8 +203,8 @@ def kernel_pooling(
         query_mask: (n, Lq); passage_mask: (n, Lp), 1 for real tokens.
         mus, sigmas: (K,) kernel centres and widths.
         log_scale: factor applied to the log (TK uses 0.01).
-        chunk_size: kernels evaluated at once. `None` evaluates all K in one (n, Lq, Lp, K) tensor; 1 keeps the
-            working memory at about one match matrix, whatever K (the features are the same).
+        chunk_size: kernels evaluated at once. `None` (or 0) evaluates all K in one (n, Lq, Lp, K) tensor; 1 keeps
+            the working memory at about one match matrix, whatever K (the features are the same).
 
     Returns:
         (n, K) pooled kernel features.
