@@ -14,6 +14,7 @@ import sys
 # Each module registers its subcommands on the shared parser with `add_subcommands(subparsers)`.
 COMMAND_MODULES = (
     "hf_kd.data.commands",
+    "hf_kd.mining",
     "hf_kd.training.commands",
     "hf_kd.teachers.commands",
     "hf_kd.evaluation.commands",
