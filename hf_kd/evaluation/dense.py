@@ -19,6 +19,9 @@ INDEX_TYPES = ("flat", "hnsw", "ivfpq")
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.json"
 CONFIG_FILE = "index_config.json"
+# batches of texts handed to the model's encoder at once: it tokenises them once and encodes them in token-length
+# order; the chunk shows progress
+ENCODE_CHUNK_BATCHES = 32
 
 
 def index_factory_string(
@@ -54,6 +57,15 @@ def index_factory_string(
     raise ValueError(f"index_type must be one of {INDEX_TYPES}, got {index_type!r}")
 
 
+def _check_single_vectors(model, embeddings) -> None:
+    if embeddings.dim() != 2:
+        architecture = getattr(getattr(model, "config", None), "architecture", type(model).__name__)
+        raise ValueError(
+            f"dense retrieval needs one vector per text (a BERT_DOT model), but this {architecture} model returns "
+            f"embeddings of shape {tuple(embeddings.shape)}"
+        )
+
+
 def encode_texts(
     model,
     tokenizer,
@@ -64,6 +76,9 @@ def encode_texts(
     show_progress: bool = True,
 ) -> np.ndarray:
     """Encodes texts into one vector each with a single-vector model (BERT_DOT), in length-sorted batches.
+
+    The texts go to the model's encoder in large chunks (`ENCODE_CHUNK_BATCHES` batches each, in order of
+    character length); the encoder tokenises a chunk once and encodes it in batches of similar token length.
 
     Args:
         model: a model whose `encode_passages` / `encode_queries` return one vector per text.
@@ -86,17 +101,13 @@ def encode_texts(
         raise ValueError(f"kind must be 'passages' or 'queries', got {kind!r}")
     encode = model.encode_passages if kind == "passages" else model.encode_queries
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    chunk = batch_size * ENCODE_CHUNK_BATCHES
     vectors: np.ndarray | None = None
     with tqdm(total=len(texts), desc=f"Encoding {kind}", unit=kind[:-1], disable=not show_progress) as progress:
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for start in range(0, len(order), chunk):
+            rows = order[start : start + chunk]
             embeddings = encode([texts[i] for i in rows], tokenizer, batch_size=batch_size).embeddings
-            if embeddings.dim() != 2:
-                architecture = getattr(getattr(model, "config", None), "architecture", type(model).__name__)
-                raise ValueError(
-                    f"dense retrieval needs one vector per text (a BERT_DOT model), but this {architecture} model "
-                    f"returns embeddings of shape {tuple(embeddings.shape)}"
-                )
+            _check_single_vectors(model, embeddings)
             if vectors is None:
                 vectors = np.empty((len(texts), embeddings.shape[1]), dtype=np.float16 if fp16 else np.float32)
             vectors[rows] = embeddings.float().cpu().numpy()

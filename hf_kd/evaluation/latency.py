@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .rerank import encode_passage_cache
+from .rerank import encode_passage_cache, length_sorted_batches, score_cached
 
 __all__ = ["LatencyResult", "latency_candidates", "measure_rerank_latency", "peak_memory_bytes"]
 
@@ -127,9 +127,10 @@ def measure_rerank_latency(
 ) -> LatencyResult:
     """Times re-ranking the candidates of each query, one query at a time.
 
-    For caching architectures each query's candidates are encoded and padded into batches before its clock
-    starts; the timed part is `encode_queries` plus `score_encoded`. For BERT_CAT the timed part is `score` on
-    every (query, passage) pair, tokenisation included.
+    For caching architectures each query's candidates are encoded and padded into batches of similar length before
+    its clock starts; the timed part is `encode_queries` plus `score_encoded` on those batches, with the scores put
+    back in candidate order. For BERT_CAT the timed part is `score` on every (query, passage) pair, tokenisation
+    included.
 
     Args:
         model: a zoo model, already on its device.
@@ -153,18 +154,15 @@ def measure_rerank_latency(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def prepare(passages: Sequence[str]) -> list:
+    def prepare(passages: Sequence[str]):
         if not caching:
             return list(passages)
         cache = encode_passage_cache(model, tokenizer, dict(enumerate(passages)), batch_size, show_progress=False)
-        reps = [cache[i] for i in range(len(passages))]
-        cat = type(reps[0]).cat
-        return [cat(reps[start : start + batch_size]) for start in range(0, len(reps), batch_size)]
+        return length_sorted_batches([cache[i] for i in range(len(passages))], batch_size)
 
-    def rerank_one(query: str, prepared: list) -> torch.Tensor:
+    def rerank_one(query: str, prepared) -> torch.Tensor:
         if caching:
-            encoded_query = model.encode_queries([query], tokenizer)
-            return torch.cat([model.score_encoded(encoded_query, batch) for batch in prepared])
+            return score_cached(model, model.encode_queries([query], tokenizer), *prepared)
         return model.score([query] * len(prepared), prepared, tokenizer, batch_size=batch_size)
 
     timings_ms = []
@@ -175,7 +173,7 @@ def measure_rerank_latency(
         ):
             prepared = prepare(passages)
             if caching:
-                storage_bytes += sum(batch.nbytes() for batch in prepared)
+                storage_bytes += sum(batch.nbytes() for batch in prepared[0])
                 num_stored += len(passages)
             for _ in range(warmup if position == 0 else 0):
                 rerank_one(query, prepared)

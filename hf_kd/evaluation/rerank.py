@@ -7,7 +7,18 @@ from collections.abc import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["check_run_inputs", "encode_passage_cache", "rerank", "top_candidates"]
+__all__ = [
+    "check_run_inputs",
+    "encode_passage_cache",
+    "length_sorted_batches",
+    "rerank",
+    "score_cached",
+    "top_candidates",
+]
+
+# batches of passages handed to `encode_passages` at once: the model tokenises them once and encodes them in
+# token-length order; the chunk bounds the padded output (and shows progress)
+ENCODE_CHUNK_BATCHES = 32
 
 
 def top_candidates(run: dict[str, dict[str, float]], top_k: int) -> dict[str, list[str]]:
@@ -60,10 +71,12 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
 def encode_passage_cache(
     model, tokenizer, passages: dict[str, str], batch_size: int = 64, show_progress: bool = True
 ) -> dict:
-    """Encodes every passage once, in batches of similar length, and keeps its representation.
+    """Encodes every passage once and keeps its representation.
 
-    Sorting by length keeps padding small; the representations are stored unpadded (`EncodedBatch.unbind`),
-    on the device where the model puts them.
+    The passages go to `model.encode_passages` in large chunks (`ENCODE_CHUNK_BATCHES` batches each, in order of
+    character length so a chunk holds passages of similar length); the model tokenises a chunk once and encodes
+    it in batches of similar token length. The representations are stored unpadded (`EncodedBatch.unbind`), on
+    the device where the model puts them.
 
     Args:
         model: a zoo model with `supports_caching` (BERT_DOT, ColBERT, PreTT, TK).
@@ -78,11 +91,38 @@ def encode_passage_cache(
     order = sorted(passages, key=lambda pid: len(passages[pid]))
     cache = {}
     with tqdm(total=len(order), desc="Encoding passages", unit="passage", disable=not show_progress) as progress:
-        for pids in _chunks(order, batch_size):
+        for pids in _chunks(order, batch_size * ENCODE_CHUNK_BATCHES):
             encoded = model.encode_passages([passages[pid] for pid in pids], tokenizer, batch_size=batch_size)
             cache.update(zip(pids, encoded.unbind()))
             progress.update(len(pids))
     return cache
+
+
+def _cached_length(representation) -> int:
+    """Tokens of a cached (unpadded) representation; 0 for single vectors, which need no padding."""
+    return 0 if representation.mask is None else representation.mask.shape[1]
+
+
+def length_sorted_batches(representations: Sequence, batch_size: int) -> tuple[list, torch.Tensor]:
+    """Concatenates cached 1-row representations into batches of similar length (longest first), so each batch
+    pads only to its own longest.
+
+    Returns:
+        `(batches, restore)`: the padded batches, and the index that puts the concatenated per-row results of the
+        batches back into the order of `representations`.
+    """
+    order = sorted(range(len(representations)), key=lambda i: -_cached_length(representations[i]))
+    cat = type(representations[0]).cat
+    batches = [cat([representations[i] for i in rows]) for rows in _chunks(order, batch_size)]
+    restore = torch.empty(len(order), dtype=torch.long)
+    restore[torch.as_tensor(order, dtype=torch.long)] = torch.arange(len(order))
+    return batches, restore
+
+
+def score_cached(model, query, batches: Sequence, restore: torch.Tensor) -> torch.Tensor:
+    """`model.score_encoded` of one encoded query against batches from `length_sorted_batches`, in the order of
+    the representations the batches were built from."""
+    return torch.cat([model.score_encoded(query, batch) for batch in batches])[restore]
 
 
 def rerank(
@@ -100,7 +140,8 @@ def rerank(
 
     With `cache_passages` and a model that `supports_caching`, every distinct candidate passage is encoded once
     (length-sorted batches) and its representation reused for every query that retrieved it; each query is then
-    encoded once and scored against its candidates with `model.score_encoded`. Otherwise (`BERT_CAT`, or
+    encoded once and scored with `model.score_encoded` against its candidates, in batches of similar cached length
+    (each padded to its own longest), the scores returned in candidate order. Otherwise (`BERT_CAT`, or
     `cache_passages=False`) `model.score` scores the (query, passage) pairs directly. Both give the same scores.
 
     Args:
@@ -134,15 +175,11 @@ def rerank(
             encoded_queries = model.encode_queries(
                 [queries[qid] for qid in query_ids], tokenizer, batch_size=batch_size
             )
-            cat = type(next(iter(cache.values()))).cat
             for qid, query in zip(
                 tqdm(query_ids, desc="Re-ranking", unit="query", disable=not show_progress), encoded_queries.unbind()
             ):
-                scores = [
-                    model.score_encoded(query, cat([cache[pid] for pid in pids]))
-                    for pids in _chunks(candidates[qid], batch_size)
-                ]
-                reranked[qid] = dict(zip(candidates[qid], torch.cat(scores).tolist()))
+                batches, restore = length_sorted_batches([cache[pid] for pid in candidates[qid]], batch_size)
+                reranked[qid] = dict(zip(candidates[qid], score_cached(model, query, batches, restore).tolist()))
         else:
             for qid in tqdm(query_ids, desc="Re-ranking", unit="query", disable=not show_progress):
                 pids = candidates[qid]
