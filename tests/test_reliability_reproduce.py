@@ -8,7 +8,8 @@ from pathlib import Path
 
 from hf_kd.reproduce.budgets import get_budget
 from hf_kd.reproduce.data import prepare_data
-from hf_kd.reproduce.recipe import _evaluated, make_backbone, train_model
+from hf_kd.reproduce.evaluation import evaluate_and_keep
+from hf_kd.reproduce.recipe import make_backbone, train_model
 
 
 def test_finished_stages_are_read_back_not_run_again(shared_data, tmp_path):
@@ -49,7 +50,7 @@ def test_an_evaluation_measured_before_is_not_measured_again(tmp_path):
     def rerank_one(data):
         raise AssertionError("re-ranked again")
 
-    assert _evaluated("model", [Data()], tmp_path, rerank_one) == {"dl20-dev": {"nDCG@10": 0.5}}
+    assert evaluate_and_keep("model", [Data()], tmp_path, rerank_one) == {"dl20-dev": {"nDCG@10": 0.5}}
 
 
 def test_the_data_record_is_read_again_from_another_working_directory(shared_data, tmp_path, monkeypatch):

@@ -14,22 +14,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, TrainingArguments, set_seed
 
 from .. import __version__, model_class_for
-from ..data import read_collection_tsv, read_qrels, read_queries_tsv, read_run
 from ..evaluation.latency import measure_rerank_latency
-from ..evaluation.metrics import evaluate_run
-from ..evaluation.rerank import rerank, top_candidates
+from ..evaluation.rerank import top_candidates
 from ..files import write_json_atomic
 from ..pretrained import all_mpnet_base_v2_path, minilm_path
-from ..teachers import Teacher, load_teacher, normalize_scores, score_pairs, score_triples
+from ..teachers import Teacher, load_teacher, score_triples
 from ..training.arguments import HfKdArguments
 from ..training.run import run_training
 from .budgets import Budget
-from .data import EvalSet, PreparedData, prepare_data
+from .data import PreparedData, prepare_data
+from .evaluation import (
+    EvalData,
+    evaluate_and_keep,
+    evaluate_model,
+    evaluate_teacher,
+    first_stage_run,
+    mean_of_runs,
+    per_query_ndcg,
+)
 from .report import claims, write_report
 
 TINY = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64)
@@ -131,113 +137,6 @@ def student_config(budget: Budget, architecture: str) -> dict:
     if architecture == "prett":
         return {"split_layer": 3 if budget.backbone == "minilm" else 1}
     return {}
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Evaluation
-# --------------------------------------------------------------------------------------------------------------------
-
-
-class EvalData:
-    """An evaluation set loaded once and shared by every model."""
-
-    def __init__(self, spec: EvalSet, top_k: int):
-        self.spec = spec
-        self.queries = read_queries_tsv(spec.queries)
-        self.collection = read_collection_tsv(spec.collection)
-        self.run = read_run(spec.run)
-        self.qrels = read_qrels(spec.qrels)
-        self.top_k = top_k
-
-    def metrics(self, run: dict[str, dict[str, float]]) -> dict[str, float]:
-        return self.evaluate(run)[0]
-
-    def evaluate(self, run: dict[str, dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
-        """The mean metrics of a run, and each query's nDCG@10 (for paired significance tests)."""
-        result = evaluate_run(run, self.qrels, rel_threshold=self.spec.rel_threshold)
-        per_query = {qid: values["nDCG@10"] for qid, values in result.pop("per_query").items()}
-        return {name: float(value) for name, value in result.items()}, per_query
-
-
-def _evaluated(name: str, eval_sets: list[EvalData], out: Path, rerank_one) -> dict[str, dict[str, float]]:
-    """Re-ranks every evaluation set with `rerank_one(data) -> run`; keeps runs, metrics and per-query nDCG@10
-    under `out/name`. Sets measured before are read back, not re-ranked again; new sets are added."""
-    folder = out / name
-    record = {"name": name, "metrics": {}, "per_query_ndcg@10": {}}
-    runs: dict[str, dict] = {}
-    if (folder / "metrics.json").is_file():
-        record = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-        runs = json.loads((folder / "runs.json").read_text(encoding="utf-8"))
-    todo = [data for data in eval_sets if data.spec.name not in record["metrics"]]
-    if todo or not (folder / "metrics.json").is_file():
-        for data in todo:
-            runs[data.spec.name] = rerank_one(data)
-            metrics, per_query = data.evaluate(runs[data.spec.name])
-            record["metrics"][data.spec.name] = metrics
-            record.setdefault("per_query_ndcg@10", {})[data.spec.name] = per_query
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(str(folder / "runs.json"), runs)
-        write_json_atomic(str(folder / "metrics.json"), record)
-    return record["metrics"]
-
-
-def evaluate_model(name: str, model, tokenizer, eval_sets: list[EvalData], out: Path) -> dict[str, dict[str, float]]:
-    """Re-ranks every evaluation set with a zoo `model`; keeps runs and metrics under `out/name`."""
-    return _evaluated(
-        name,
-        eval_sets,
-        out,
-        lambda data: rerank(
-            model, tokenizer, data.queries, data.collection, data.run, top_k=data.top_k, show_progress=False
-        ),
-    )
-
-
-def evaluate_teacher(name: str, teacher: Teacher, eval_sets: list[EvalData], out: Path) -> dict[str, dict[str, float]]:
-    """Re-ranks every evaluation set with any [`Teacher`] (a bi-encoder, a cross-encoder, a run file)."""
-
-    def rerank_one(data: EvalData) -> dict[str, dict[str, float]]:
-        candidates = top_candidates(data.run, data.top_k)
-        pairs = [(qid, pid) for qid, pids in candidates.items() for pid in pids]
-        scores = score_pairs(
-            teacher, [data.queries[q] for q, _ in pairs], [data.collection[p] for _, p in pairs], batch_size=32
-        )
-        run: dict[str, dict[str, float]] = {}
-        for (qid, pid), score in zip(pairs, scores.tolist()):
-            run.setdefault(qid, {})[pid] = score
-        return run
-
-    return _evaluated(name, eval_sets, out, rerank_one)
-
-
-def _first_stage(data: EvalData) -> dict[str, dict[str, float]]:
-    """The first-stage run itself, cut to the candidates that are re-ranked."""
-    kept = top_candidates(data.run, data.top_k)
-    return {qid: {pid: data.run[qid][pid] for pid in pids} for qid, pids in kept.items()}
-
-
-def per_query_ndcg(out: Path) -> dict[str, dict[str, dict[str, float]]]:
-    """Model -> evaluation set -> query id -> nDCG@10, of every model evaluated under `out`."""
-    found = {}
-    for path in sorted(out.glob("*/metrics.json")):
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if "per_query_ndcg@10" in record:
-            found[record["name"]] = record["per_query_ndcg@10"]
-    return found
-
-
-def mean_of_runs(runs: list[dict[str, dict[str, float]]], normalize: str = "none") -> dict[str, dict[str, float]]:
-    """The ensemble's run: per candidate, the mean of the members' scores after the ensemble's per-teacher
-    normalisation (`hf_kd.teachers.normalize_scores`; per query for the `query_` methods), as in training."""
-    normalised = []
-    for run in runs:
-        keys = [(q, p) for q in run for p in run[q]]
-        values = np.array([run[q][p] for q, p in keys])
-        groups = np.array([q for q, _ in keys], dtype=object)
-        # each candidate once: as both "positive" and "negative" it leaves the statistics unchanged
-        scaled, _ = normalize_scores(values, values, normalize, groups=groups)
-        normalised.append(dict(zip(keys, scaled.tolist())))
-    return {q: {p: float(np.mean([n[(q, p)] for n in normalised])) for p in runs[0][q]} for q in runs[0]}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -353,7 +252,7 @@ def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> d
 
     def evaluate_all() -> dict[str, dict[str, dict[str, float]]]:
         results: dict[str, dict[str, dict[str, float]]] = {
-            "BM25": _evaluated("BM25", eval_sets, evaluations, _first_stage)
+            "BM25": evaluate_and_keep("BM25", eval_sets, evaluations, first_stage_run)
         }
         if budget.backbone == "minilm":
             zero_shot = model_class_for("bert_dot").from_backbone(
@@ -377,7 +276,7 @@ def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> d
             member_runs = [
                 json.loads((evaluations / name / "runs.json").read_text(encoding="utf-8")) for name in teachers
             ]
-            results["T2 (teacher mean)"] = _evaluated(
+            results["T2 (teacher mean)"] = evaluate_and_keep(
                 "T2 (teacher mean)",
                 [d for d in eval_sets if all(d.spec.name in runs for runs in member_runs)],
                 evaluations,
