@@ -24,6 +24,9 @@ from transformers.utils import ModelOutput
 
 from .configuration_ranking import SUPPORTED_BACKBONE_TYPES, RankingConfig
 
+# rows of the smallest sub-batch `SplitRankingModel.forward` splits a padded batch into (config `min_sub_batch_size`)
+DEFAULT_MIN_SUB_BATCH_SIZE = 16
+
 # --------------------------------------------------------------------------------------------------------------------
 # Backbone
 # --------------------------------------------------------------------------------------------------------------------
@@ -136,6 +139,31 @@ def inverse_permutation(order: Sequence[int]) -> torch.Tensor:
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.as_tensor(order, dtype=torch.long)] = torch.arange(len(order))
     return inverse
+
+
+def real_width(attention_mask: torch.Tensor) -> int:
+    """Columns up to the last real token of any row: what a padded batch can be trimmed to.
+
+    >>> real_width(torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]]))
+    2
+    """
+    positions = torch.arange(1, attention_mask.shape[1] + 1, device=attention_mask.device)
+    return int((attention_mask.bool() * positions).max())
+
+
+def length_sorted_sub_batches(attention_mask: torch.Tensor, min_size: int) -> list[torch.Tensor]:
+    """Row indices of a padded batch split into `len // min_size` sub-batches of equal size (at least `min_size`
+    rows each), longest rows first, so each sub-batch pads only to its own longest. One group (all rows, in order)
+    when the batch is too small to split or `min_size` is 0.
+
+    >>> length_sorted_sub_batches(torch.tensor([[1, 0, 0], [1, 1, 1], [1, 1, 0], [1, 1, 1]]), 2)
+    [tensor([1, 3]), tensor([2, 0])]
+    """
+    num_groups = attention_mask.shape[0] // min_size if min_size > 0 else 1
+    if num_groups <= 1:
+        return [torch.arange(attention_mask.shape[0], device=attention_mask.device)]
+    lengths = attention_mask.sum(dim=1)
+    return list(torch.argsort(lengths, descending=True, stable=True).tensor_split(num_groups))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -446,6 +474,11 @@ class SplitRankingModel(RankingPreTrainedModel):
 
     Subclasses implement `tokenize_queries`, `tokenize_passages` (id lists), `encode_query_tensors`,
     `encode_passage_tensors` (tensors -> EncodedBatch) and `score_pairs` (aligned EncodedBatches -> scores).
+
+    `forward` encodes a padded batch in length-sorted sub-batches, each trimmed to its own longest real token
+    (`encode_padded`); the config value `min_sub_batch_size` (default `DEFAULT_MIN_SUB_BATCH_SIZE`, 0 disables
+    the split) is the smallest number of rows a sub-batch gets. Scores and gradients equal those of the whole
+    padded batch: every row attends to its own real tokens only.
     """
 
     supports_caching = True
@@ -497,9 +530,24 @@ class SplitRankingModel(RankingPreTrainedModel):
         n_queries, n_passages = query_input_ids.shape[0], passage_input_ids.shape[0]
         if n_passages % n_queries != 0:
             raise ValueError(f"{n_passages} passages cannot be grouped evenly under {n_queries} queries")
-        queries = self.encode_query_tensors(query_input_ids, query_attention_mask)
-        passages = self.encode_passage_tensors(passage_input_ids, passage_attention_mask)
+        queries = self.encode_padded(self.encode_query_tensors, query_input_ids, query_attention_mask)
+        passages = self.encode_padded(self.encode_passage_tensors, passage_input_ids, passage_attention_mask)
         return RankingOutput(scores=self.score_pairs(queries.repeat_interleave(n_passages // n_queries), passages))
+
+    def encode_padded(self, encode, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncodedBatch:
+        """`encode(input_ids, attention_mask)` of a padded batch, computed on length-sorted sub-batches (see
+        `length_sorted_sub_batches`) each trimmed to its longest real token; rows come back in input order, token
+        dimensions padded to the longest real token of the batch."""
+        min_size = getattr(self.config, "min_sub_batch_size", DEFAULT_MIN_SUB_BATCH_SIZE)
+        groups = length_sorted_sub_batches(attention_mask, min_size or 0)
+        if len(groups) == 1:
+            return encode(input_ids, attention_mask)
+        parts = []
+        for rows in groups:
+            mask = attention_mask[rows]
+            width = real_width(mask)
+            parts.append(encode(input_ids[rows, :width], mask[:, :width]))
+        return EncodedBatch.cat(parts)[torch.argsort(torch.cat(groups))]
 
     def _encode_texts(self, texts, tokenizer, tokenize, encode, batch_size: int) -> EncodedBatch:
         """Tokenises every text once, encodes them in batches of similar token length (longest first, each batch
