@@ -11,7 +11,7 @@ from ..files import naming_weight_files
 from .analysis import SUMMARY_FILENAME, analyze_scores
 from .ensemble import NORMALIZATIONS, ensemble_score_datasets
 from .loading import RUN_PREFIX, load_teacher
-from .scoring import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_SIZE, MISSING_POLICIES, score_triples
+from .scoring import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_SIZE, MISSING_POLICIES, score_triples, scoring_processes
 
 __all__ = ["add_subcommands"]
 
@@ -33,22 +33,22 @@ def _looks_like_a_path(name_or_path: str) -> bool:
     )
 
 
-def _load_teachers(args: argparse.Namespace) -> list:
+def _load_teachers(args: argparse.Namespace, device: str | None) -> list:
     teachers = []
     for name_or_path in args.teacher:
         if not name_or_path.startswith(RUN_PREFIX) and not Path(name_or_path).exists():
             if _looks_like_a_path(name_or_path):
                 raise FileNotFoundError(f"teacher folder not found: {name_or_path}")
         with naming_weight_files(name_or_path):
-            teachers.append(
-                load_teacher(name_or_path, device=args.device, queries=args.queries, collection=args.collection)
-            )
+            teachers.append(load_teacher(name_or_path, device=device, queries=args.queries, collection=args.collection))
     return teachers
 
 
 def run_score(args: argparse.Namespace) -> int:
     check_output_folder(args.out, args.overwrite)  # before the teachers load
-    teachers = _load_teachers(args)
+    processes = scoring_processes(args.device)  # under `accelerate launch`: each process on its own GPU, or the CPU
+    device = args.device if args.device is not None or processes is None else str(processes.device)
+    teachers = _load_teachers(args, device)
     result = score_triples(
         teachers,
         args.triples,
@@ -61,10 +61,12 @@ def run_score(args: argparse.Namespace) -> int:
         missing=args.missing,
         overwrite=args.overwrite,
     )
+    if processes is not None and not processes.is_main_process:
+        return 0  # the main process reports
     resumed = f", {result.resumed_pairs:,} resumed from an earlier run" if result.resumed_pairs else ""
     print(
         f"{result.triples:,} triples, {result.distinct_pairs:,} distinct pairs x {len(teachers)} teacher(s): "
-        f"{result.scored_pairs:,} pairs scored{resumed} in {result.seconds:.1f} s -> {result.out}"
+        f"{result.scored_pairs:,} pairs scored{resumed}{_split(result)} in {result.seconds:.1f} s -> {result.out}"
     )
     if result.dropped_triples:
         lacking = ", ".join(f"{name} {count:,}" for name, count in result.missing_by_teacher.items() if count)
@@ -79,6 +81,12 @@ def run_score(args: argparse.Namespace) -> int:
             f"lacking a score by teacher: {lacking}); recorded in the dataset's provenance"
         )
     return 0
+
+
+def _split(result) -> str:
+    if len(result.processes) < 2:
+        return ""
+    return " (" + ", ".join(f"{p['pairs']:,} by process {p['rank']}" for p in result.processes) + ")"
 
 
 def run_ensemble(args: argparse.Namespace) -> int:
@@ -122,7 +130,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         help="score triples with one or several teachers into a teacher-score dataset",
         description="Scores every distinct (query, passage) pair of the triples once per teacher, in length-sorted "
         "batches, and writes the teacher-score dataset (Parquet shards + provenance). A killed run resumes from its "
-        "finished shards when started again with the same arguments.",
+        "finished shards when started again with the same arguments. Under `accelerate launch --num_processes N` the "
+        "N processes share the shards and the main process writes the dataset.",
     )
     score.add_argument(
         "--teacher",

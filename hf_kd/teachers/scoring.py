@@ -19,15 +19,24 @@ A killed run started again with the same arguments skips the finished shards; a 
 with `overwrite=True`. A work folder without a manifest is never resumed from. `OUT.lock` keeps a second run off
 the same output (see `hf_kd.jobs.output_lock`). When every shard is there, the dataset is written to `OUT` (see
 [`write_teacher_scores`]) and the work folder is removed.
+
+Under `accelerate launch --num_processes N` (or `torchrun`), the processes share the work: the main process takes
+the lock and opens the work folder, the shards left to do are dealt out in turn to the N processes, each writes its
+own shards into the same work folder, and once all are done the main process alone checks that every shard is there
+and was written for this work (each shard records the fingerprint of the manifest and its teacher), then writes the
+one dataset, the same as a single process would. A shard missing or written for other work is refused, never merged.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import hashlib
+import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +45,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list, gather_object, get_int_from_env, parse_flag_from_env
 from datasets import Dataset, load_from_disk
 from tqdm.auto import tqdm
 
@@ -58,6 +69,7 @@ __all__ = [
     "read_triples",
     "score_pairs",
     "score_triples",
+    "scoring_processes",
 ]
 
 DEFAULT_BATCH_SIZE = 64
@@ -328,6 +340,8 @@ class ScoringResult:
         dropped_triples (`int`): triples left out because a teacher (a run file) has no score for one of their
             pairs.
         missing_by_teacher (`dict[str, int]`): for each teacher, the triples it has no score for.
+        processes (`list[dict]`): for each process (one, or those of `accelerate launch`), its `rank` and the
+            `pairs` it scored in this call.
     """
 
     out: Path
@@ -338,6 +352,7 @@ class ScoringResult:
     seconds: float
     dropped_triples: int = 0
     missing_by_teacher: dict[str, int] | None = None
+    processes: list[dict] | None = None
 
 
 MISSING_POLICIES = ("drop", "error", "partial")
@@ -400,18 +415,105 @@ def _teacher_weights(teacher: Teacher) -> str | None:
     return f"commit:{teacher.revision}" if teacher.revision else None
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------------------------------
+
+_WORLD_SIZE_VARIABLES = ["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"]
+_LONGEST_WAIT = datetime.timedelta(hours=2)  # a process with no shard left waits for the others', then the merge
+
+
+def scoring_processes(device: str | torch.device | None = None) -> PartialState | None:
+    """The `accelerate` state of the processes that score together, or `None` for a process that scores alone.
+
+    Under `accelerate launch --num_processes N` (or `torchrun`), the N processes run on GPUs, one each, or on CPUs
+    (gloo) when `ACCELERATE_USE_CPU` is set, when `device` is a CPU or when there is no CUDA device. A process
+    started alone leaves the `accelerate` state untouched, so that a later `Accelerator` or `Trainer` in the same
+    process is free to set it. Every process must call [`score_triples`]: they wait for each other.
+
+    Args:
+        device (`str` or `torch.device`, *optional*): where the teachers run; a CPU keeps the processes on CPUs.
+    """
+    if get_int_from_env(_WORLD_SIZE_VARIABLES, 1) < 2:
+        return None
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+    cpu = cpu or (device is not None and torch.device(device).type == "cpu")
+    return PartialState(cpu=cpu, timeout=_LONGEST_WAIT)
+
+
+class _Processes:
+    """This process's place among the processes that score together (see [`scoring_processes`])."""
+
+    def __init__(self, state: PartialState | None):
+        self.rank = state.process_index if state else 0
+        self.count = state.num_processes if state else 1
+        self.is_main = self.rank == 0
+        self.device = state.device if state and self.count > 1 else None
+
+    def share(self, items: list) -> list:
+        """This process's share of `items`: every `count`-th one, from its rank on."""
+        return items[self.rank :: self.count]
+
+    def gather(self, value) -> list:
+        """The `value` of every process, by rank."""
+        return gather_object([value]) if self.count > 1 else [value]
+
+    def from_main(self, step: Callable[[], object]):
+        """Runs `step` on the main process alone and returns its result in every process; an error of the main
+        process is raised there, and stops the other processes with its message."""
+        if self.count == 1:
+            return step()
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = step()
+            except Exception as exception:  # handed to the other processes first, so that none waits for ever
+                error = exception
+        outcome = broadcast_object_list([result, None if error is None else f"{type(error).__name__}: {error}"])
+        if error is not None:
+            raise error
+        if outcome[1] is not None:
+            raise RuntimeError(f"process {self.rank} stopped: the main process failed ({outcome[1]})")
+        return outcome[0]
+
+
+def _device_of(teachers: Sequence[Teacher | str | os.PathLike]) -> torch.device | None:
+    return next((teacher.device for teacher in teachers if isinstance(teacher, Teacher)), None)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Shards
+# --------------------------------------------------------------------------------------------------------------------
+
+_WORK_KEY, _TEACHER_KEY, _TEACHER_NAME_KEY = b"hf_kd.work", b"hf_kd.teacher", b"hf_kd.teacher_name_or_path"
+
+
+def _work_id(manifest: dict) -> str:
+    """The identity of the work a manifest describes, recorded in each of its shards."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _shard_stamp(work_id: str, teacher_index: int, teacher: Teacher) -> dict[bytes, bytes]:
+    """What a shard records of the work and teacher it was scored for (Parquet schema metadata)."""
+    return {
+        _WORK_KEY: work_id.encode(),
+        _TEACHER_KEY: str(teacher_index).encode(),
+        _TEACHER_NAME_KEY: str(teacher.name_or_path).encode(),
+    }
+
+
 def _shard_path(work: Path, teacher_index: int, shard: int) -> Path:
     return work / f"teacher-{teacher_index}" / f"pairs-{shard:05d}.parquet"
 
 
-def _write_shard(path: Path, start: int, scores: np.ndarray) -> None:
+def _write_shard(path: Path, start: int, scores: np.ndarray, stamp: dict[bytes, bytes]) -> None:
     table = pa.table(
         {
             "pair": pa.array(np.arange(start, start + len(scores)), pa.int64()),
             "score": pa.array(scores, pa.float32()),
         }
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ).replace_schema_metadata(stamp)
+    path.parent.mkdir(exist_ok=True)  # never the work folder itself: the main process made it, with its manifest
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         pq.write_table(table, f)
@@ -420,11 +522,36 @@ def _write_shard(path: Path, start: int, scores: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _read_shards(work: Path, teacher_index: int, num_pairs: int, shard_size: int) -> np.ndarray:
+def _check_shard(path: Path, table: pa.Table, stamp: dict[bytes, bytes]) -> None:
+    """Refuses a shard not written for this work and teacher (copied from another work folder, or scored by a
+    process with other triples, weights or options)."""
+    found = table.schema.metadata or {}
+    if found.get(_WORK_KEY) == stamp[_WORK_KEY] and found.get(_TEACHER_KEY) == stamp[_TEACHER_KEY]:
+        return
+    if _WORK_KEY not in found:
+        origin = "it records no scoring run"
+    else:
+        work = "this run" if found[_WORK_KEY] == stamp[_WORK_KEY] else "another scoring run"
+        origin = f"it holds scores of teacher {found.get(_TEACHER_NAME_KEY, b'?').decode()!r} of {work}"
+    raise ValueError(
+        f"{path} is not a shard of teacher {stamp[_TEACHER_NAME_KEY].decode()!r} of this scoring run: {origin}; "
+        "nothing was merged: delete the file to score that shard again"
+    )
+
+
+def _read_shards(
+    work: Path, teacher_index: int, num_pairs: int, shard_size: int, stamp: dict[bytes, bytes]
+) -> np.ndarray:
     scores = np.empty(num_pairs, dtype=np.float32)
     for shard, start in enumerate(range(0, num_pairs, shard_size)):
         path = _shard_path(work, teacher_index, shard)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: no process wrote that shard; nothing was merged, rerun with the same arguments "
+                "to score it"
+            )
         table = pq.read_table(path)
+        _check_shard(path, table, stamp)
         expected = np.arange(start, min(start + shard_size, num_pairs))
         pairs = table.column("pair").to_numpy()
         if not np.array_equal(pairs, expected):
@@ -434,6 +561,25 @@ def _read_shards(work: Path, teacher_index: int, num_pairs: int, shard_size: int
             )
         scores[start : start + len(pairs)] = table.column("score").to_numpy()
     return scores
+
+
+def _pairs_in(todo: list) -> int:
+    return sum(stop - start for _, (_, start, stop) in todo)
+
+
+def _score_shards(teachers, names, pairs, todo, work, stamps, batch_size, bf16, bar, shard_count) -> int:
+    """Scores the shards `todo` and writes each as it is done; returns the pairs scored."""
+    for teacher_index, (shard, start, stop) in todo:
+        bar.set_postfix_str(f"{names[teacher_index]}, shard {shard + 1}/{shard_count}")
+        queries, passages = pairs.texts(start, stop)
+        scores = _score_length_sorted(teachers[teacher_index], queries, passages, batch_size, bf16, bar)
+        _write_shard(_shard_path(work, teacher_index, shard), start, scores, stamps[teacher_index])
+    return _pairs_in(todo)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Scoring triples
+# --------------------------------------------------------------------------------------------------------------------
 
 
 def score_triples(
@@ -454,12 +600,14 @@ def score_triples(
 
     Every distinct (query, passage) pair is scored once per teacher, in length-sorted batches, shard by
     shard; an interrupted call resumes from its finished shards when called again with the same arguments.
+    Called in every process of `accelerate launch --num_processes N`, the processes share the shards and the
+    main process writes the dataset, the same as one process would (see [`scoring_processes`]).
 
     The dataset has the `scored_triples` text form of `hf_kd.data` (`query, positive, negative, pos_score,
     neg_score`). With several teachers, each teacher's raw scores are kept in `pos_score_<teacher>` /
     `neg_score_<teacher>`, and `pos_score` / `neg_score` hold their mean (see `hf_kd.teachers.mean_ensemble`).
-    Its provenance records the teachers (names, paths or Hub ids, revisions), the source, the creation time
-    and the hf-kd version.
+    Its provenance records the teachers (names, paths or Hub ids, revisions), the source, the creation time,
+    the hf-kd version, and the pairs each process scored (`parameters["scoring"]["processes"]`).
 
     Args:
         teachers (`Sequence[Teacher | str]`): loaded teachers, or checkpoints for [`load_teacher`].
@@ -479,10 +627,10 @@ def score_triples(
             (`error`), or is kept when another teacher scores it (`partial`): the ensemble columns hold the mean of
             the teachers that score it, and the lacking teacher's own columns hold NaN. No score is ever invented.
         overwrite (`bool`, *optional*, defaults to `False`): replace an existing non-empty `out_dir`.
-        show_progress_bar (`bool`, *optional*, defaults to `True`): show a tqdm bar with the ETA.
+        show_progress_bar (`bool`, *optional*, defaults to `True`): show a tqdm bar with the ETA (main process).
 
     Returns:
-        [`ScoringResult`]: the output folder and the counts of triples and pairs.
+        [`ScoringResult`]: the output folder and the counts of triples and pairs, in every process.
     """
     started = time.perf_counter()
     out = Path(out_dir)
@@ -494,8 +642,9 @@ def score_triples(
     check_rescale(rescale_to, normalize)
     if missing not in MISSING_POLICIES:
         raise ValueError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
-    check_output_folder(out, overwrite)
-    with output_lock(out):
+    processes = _Processes(scoring_processes(_device_of(teachers)))
+    with contextlib.ExitStack() as lock:
+        processes.from_main(lambda: _lock_output(lock, out, overwrite))
         return _score_triples_locked(
             teachers,
             triples_dataset,
@@ -509,35 +658,19 @@ def score_triples(
             overwrite,
             show_progress_bar,
             started,
+            processes,
         )
 
 
-def _score_triples_locked(
-    teachers,
-    triples_dataset,
-    out,
-    batch_size,
-    bf16,
-    shard_size,
-    normalize,
-    rescale_to,
-    missing,
-    overwrite,
-    show_progress_bar,
-    started,
-) -> ScoringResult:
+def _lock_output(lock: contextlib.ExitStack, out: Path, overwrite: bool) -> None:
+    """Takes the output lock into `lock` (main process)."""
+    check_output_folder(out, overwrite)
+    lock.enter_context(output_lock(out))
     check_output_folder(out, overwrite)  # another job may have finished it while this one waited for the lock
-    triples, source = read_triples(triples_dataset)
-    pairs, triple_pairs = _distinct_pairs_of_triples(triples)
-    teachers = [t if isinstance(t, Teacher) else load_teacher(t) for t in teachers]
-    names = _distinct_names(teachers)
-    descriptions = [{**teacher.describe(), "name": name} for teacher, name in zip(teachers, names)]
-    check_rescale(rescale_to, normalize, names)
-    if missing == "partial" and len(teachers) < 2:
-        raise ValueError("missing='partial' keeps triples that another teacher scores: it needs several teachers")
 
-    work = out.with_name(f"{out.name}.partial")
-    manifest = {
+
+def _manifest(source, triples, pairs, shard_size, bf16, teachers, descriptions) -> dict:
+    return {
         "source": source,
         "triples": triples.num_rows,
         "distinct_pairs": len(pairs),
@@ -554,25 +687,94 @@ def _score_triples_locked(
             for teacher, d in zip(teachers, descriptions)
         ],
     }
-    open_work_folder(work, manifest, overwrite, "scoring run", "triples, teachers and options")
 
+
+def _open_work(work: Path, manifest: dict, overwrite: bool, shards: list, teacher_count: int) -> list:
+    """Creates or resumes the work folder (main process); returns the shards left to score, by teacher."""
+    open_work_folder(work, manifest, overwrite, "scoring run", "triples, teachers and options")
+    return [(t, shard) for t in range(teacher_count) for shard in shards if not _shard_path(work, t, shard[0]).exists()]
+
+
+def _score_triples_locked(
+    teachers,
+    triples_dataset,
+    out,
+    batch_size,
+    bf16,
+    shard_size,
+    normalize,
+    rescale_to,
+    missing,
+    overwrite,
+    show_progress_bar,
+    started,
+    processes,
+) -> ScoringResult:
+    triples, source = read_triples(triples_dataset)
+    pairs, triple_pairs = _distinct_pairs_of_triples(triples)
+    teachers = [t if isinstance(t, Teacher) else load_teacher(t, device=processes.device) for t in teachers]
+    names = _distinct_names(teachers)
+    descriptions = [{**teacher.describe(), "name": name} for teacher, name in zip(teachers, names)]
+    check_rescale(rescale_to, normalize, names)
+    if missing == "partial" and len(teachers) < 2:
+        raise ValueError("missing='partial' keeps triples that another teacher scores: it needs several teachers")
+
+    work = out.with_name(f"{out.name}.partial")
+    manifest = _manifest(source, triples, pairs, shard_size, bf16, teachers, descriptions)
+    stamps = [_shard_stamp(_work_id(manifest), index, teacher) for index, teacher in enumerate(teachers)]
     starts = range(0, len(pairs), shard_size)
     shards = [(i, start, min(start + shard_size, len(pairs))) for i, start in enumerate(starts)]
-    todo = [(t, shard) for t in range(len(teachers)) for shard in shards if not _shard_path(work, t, shard[0]).exists()]
+    todo = processes.from_main(lambda: _open_work(work, manifest, overwrite, shards, len(teachers)))
+    mine = processes.share(todo)  # after every process has the same list, whatever the others write meanwhile
     total = len(pairs) * len(teachers)
-    scored = sum(stop - start for _, (_, start, stop) in todo)
-    with tqdm(total=total, initial=total - scored, unit="pair", desc="scoring", disable=not show_progress_bar) as bar:
-        for teacher_index, (shard, start, stop) in todo:
-            teacher = teachers[teacher_index]
-            bar.set_postfix_str(f"{names[teacher_index]}, shard {shard + 1}/{len(shards)}")
-            queries, passages = pairs.texts(start, stop)
-            scores = _score_length_sorted(teacher, queries, passages, batch_size, bf16, bar)
-            _write_shard(_shard_path(work, teacher_index, shard), start, scores)
+    bar_total, done = (total, total - _pairs_in(todo)) if processes.count == 1 else (_pairs_in(mine), 0)
+    desc = "scoring" if processes.count == 1 else f"scoring (main of {processes.count} processes)"
+    with tqdm(
+        total=bar_total, initial=done, unit="pair", desc=desc, disable=not (show_progress_bar and processes.is_main)
+    ) as bar:
+        scored = _score_shards(teachers, names, pairs, mine, work, stamps, batch_size, bf16, bar, len(shards))
+    split = processes.gather({"rank": processes.rank, "pairs": scored})  # also waits for every process's shards
 
+    def merge_and_write() -> ScoringResult:
+        teacher_scores = _merge_shards(work, stamps, names, len(pairs), shard_size, triple_pairs)
+        parameters = {"distinct_pairs": len(pairs), "batch_size": batch_size, "bf16": bf16}
+        parameters["scoring"] = {"processes": split}
+        rows, dropped, missing_counts = _write_scores(
+            out, triples, pairs, triple_pairs, teacher_scores, descriptions, source, parameters, normalize,
+            rescale_to, missing, overwrite,
+        )  # fmt: skip
+        shutil.rmtree(work)
+        scored_here = sum(process["pairs"] for process in split)
+        return ScoringResult(
+            out=out,
+            triples=rows,
+            distinct_pairs=len(pairs),
+            scored_pairs=scored_here,
+            resumed_pairs=total - scored_here,
+            seconds=time.perf_counter() - started,
+            dropped_triples=dropped,
+            missing_by_teacher=missing_counts,
+            processes=split,
+        )
+
+    return processes.from_main(merge_and_write)
+
+
+def _merge_shards(work, stamps, names, num_pairs, shard_size, triple_pairs) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every teacher's (positive, negative) scores of the triples, from the shards of every process (main process)."""
     teacher_scores = {}
     for teacher_index, name in enumerate(names):
-        pair_scores = _read_shards(work, teacher_index, len(pairs), shard_size)
+        pair_scores = _read_shards(work, teacher_index, num_pairs, shard_size, stamps[teacher_index])
         teacher_scores[name] = (pair_scores[triple_pairs[:, 0]], pair_scores[triple_pairs[:, 1]])
+    return teacher_scores
+
+
+def _write_scores(
+    out, triples, pairs, triple_pairs, teacher_scores, descriptions, source, parameters, normalize, rescale_to,
+    missing, overwrite,
+) -> tuple[int, int, dict[str, int]]:  # fmt: skip
+    """Writes the dataset of the triples every teacher scores (or some, with `missing="partial"`); returns the rows
+    written, the triples left out and the triples each teacher has no score for."""
     keep, missing_counts = _missing_scores(teacher_scores, triples, missing)
     if not keep.all():
         triples = triples.filter(pa.array(keep))
@@ -584,12 +786,10 @@ def _score_triples_locked(
         teachers=[d["name_or_path"] for d in descriptions],
         parameters={
             "teachers": descriptions,
-            "ensemble": "mean" if len(teachers) > 1 else None,
+            "ensemble": "mean" if len(descriptions) > 1 else None,
             "normalize": normalize,
             "rescale_to": rescale_to,
-            "distinct_pairs": len(pairs),
-            "batch_size": batch_size,
-            "bf16": bf16,
+            **parameters,
             "missing": missing,
             "triples_in": len(keep),
             "dropped_triples": int((~keep).sum()),
@@ -597,16 +797,6 @@ def _score_triples_locked(
         },
     )
     groups = pairs.query_index[triple_pairs[keep, 0]] if normalize.startswith("query_") else None
-    ensemble = mean_ensemble(teacher_scores, normalize, groups, rescale_to) if len(teachers) > 1 else None
+    ensemble = mean_ensemble(teacher_scores, normalize, groups, rescale_to) if len(descriptions) > 1 else None
     rows = write_teacher_scores(out, triples, teacher_scores, provenance, ensemble=ensemble, overwrite=overwrite)
-    shutil.rmtree(work)
-    return ScoringResult(
-        out=out,
-        triples=rows,
-        distinct_pairs=len(pairs),
-        scored_pairs=scored,
-        resumed_pairs=total - scored,
-        seconds=time.perf_counter() - started,
-        dropped_triples=int((~keep).sum()),
-        missing_by_teacher=missing_counts,
-    )
+    return rows, int((~keep).sum()), missing_counts
