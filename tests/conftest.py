@@ -56,3 +56,25 @@ def tokenizer(minilm_path: str):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(minilm_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_dot_folder(tmp_path_factory, tokenizer) -> Path:
+    """A saved BERT_DOT on a random 2-layer BERT of hidden size 32, with the MiniLM tokenizer."""
+    import torch
+    from transformers import BertConfig
+
+    from hf_kd import BertDotConfig, BertDotModel
+
+    torch.manual_seed(0)
+    backbone = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        initializer_range=1.0,
+    )
+    folder = tmp_path_factory.mktemp("models") / "tiny-dot"
+    BertDotModel(BertDotConfig(backbone_config=backbone)).save_pretrained(folder, tokenizer=tokenizer)
+    return folder

@@ -7,9 +7,7 @@ import json
 
 import pytest
 import torch
-from transformers import BertConfig
 
-from hf_kd import BertDotConfig, BertDotModel
 from hf_kd.data.errors import DataFormatError
 from hf_kd.data.ir_files import read_beir, read_qrels, read_run
 from hf_kd.evaluation.commands import add_subcommands
@@ -33,19 +31,8 @@ def run_command(*argv) -> int:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tokenizer):
-    torch.manual_seed(0)
-    backbone = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        initializer_range=1.0,
-    )
-    folder = tmp_path_factory.mktemp("models") / "tiny-dot"
-    BertDotModel(BertDotConfig(backbone_config=backbone)).save_pretrained(folder, tokenizer=tokenizer)
-    return folder
+def model_dir(tiny_dot_folder):
+    return tiny_dot_folder
 
 
 @pytest.fixture(scope="module")

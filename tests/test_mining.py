@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import BertConfig
 
-from hf_kd import BertDotConfig, BertDotModel
+from hf_kd import BertDotModel
 from hf_kd.cli import main
 from hf_kd.data import load_scores, read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run
 from hf_kd.evaluation.bm25 import bm25_search
@@ -113,19 +112,8 @@ def test_a_run_gives_the_ranks(dl20):
 
 
 @pytest.fixture(scope="module")
-def tiny_dot(tmp_path_factory, tokenizer):
-    torch.manual_seed(0)
-    backbone = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        initializer_range=1.0,
-    )
-    folder = tmp_path_factory.mktemp("models") / "tiny-dot"
-    BertDotModel(BertDotConfig(backbone_config=backbone)).save_pretrained(folder, tokenizer=tokenizer)
-    return folder
+def tiny_dot(tiny_dot_folder):
+    return tiny_dot_folder
 
 
 def test_dense_bert_dot_ranks_are_the_faiss_ranks(dl20, tiny_dot):
