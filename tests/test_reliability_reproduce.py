@@ -6,10 +6,13 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
+from hf_kd.jobs import JobLockedError, output_lock
 from hf_kd.reproduce.budgets import get_budget
 from hf_kd.reproduce.data import prepare_data
 from hf_kd.reproduce.evaluation import evaluate_and_keep
-from hf_kd.reproduce.recipe import make_backbone, train_model
+from hf_kd.reproduce.recipe import make_backbone, run_reproduction, train_model
 
 
 def test_finished_stages_are_read_back_not_run_again(shared_data, tmp_path):
@@ -64,3 +67,11 @@ def test_the_data_record_is_read_again_from_another_working_directory(shared_dat
     assert again == data
     for path in (again.train_triples, again.dl20_dev.run, again.dl20_dev.queries, again.scifact_test.collection):
         assert Path(path).is_absolute() and Path(path).is_file()
+
+
+def test_a_second_reproduction_into_the_same_folder_stops_naming_the_first(shared_data, tmp_path):
+    out = tmp_path / "reproduce"
+    with output_lock(out):
+        with pytest.raises(JobLockedError, match=rf"{out} is being written by pid {os.getpid()} on "):
+            run_reproduction(get_budget("ci"), shared_data, out)
+    assert not (out / "data").exists()  # nothing was started

@@ -21,8 +21,10 @@ from .. import __version__, model_class_for
 from ..evaluation.latency import measure_rerank_latency
 from ..evaluation.rerank import top_candidates
 from ..files import write_json_atomic
+from ..jobs import output_lock
 from ..pretrained import all_mpnet_base_v2_path, minilm_path
-from ..teachers import Teacher, load_teacher, score_triples
+from ..teachers import Teacher, load_teacher, load_teacher_scores, score_triples, split_teacher_scores
+from ..teachers.score_dataset import score_columns
 from ..training.arguments import HfKdArguments
 from ..training.run import run_training
 from .budgets import Budget
@@ -145,9 +147,16 @@ def student_config(budget: Budget, architecture: str) -> dict:
 
 
 def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> dict[str, Any]:
-    """Runs (or resumes) every stage and writes `results.json`, `tables.md` and `efficiency.png` into `out`."""
+    """Runs (or resumes) every stage and writes `results.json`, `tables.md` and `efficiency.png` into `out`.
+
+    Holds the lock of `out` throughout: a second reproduction into the same folder stops with the holder's name.
+    """
     budget.validate()
-    out, data_dir = Path(out), Path(data_dir)
+    with output_lock(out):
+        return _run_stages(budget, Path(data_dir), Path(out))
+
+
+def _run_stages(budget: Budget, data_dir: Path, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -228,7 +237,7 @@ def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> d
         for name, architecture, setting, loss in student_runs:
             backbone = backbone_paths["small_cat" if architecture == "bert_cat" else "student"]
             folder = out / "students" / name
-            pos_column, neg_column = columns[setting] if setting != "none" else ("pos_score", "neg_score")
+            pos_column, neg_column = columns[setting] if setting != "none" else score_columns()
             train_model(
                 budget,
                 folder,
@@ -359,16 +368,14 @@ def _loss_for(setting: str) -> str:
 
 def _teacher_columns(scores_dir: Path, teacher_names: list[str]) -> dict[str, tuple[str, str]]:
     """Score columns of T1 (the first teacher) and T2 (the mean) in the teacher-score dataset."""
-    import pyarrow.parquet as pq
-
-    files = sorted(p for p in scores_dir.rglob("*.parquet") if "texts" not in p.parts)
-    names = set(pq.read_schema(files[0]).names)
     if len(teacher_names) == 1:
-        return {"T1": ("pos_score", "neg_score")}
-    t1 = f"pos_score_{teacher_names[0]}"
-    if t1 not in names:
-        raise ValueError(f"{scores_dir}: no column {t1} for the first teacher; columns: {sorted(names)}")
-    return {"T1": (t1, f"neg_score_{teacher_names[0]}"), "T2": ("pos_score", "neg_score")}
+        return {"T1": score_columns()}
+    table, provenance = load_teacher_scores(scores_dir)
+    if teacher_names[0] not in split_teacher_scores(table, provenance):
+        raise ValueError(
+            f"{scores_dir}: no scores of the first teacher {teacher_names[0]}; columns: {table.column_names}"
+        )
+    return {"T1": score_columns(teacher_names[0]), "T2": score_columns()}
 
 
 def _latency_models(budget: Budget, teachers: dict[str, str], students: dict[str, str]) -> dict[str, str]:

@@ -43,8 +43,8 @@ def score_features(teacher_names: list[str]) -> Features:
         raise ValueError(f"teacher names must be distinct to name their score columns, got {teacher_names}")
     columns = dict(SCORED_TRIPLES_FEATURES)
     for name in teacher_names:
-        columns[f"pos_score_{name}"] = Value("float32")
-        columns[f"neg_score_{name}"] = Value("float32")
+        pos_column, neg_column = score_columns(name)
+        columns[pos_column], columns[neg_column] = Value("float32"), Value("float32")
     return Features(columns)
 
 
@@ -101,7 +101,7 @@ def write_teacher_scores(
     columns["pos_score"], columns["neg_score"] = ensemble
     if len(names) > 1:
         for name, (pos, neg) in teacher_scores.items():
-            columns[f"pos_score_{name}"], columns[f"neg_score_{name}"] = pos, neg
+            columns[score_columns(name)[0]], columns[score_columns(name)[1]] = pos, neg
     features = score_features(names)
     return write_scores(
         _record_batches(columns, features.arrow_schema),
@@ -145,14 +145,31 @@ def load_teacher_scores(path: str | os.PathLike) -> tuple[pa.Table, Provenance]:
     return table, provenance
 
 
+def score_columns(teacher: str | None = None) -> tuple[str, str]:
+    """The (positive, negative) score columns of one teacher of a teacher-score dataset, or of what training reads
+    by default (`None`: the ensemble's mean with several teachers, the scores of the only one otherwise).
+
+    Example:
+        ```python
+        >>> score_columns("mpnet"), score_columns()
+        (('pos_score_mpnet', 'neg_score_mpnet'), ('pos_score', 'neg_score'))
+
+        ```
+    """
+    if teacher is None:
+        return "pos_score", "neg_score"
+    return f"pos_score_{teacher}", f"neg_score_{teacher}"
+
+
 def split_teacher_scores(table: pa.Table, provenance: Provenance) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each teacher's (pos, neg) raw scores: the `pos_score_<t>` / `neg_score_<t>` pairs, or, without them,
     `pos_score` / `neg_score` under the teacher's name from the provenance."""
     scores = {}
+    prefix = score_columns("")[0]
     for column in table.column_names:
-        if column.startswith("pos_score_") and f"neg_score_{column[10:]}" in table.column_names:
-            name = column[10:]
-            scores[name] = (_numpy(table, column), _numpy(table, f"neg_score_{name}"))
+        name = column[len(prefix) :]
+        if column.startswith(prefix) and score_columns(name)[1] in table.column_names:
+            scores[name] = tuple(_numpy(table, c) for c in score_columns(name))
     if scores:
         return scores
     return {_single_teacher_name(provenance): (_numpy(table, "pos_score"), _numpy(table, "neg_score"))}
