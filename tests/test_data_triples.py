@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import bm25s
 import pytest
@@ -19,6 +20,7 @@ from hf_kd.data import (
     write_run,
 )
 from hf_kd.data.commands import add_subcommands
+from hf_kd.jobs import output_lock
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +194,14 @@ def test_commands_parse_the_documented_options():
     assert (args.format, args.skip_bad_rows, args.shard_rows, str(args.queries)) == ("paper-ids", True, 5, "q")
     with pytest.raises(SystemExit):
         _parser().parse_args(["data", "convert", "--format", "csv", "in.tsv", "--out", "o"])
+
+
+def test_build_triples_into_a_locked_output_is_refused_naming_the_holder(dl20, tmp_path, capsys):
+    folder, out = dl20["folder"], tmp_path / "triples"
+    argv = ["data", "build-triples", "--qrels", str(folder / "qrels.txt")]
+    argv += ["--run", str(folder / "runs" / "bm25.top30.trec"), "--collection", str(folder / "collection.tsv")]
+    argv += ["--queries", str(folder / "queries.tsv"), "--out", str(out)]
+    with output_lock(out):
+        assert _run(argv) == 1
+    assert f"{out} is being written by pid {os.getpid()} on " in capsys.readouterr().err
+    assert not out.exists()

@@ -20,6 +20,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertModel
 
 from hf_kd import BertCatConfig, BertCatModel
 from hf_kd.data.provenance import read_provenance
+from hf_kd.jobs import JobLockedError, output_lock
 from hf_kd.teachers import (
     CrossEncoderTeacher,
     HfKdTeacher,
@@ -452,6 +453,10 @@ def test_ensemble_is_the_mean_of_the_teachers(teacher_a, teacher_b, triples_tsv,
     b = normalize_scores(columns["pos_score_cat_b"], columns["neg_score_cat_b"], "zscore")
     np.testing.assert_allclose(zscored.column("neg_score").to_numpy(), (a[1] + b[1]) / 2, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(zscored.column("pos_score_cat_b").to_numpy(), columns["pos_score_cat_b"])
+    with output_lock(tmp_path / "held"):  # another job writes that folder
+        with pytest.raises(JobLockedError, match=f"is being written by pid {os.getpid()} on "):
+            ensemble_score_datasets([tmp_path / "a", tmp_path / "b"], tmp_path / "held")
+    assert not (tmp_path / "held").exists()
 
 
 def test_ensemble_refuses_datasets_of_other_triples(teacher_a, triples_tsv, shared_triples_tsv, tmp_path):

@@ -22,6 +22,7 @@ from transformers import AutoModel, BertConfig, BertModel, TrainingArguments
 
 import hf_kd
 from hf_kd.data.errors import DataFormatError
+from hf_kd.jobs import output_lock
 from hf_kd.losses import get_loss
 from hf_kd.training import (
     CachingTokenizer,
@@ -680,3 +681,12 @@ def test_rerun_of_the_same_command_resumes_and_another_run_is_refused(
     assert main(["--config", str(config_path), "--learning_rate", "0.002", "--overwrite_output_dir", "true"]) == 0
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["resumed_from_checkpoint"] is None and summary["steps_this_run"] == 4
+
+
+def test_a_second_training_into_the_same_output_dir_stops_naming_the_first(backbone, scored_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    config_path = write_config(tmp_path / "run.yaml", **base_config(backbone, scored_file, out))
+    with output_lock(out):
+        assert main(["--config", str(config_path)]) == 2
+    assert f"{out} is being written by pid {os.getpid()} on " in capsys.readouterr().err
+    assert not (out / "train_summary.json").exists()

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..jobs import JobLockedError
+from ..jobs import JobLockedError, output_lock
 from .convert import convert
 from .errors import DataFormatError
 from .ir_files import read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run
@@ -92,16 +92,17 @@ def _run_build_triples(args: argparse.Namespace) -> int:
             source_files=[str(Path(p).resolve()) for p in [*sources, *args.run]],
             parameters={**stats.parameters, "split": args.split if args.beir is not None else None},
         )
-        save_triples(
-            triples,
-            args.out,
-            queries=queries,
-            collection=collection,
-            provenance=provenance,
-            shard_rows=args.shard_rows,
-            save_to_disk=args.save_to_disk,
-            overwrite=args.overwrite,
-        )
+        with output_lock(args.out):
+            save_triples(
+                triples,
+                args.out,
+                queries=queries,
+                collection=collection,
+                provenance=provenance,
+                shard_rows=args.shard_rows,
+                save_to_disk=args.save_to_disk,
+                overwrite=args.overwrite,
+            )
     except _INPUT_ERRORS as error:
         print(f"hf-kd data build-triples: error: {error}", file=sys.stderr)
         return 1

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..data.provenance import Provenance
+from ..jobs import output_lock
 from .score_dataset import TeacherScores, load_teacher_scores, split_teacher_scores, write_teacher_scores
 
 __all__ = [
@@ -294,4 +295,5 @@ def ensemble_score_datasets(
     )
     groups = reference.column("query").to_numpy(zero_copy_only=False) if normalize.startswith("query_") else None
     ensemble = mean_ensemble(teacher_scores, normalize, groups, rescale_to) if len(teacher_scores) > 1 else None
-    return write_teacher_scores(out, reference, teacher_scores, provenance, ensemble=ensemble, overwrite=overwrite)
+    with output_lock(out):
+        return write_teacher_scores(out, reference, teacher_scores, provenance, ensemble=ensemble, overwrite=overwrite)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -20,7 +21,7 @@ from ..data.errors import DataFormatError
 from ..data.sources import DataSourceError
 from ..data.texts import MissingIdError, MissingIdRows, joined_columns
 from ..files import naming_weight_files, write_json_atomic
-from ..jobs import file_fingerprint, fingerprint_changes
+from ..jobs import JobLockedError, file_fingerprint, fingerprint_changes, output_lock
 from ..losses import get_loss
 from ..models import model_class_for
 from .arguments import ConfigError, HfKdArguments, parse_train_args
@@ -267,6 +268,13 @@ def save_final_model(trainer: DistillationTrainer, output_dir: str) -> None:
 
 def run_training(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -> dict[str, Any]:
     """Trains, saves the final model and tokenizer in `output_dir`, writes `train_summary.json`; returns it."""
+    # the main process alone holds the output folder's lock: the other processes of the same run share the folder
+    lock = output_lock(training_args.output_dir) if training_args.process_index == 0 else contextlib.nullcontext()
+    with lock:
+        return _train_and_save(hf_kd_args, training_args)
+
+
+def _train_and_save(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -> dict[str, Any]:
     start = time.perf_counter()
     trainer = build_trainer(hf_kd_args, training_args)
     resume = training_args.resume_from_checkpoint
@@ -321,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         hf_kd_args, training_args = parse_train_args(argv)
         run_training(hf_kd_args, training_args)
-    except (ConfigError, DataFormatError, DataSourceError, MissingIdError) as error:
+    except (ConfigError, DataFormatError, DataSourceError, MissingIdError, JobLockedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
