@@ -12,7 +12,7 @@ from hf_kd.jobs import JobLockedError, output_lock
 from hf_kd.reproduce.budgets import get_budget
 from hf_kd.reproduce.data import prepare_data
 from hf_kd.reproduce.evaluation import evaluate_and_keep
-from hf_kd.reproduce.recipe import make_backbone, run_reproduction, train_model
+from hf_kd.reproduce.recipe import _check_same_budget, make_backbone, run_reproduction, train_model
 
 
 def test_finished_stages_are_read_back_not_run_again(shared_data, tmp_path):
@@ -75,3 +75,13 @@ def test_a_second_reproduction_into_the_same_folder_stops_naming_the_first(share
         with pytest.raises(JobLockedError, match=rf"{out} is being written by pid {os.getpid()} on "):
             run_reproduction(get_budget("ci"), shared_data, out)
     assert not (out / "data").exists()  # nothing was started
+
+
+def test_a_reproduction_of_another_budget_in_the_same_folder_is_refused(shared_data, tmp_path):
+    out = tmp_path / "reproduce"
+    out.mkdir()
+    _check_same_budget(get_budget("ci"), out)
+    _check_same_budget(get_budget("ci", {"teacher_eval_sets": ["dl20-dev"]}), out)  # evaluation sets only add
+    with pytest.raises(ValueError, match=r"holds a reproduction of another budget \(student_steps: 8 -> 9\)"):
+        run_reproduction(get_budget("ci", {"student_steps": 9}), shared_data, out)
+    assert not (out / "data").exists()

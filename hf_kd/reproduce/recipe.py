@@ -21,7 +21,7 @@ from .. import __version__, model_class_for
 from ..evaluation.latency import measure_rerank_latency
 from ..evaluation.rerank import top_candidates
 from ..files import write_json_atomic
-from ..jobs import output_lock
+from ..jobs import fingerprint_changes, output_lock
 from ..pretrained import all_mpnet_base_v2_path, minilm_path
 from ..teachers import Teacher, load_teacher, load_teacher_scores, score_triples, split_teacher_scores
 from ..teachers.score_dataset import score_columns
@@ -158,6 +158,7 @@ def run_reproduction(budget: Budget, data_dir: str | Path, out: str | Path) -> d
 
 def _run_stages(budget: Budget, data_dir: Path, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
+    _check_same_budget(budget, out)
     start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -338,6 +339,26 @@ PRETRAINED_TEACHER_LABELS = {
     "mpnet": "all-mpnet-base-v2 (sentence-transformers bi-encoder, cosine)",
     "minilm": "all-MiniLM-L6-v2 zero-shot (sentence-transformers bi-encoder, cosine)",
 }
+
+
+# budget settings a finished reproduction takes on later: evaluation sets asked for afterwards are measured and added
+_ADDITIVE_SETTINGS = ("teacher_eval_sets",)
+
+
+def _check_same_budget(budget: Budget, out: Path) -> None:
+    """Records the budget in `out/budget.json`, or checks that the reproduction in `out` is of the same budget: its
+    finished stages are reused as they are, so results of two budgets are never mixed in one folder."""
+    path = out / "budget.json"
+    current = {k: v for k, v in budget.to_dict().items() if k not in _ADDITIVE_SETTINGS}
+    if path.is_file():
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        changes = fingerprint_changes(recorded, current)
+        if changes:
+            raise ValueError(
+                f"{out} holds a reproduction of another budget ({'; '.join(changes)}); its finished stages would be "
+                "mixed with this one's: use another --out, or remove the folder"
+            )
+    write_json_atomic(str(path), current)
 
 
 def _trained_teacher_names(budget: Budget) -> list[str]:
