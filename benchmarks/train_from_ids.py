@@ -193,7 +193,7 @@ def main() -> None:
         c, t = r["convert"], r["train_data"]
         print(f"| {r['rows']:,} | {c['rows_per_second']:,.0f} | {c['peak_rss_mib']:,.0f} | "
               f"{r['dataset_bytes'] / 2**30:.2f} GiB | {t['load_seconds']:.1f} | {t['join_rows_per_second']:,.0f} | "
-              f"{t['join_and_collate_rows_per_second']:,.0f} | {t['peak_rss_mib']:,.0f} ({t['anonymous_rss_mib']:,.0f}) |")  # fmt: skip
+              f"{t['join_and_collate_rows_per_second']:,.0f} | {t['peak_rss_mib']:,.0f} ({t['anonymous_rss_mib']:,.0f}) |")  # fmt: skip  # noqa: E501
 
 
 if __name__ == "__main__":
