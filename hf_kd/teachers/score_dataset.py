@@ -98,10 +98,10 @@ def write_teacher_scores(
     elif ensemble is None:
         raise ValueError(f"{len(names)} teachers: pass their ensemble scores")
     columns: dict[str, pa.Array | np.ndarray] = {c: triples.column(c).combine_chunks() for c in _TRIPLE_COLUMNS}
-    columns["pos_score"], columns["neg_score"] = ensemble
+    columns.update(zip(score_columns(), ensemble))
     if len(names) > 1:
-        for name, (pos, neg) in teacher_scores.items():
-            columns[score_columns(name)[0]], columns[score_columns(name)[1]] = pos, neg
+        for name, scores in teacher_scores.items():
+            columns.update(zip(score_columns(name), scores))
     features = score_features(names)
     return write_scores(
         _record_batches(columns, features.arrow_schema),
