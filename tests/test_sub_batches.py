@@ -9,7 +9,7 @@ from transformers import BertConfig
 
 import hf_kd
 from hf_kd import BertDotModel
-from hf_kd.models.modeling_ranking import DEFAULT_MIN_SUB_BATCH_SIZE, length_sorted_sub_batches, real_width
+from hf_kd.models.modeling_ranking import length_sorted_sub_batches, real_width
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, initializer_range=0.5)
 OVERRIDES = {
@@ -63,7 +63,16 @@ def test_sub_batches_are_length_sorted_and_cover_every_row():
     assert [real_width(mask[g]) for g in groups] == [9, 7, 4, 2]
     assert [g.tolist() for g in length_sorted_sub_batches(mask, 0)] == [list(range(9))]
     assert [g.tolist() for g in length_sorted_sub_batches(mask, 5)] == [list(range(9))]  # too small to split
-    assert DEFAULT_MIN_SUB_BATCH_SIZE >= 1
+
+
+def test_min_sub_batch_size_is_a_config_value_saved_with_the_model(tmp_path):
+    config = hf_kd.BertDotConfig(backbone_config={"model_type": "bert", **TINY})
+    assert config.min_sub_batch_size == 16
+    config.min_sub_batch_size = 4
+    config.save_pretrained(tmp_path)
+    assert hf_kd.BertDotConfig.from_pretrained(tmp_path).min_sub_batch_size == 4
+    with pytest.raises(ValueError, match="min_sub_batch_size must be an integer >= 0"):
+        hf_kd.BertDotConfig(backbone_config={"model_type": "bert", **TINY}, min_sub_batch_size=-1)
 
 
 @pytest.mark.parametrize("pooling, normalize", [("cls", False), ("mean", True)])

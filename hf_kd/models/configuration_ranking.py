@@ -75,6 +75,10 @@ class RankingConfig(PreTrainedConfig):
             Maximum number of query word-piece tokens, special tokens excluded; longer queries are truncated.
         max_passage_length (`int`, *optional*, defaults to 200):
             Maximum number of passage word-piece tokens, special tokens excluded; longer passages are truncated.
+        min_sub_batch_size (`int`, *optional*, defaults to 16):
+            Rows of the smallest sub-batch the training forward pass splits a padded batch into: rows are sorted by
+            length and encoded in groups padded to their own longest text, so less padding work is done. Equal
+            scores to float rounding; 0 encodes every batch whole.
     """
 
     model_type = ""
@@ -86,12 +90,14 @@ class RankingConfig(PreTrainedConfig):
         backbone_name_or_path: str | None = None,
         max_query_length: int = 30,
         max_passage_length: int = 200,
+        min_sub_batch_size: int = 16,
         **kwargs,
     ):
         self.backbone_config = build_backbone_config(backbone_config)
         self.backbone_name_or_path = backbone_name_or_path
         self.max_query_length = max_query_length
         self.max_passage_length = max_passage_length
+        self.min_sub_batch_size = min_sub_batch_size
         super().__init__(**kwargs)
         self.validate_ranking_config()
 
@@ -103,6 +109,7 @@ class RankingConfig(PreTrainedConfig):
         """Checks value ranges; subclasses extend it. Errors name the offending argument."""
         check_positive_int("max_query_length", self.max_query_length)
         check_positive_int("max_passage_length", self.max_passage_length)
+        check_positive_int("min_sub_batch_size", self.min_sub_batch_size, minimum=0)
         max_positions = getattr(self.backbone_config, "max_position_embeddings", None)
         if isinstance(max_positions, int) and self.max_query_length + self.max_passage_length + 3 > max_positions:
             raise ValueError(

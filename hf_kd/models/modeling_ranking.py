@@ -24,9 +24,6 @@ from transformers.utils import ModelOutput
 
 from .configuration_ranking import SUPPORTED_BACKBONE_TYPES, RankingConfig
 
-# rows of the smallest sub-batch `SplitRankingModel.forward` splits a padded batch into (config `min_sub_batch_size`)
-DEFAULT_MIN_SUB_BATCH_SIZE = 16
-
 # --------------------------------------------------------------------------------------------------------------------
 # Backbone
 # --------------------------------------------------------------------------------------------------------------------
@@ -476,7 +473,7 @@ class SplitRankingModel(RankingPreTrainedModel):
     `encode_passage_tensors` (tensors -> EncodedBatch) and `score_pairs` (aligned EncodedBatches -> scores).
 
     `forward` encodes a padded batch in length-sorted sub-batches, each trimmed to its own longest real token
-    (`encode_padded`); the config value `min_sub_batch_size` (default `DEFAULT_MIN_SUB_BATCH_SIZE`, 0 disables
+    (`encode_padded`); the config value `min_sub_batch_size` (default 16, 0 disables
     the split) is the smallest number of rows a sub-batch gets. Scores and gradients equal those of the whole
     padded batch: every row attends to its own real tokens only.
     """
@@ -538,8 +535,7 @@ class SplitRankingModel(RankingPreTrainedModel):
         """`encode(input_ids, attention_mask)` of a padded batch, computed on length-sorted sub-batches (see
         `length_sorted_sub_batches`) each trimmed to its longest real token; rows come back in input order, token
         dimensions padded to the longest real token of the batch."""
-        min_size = getattr(self.config, "min_sub_batch_size", DEFAULT_MIN_SUB_BATCH_SIZE)
-        groups = length_sorted_sub_batches(attention_mask, min_size or 0)
+        groups = length_sorted_sub_batches(attention_mask, self.config.min_sub_batch_size)
         if len(groups) == 1:
             return encode(input_ids, attention_mask)
         parts = []
