@@ -240,6 +240,7 @@ def test_configs_keep_paper_defaults_and_unique_model_types(architecture):
         (lambda: BertCatConfig(classifier_dropout=1.5), "classifier_dropout"),
         (lambda: BertDotConfig(backbone_config={"model_type": "gpt2"}), "unsupported backbone type"),
         (lambda: PreTTConfig(backbone_config=AlbertConfig()), "BERT, DistilBERT, MiniLM"),
+        (lambda: BertCatConfig(backbone_config=DistilBertConfig(), mean_cosine_score=True), "token types"),
     ],
 )
 def test_bad_config_values_name_the_argument(make, argument):
@@ -402,3 +403,44 @@ def test_tk_term_match_init_ranks_by_shared_terms_and_survives_save_load(minilm_
     loaded = TKModel.from_pretrained(tmp_path / "tk").eval()
     with torch.no_grad():
         assert torch.equal(loaded.score([query] * 2, passages, tokenizer), scores)
+
+
+def test_mean_cosine_score_starts_as_the_backbones_sentence_similarity_and_survives_save_load(
+    minilm_path, pairs, tokenizer, tmp_path
+):
+    queries, passages = pairs
+    backbone = BertModel.from_pretrained(minilm_path).eval()
+    cat = BertCatModel.from_backbone(minilm_path, mean_cosine_score=True).eval()
+    assert not cat.classifier.weight.any() and not cat.classifier.bias.any()
+    inputs = cat.prepare_inputs(queries, passages, tokenizer)
+    with torch.no_grad():
+        hidden = backbone(**inputs).last_hidden_state
+    expected = []
+    for row, types, mask in zip(hidden, inputs["token_type_ids"], inputs["attention_mask"]):
+        query_part = row[(types == 0) & (mask == 1)].mean(dim=0)
+        passage_part = row[(types == 1) & (mask == 1)].mean(dim=0)
+        expected.append(torch.dot(query_part, passage_part) / (query_part.norm() * passage_part.norm()))
+    scores = cat.score(queries, passages, tokenizer)
+    torch.testing.assert_close(scores, torch.stack(expected), atol=1e-5, rtol=1e-5)
+
+    # PreTT: the query's tokens are the first segment, the passage's the second, after the joint layers
+    prett = PreTTModel.from_backbone(minilm_path, split_layer=3, mean_cosine_score=True).eval()
+    assert not prett.classifier.weight.any()
+    q = prett.encode_queries(queries[:1], tokenizer)
+    p = prett.encode_passages(passages[:1], tokenizer)
+    joint = torch.cat([q.embeddings, p.embeddings], dim=1)
+    with torch.no_grad():
+        joint = prett._run_layers(joint, torch.cat([q.mask, p.mask], dim=1), 3, 6)
+    lq = q.embeddings.shape[1]
+    expected_prett = torch.nn.functional.cosine_similarity(joint[0, :lq].mean(0), joint[0, lq:].mean(0), dim=0)
+    scored = prett.score(queries[:1], passages[:1], tokenizer)[0]
+    torch.testing.assert_close(scored, expected_prett, atol=1e-5, rtol=1e-5)
+
+    # once the head has learned something, it adds to the cosine; both survive save and load
+    with torch.no_grad():
+        prett.classifier.weight.normal_()
+    trained = prett.score(queries, passages, tokenizer)
+    prett.save_pretrained(tmp_path / "prett", tokenizer=tokenizer)
+    loaded = PreTTModel.from_pretrained(tmp_path / "prett").eval()
+    assert loaded.config.mean_cosine_score is True
+    torch.testing.assert_close(loaded.score(queries, passages, tokenizer), trained, atol=1e-6, rtol=1e-6)

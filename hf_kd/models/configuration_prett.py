@@ -38,6 +38,11 @@ class PreTTConfig(RankingConfig):
             `"after_query"`: passage token j gets position `len([CLS] q [SEP]) + j`, right after the query's own
             tokens, as in the paper's released PreTTR (`hf-kd import`); the layers below k then depend on the query's
             length, so they run at scoring time and the cached passage representation is its token ids.
+        mean_cosine_score (`bool`, *optional*, defaults to `False`):
+            Adds to the CLS head's score the cosine of the mean query-token and the mean passage-token vectors after
+            the last layer, and starts the head at zero: untrained, the model ranks as its sentence-transformers
+            backbone (trained with mean pooling and cosine) lets it, instead of at chance; training adds what the
+            head learns. `False` is the paper's CLS -> Linear.
 
     Example:
     ```python
@@ -50,9 +55,16 @@ class PreTTConfig(RankingConfig):
     model_type = "hfkd_prett"
     architecture = "prett"
 
-    def __init__(self, split_layer: int = 3, passage_positions: str = "after_query_slot", **kwargs):
+    def __init__(
+        self,
+        split_layer: int = 3,
+        passage_positions: str = "after_query_slot",
+        mean_cosine_score: bool = False,
+        **kwargs,
+    ):
         self.split_layer = split_layer
         self.passage_positions = passage_positions
+        self.mean_cosine_score = mean_cosine_score
         super().__init__(**kwargs)
 
     @property

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import initialization as init
 
 from .configuration_bert_cat import BertCatConfig
 from .modeling_ranking import (
@@ -16,6 +17,7 @@ from .modeling_ranking import (
     build_backbone,
     check_grouping,
     pad_sequences,
+    segment_mean_cosine,
     special_token_id,
     tokenize_texts,
 )
@@ -29,7 +31,11 @@ def concatenate_pair(cls_id: int, sep_id: int, query: list[int], passage: list[i
 
 
 class BertCatModel(RankingPreTrainedModel):
-    """BERT_CAT: scores a (query, passage) pair jointly; nothing can be cached, so it is the slowest and strongest."""
+    """BERT_CAT: scores a (query, passage) pair jointly; nothing can be cached, so it is the slowest and strongest.
+
+    The score is the CLS vector -> Linear(hidden, 1); with `mean_cosine_score` the cosine of the mean query-segment
+    and passage-segment token vectors is added and the head starts at zero.
+    """
 
     config_class = BertCatConfig
 
@@ -39,6 +45,12 @@ class BertCatModel(RankingPreTrainedModel):
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(config.hidden_size, 1)
         self.post_init()
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if module is getattr(self, "classifier", None) and self.config.mean_cosine_score:
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
 
     def prepare_inputs(self, queries: Sequence[str], passages: Sequence[str], tokenizer) -> dict[str, torch.Tensor]:
         k = check_grouping(queries, passages)
@@ -74,8 +86,14 @@ class BertCatModel(RankingPreTrainedModel):
             backbone_kwargs["token_type_ids"] = token_type_ids
         if position_ids is not None:
             backbone_kwargs["position_ids"] = position_ids
-        cls_vectors = self.backbone(**backbone_kwargs).last_hidden_state[:, 0]
-        return RankingOutput(scores=self.classifier(self.dropout(cls_vectors)).squeeze(-1))
+        hidden = self.backbone(**backbone_kwargs).last_hidden_state
+        scores = self.classifier(self.dropout(hidden[:, 0])).squeeze(-1)
+        if self.config.mean_cosine_score:
+            if token_type_ids is None:
+                raise ValueError("mean_cosine_score needs token_type_ids to find the query and passage segments")
+            real = attention_mask.bool()
+            scores = scores + segment_mean_cosine(hidden, real & (token_type_ids == 0), real & (token_type_ids == 1))
+        return RankingOutput(scores=scores)
 
     def sentence_transformers_layout(self) -> dict[str, Any]:
         """A `CrossEncoder` pipeline over `forward`: raw scores (identity activation), pairs truncated to the

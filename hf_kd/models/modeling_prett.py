@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask
 
 from .configuration_prett import PreTTConfig
@@ -15,6 +16,7 @@ from .modeling_ranking import (
     SplitRankingModel,
     backbone_supports_token_types,
     build_backbone,
+    segment_mean_cosine,
     special_token_id,
     tokenize_texts,
 )
@@ -34,7 +36,8 @@ def transformer_layers(backbone: nn.Module) -> nn.ModuleList:
 
 class PreTTModel(SplitRankingModel):
     """PreTT: layers `0..k-1` run on `[CLS] q [SEP]` and `p [SEP]` separately, layers `k..n-1` on their
-    concatenation; the CLS vector -> Linear(hidden, 1, bias=False).
+    concatenation; the CLS vector -> Linear(hidden, 1, bias=False) (plus, with `mean_cosine_score`, the cosine of
+    the mean query and passage token vectors, the head starting at zero).
 
     The cached passage representation is the passage's hidden states after layer k. With
     `passage_positions="after_query"` (the paper's released PreTTR) a passage's positions start right after each
@@ -49,6 +52,11 @@ class PreTTModel(SplitRankingModel):
         self.backbone = build_backbone(config)
         self.classifier = nn.Linear(config.hidden_size, 1, bias=False)
         self.post_init()
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if module is getattr(self, "classifier", None) and self.config.mean_cosine_score:
+            init.zeros_(module.weight)
 
     def tokenize_queries(self, tokenizer, queries: Sequence[str]) -> list[list[int]]:
         cls_id, sep_id = special_token_id(tokenizer, "cls"), special_token_id(tokenizer, "sep")
@@ -105,7 +113,12 @@ class PreTTModel(SplitRankingModel):
         mask = torch.cat([queries.mask, passages.mask], dim=1)
         num_layers = len(transformer_layers(self.backbone))
         hidden = self._run_layers(hidden, mask, self.config.split_layer, num_layers)
-        return self.classifier(hidden[:, 0]).squeeze(-1)
+        scores = self.classifier(hidden[:, 0]).squeeze(-1)
+        if self.config.mean_cosine_score:
+            query_mask = torch.cat([queries.mask, torch.zeros_like(passages.mask)], dim=1)
+            passage_mask = torch.cat([torch.zeros_like(queries.mask), passages.mask], dim=1)
+            scores = scores + segment_mean_cosine(hidden, query_mask, passage_mask)
+        return scores
 
 
 __all__ = ["PreTTModel", "transformer_layers"]

@@ -209,6 +209,30 @@ def maxsim_scores(
     return (best * query_mask.to(best.dtype)).sum(dim=-1)
 
 
+def segment_mean_cosine(hidden: torch.Tensor, query_mask: torch.Tensor, passage_mask: torch.Tensor) -> torch.Tensor:
+    """The cosine of the mean query-token vector and the mean passage-token vector of each row of a joint sequence.
+
+    A sentence-transformers backbone (trained with mean pooling and cosine) ranks with this readout before any
+    training; the cross-encoders add it to their CLS head (`mean_cosine_score`) so that they start from it.
+
+    Args:
+        hidden: (n, L, D) token vectors; query_mask, passage_mask: (n, L) 1 where a token belongs to that segment.
+
+    Returns:
+        (n,) cosines.
+
+    >>> h = torch.tensor([[[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [5.0, 5.0]]])
+    >>> segment_mean_cosine(h, torch.tensor([[1, 1, 0, 0]]), torch.tensor([[0, 0, 1, 0]]))
+    tensor([0.])
+    """
+
+    def mean(mask: torch.Tensor) -> torch.Tensor:
+        weights = mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+    return nn.functional.cosine_similarity(mean(query_mask), mean(passage_mask), dim=-1)
+
+
 def kernel_pooling(
     match_matrix: torch.Tensor,
     query_mask: torch.Tensor,
@@ -592,4 +616,5 @@ __all__ = [
     "dot_scores",
     "maxsim_scores",
     "kernel_pooling",
+    "segment_mean_cosine",
 ]
