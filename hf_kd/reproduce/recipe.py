@@ -136,8 +136,14 @@ def student_config(budget: Budget, architecture: str) -> dict:
         return {"pooling": "mean", "normalize_embeddings": True}
     if architecture == "tk":
         return {"term_match_init": True}  # starts as a term matcher, not at chance (see TKConfig)
+    if architecture == "prett" and budget.backbone == "minilm":
+        # the CLS head of a sentence-transformers backbone starts at chance and does not learn in a few hundred steps;
+        # the mean-cosine readout starts from the backbone's own similarity (see BertCatConfig.mean_cosine_score)
+        return {"split_layer": 3, "mean_cosine_score": True}
     if architecture == "prett":
-        return {"split_layer": 3 if budget.backbone == "minilm" else 1}
+        return {"split_layer": 1}
+    if architecture == "bert_cat" and budget.backbone == "minilm":
+        return {"mean_cosine_score": True}
     return {}
 
 
