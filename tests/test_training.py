@@ -400,10 +400,29 @@ def test_bad_configs_fail_before_training(backbone, scored_file, nway_file, ci_d
         build(loss_kwargs={"temperature": 2.0})
     with pytest.raises(ConfigError, match=r"model_config: \['compresion_dim'\] are not fields of the colbert config"):
         build(architecture="colbert", model_config={"compresion_dim": 16})
+    with pytest.raises(ConfigError, match="max_passage_length is given twice: 64 as max_passage_length and 48"):
+        build(max_passage_length=64, model_config={"max_passage_length": 48})
     with pytest.raises(ConfigError, match="loss: unknown 'margin-mse'"):
         HfKdArguments(loss="margin-mse", backbone=backbone, train_files=[str(scored_file)]).validate()
     assert main(["--config", str(tmp_path / "run.yaml"), "--train_files", str(tmp_path / "nope.tsv")]) == 2
     assert not (tmp_path / "out").exists()  # nothing was trained or written
+
+
+def test_a_continued_checkpoint_keeps_its_own_lengths_unless_told_otherwise(tokenizer, scored_file, tmp_path):
+    from hf_kd.training.run import build_model
+
+    backbone = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    config = hf_kd.BertDotConfig(backbone_config=backbone, max_query_length=12, max_passage_length=48)
+    hf_kd.BertDotModel(config).save_pretrained(tmp_path / "saved", tokenizer=tokenizer)
+    args = HfKdArguments(model_name_or_path=str(tmp_path / "saved"), train_files=[str(scored_file)])
+    args.validate()
+    model, _ = build_model(args)
+    assert (model.config.max_query_length, model.config.max_passage_length) == (12, 48)
+    args = HfKdArguments(
+        model_name_or_path=str(tmp_path / "saved"), train_files=[str(scored_file)], max_passage_length=7
+    )
+    args.validate()
+    assert build_model(args)[0].config.max_passage_length == 7
 
 
 def test_group_by_length_batches_by_the_longest_passage(backbone, scored_file, tmp_path):

@@ -73,11 +73,19 @@ class HfKdArguments:
             '{"compression_dim": 128} for ColBERT.'
         },
     )
-    max_query_length: int = field(
-        default=30, metadata={"help": "Maximum query length in word pieces, special tokens excluded."}
+    max_query_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Maximum query length in word pieces, special tokens excluded; sets the model config's value "
+            "(default: the checkpoint's own, 30 for a new model)."
+        },
     )
-    max_passage_length: int = field(
-        default=200, metadata={"help": "Maximum passage length in word pieces, special tokens excluded."}
+    max_passage_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Maximum passage length in word pieces, special tokens excluded; sets the model config's value "
+            "(default: the checkpoint's own, 200 for a new model)."
+        },
     )
     loss: str = field(
         default="margin_mse",
@@ -215,6 +223,10 @@ class HfKdArguments:
                 f"model_config: {unknown_config_keys} are not fields of the {self.architecture} config; "
                 f"see {MODEL_CLASSES[self.architecture].config_class.__name__}"
             )
+        for name in ("max_query_length", "max_passage_length"):
+            value, in_config = getattr(self, name), self.model_config.get(name)
+            if value is not None and in_config is not None and value != in_config:
+                raise ConfigError(f"{name} is given twice: {value} as {name} and {in_config} in model_config")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss: unknown {self.loss!r}; choose one of {', '.join(sorted(LOSSES))}")
         if not self.train_files:
@@ -234,7 +246,7 @@ class HfKdArguments:
             if not os.path.isfile(path):
                 raise ConfigError(f"{name}: {path} does not exist")
         for name in ("max_query_length", "max_passage_length", "dev_top_k"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.non_backbone_learning_rate is not None and self.non_backbone_learning_rate < 0:
             raise ConfigError(f"non_backbone_learning_rate must be >= 0, got {self.non_backbone_learning_rate}")

@@ -135,7 +135,11 @@ def build_model(hf_kd_args: HfKdArguments):
     """The student (or teacher) model and its tokenizer, from a backbone checkpoint, a backbone config or an hf-kd
     checkpoint."""
     model_class = model_class_for(hf_kd_args.architecture)
-    lengths = {"max_query_length": hf_kd_args.max_query_length, "max_passage_length": hf_kd_args.max_passage_length}
+    lengths = {
+        name: getattr(hf_kd_args, name)
+        for name in ("max_query_length", "max_passage_length")
+        if getattr(hf_kd_args, name) is not None
+    }
     overrides = {**hf_kd_args.model_config, **lengths}
     try:
         with naming_weight_files(hf_kd_args.backbone or hf_kd_args.model_name_or_path):
