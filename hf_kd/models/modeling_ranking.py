@@ -7,7 +7,6 @@ architectures) and `SplitRankingModel` (architectures that encode queries and pa
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -37,11 +36,10 @@ def build_backbone(config: RankingConfig) -> PreTrainedModel:
             f"backbone_config: unsupported backbone type {backbone_config.model_type!r}; "
             f"supported: {', '.join(SUPPORTED_BACKBONE_TYPES)}"
         )
-    model_class = AutoModel._model_mapping[type(backbone_config)]
-    kwargs = {}
-    if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
-        kwargs["add_pooling_layer"] = False
-    return model_class(backbone_config, **kwargs)
+    backbone = AutoModel.from_config(backbone_config)
+    if getattr(backbone, "pooler", None) is not None:
+        backbone.pooler = None  # the rankers read token vectors; a pooler would be unused weights in every checkpoint
+    return backbone
 
 
 def load_backbone_state(module: nn.Module, name_or_path: str, prefix: str = "") -> None:
@@ -365,11 +363,10 @@ class RankingOutput(ModelOutput):
     """Output of every hf-kd ranking model.
 
     Attributes:
-        loss: scalar, only when the loss is computed inside the model (never by default).
-        scores: (n_pairs,) raw relevance scores, one per (query, passage) pair, in passage order.
+        scores: (n_pairs,) raw relevance scores, one per (query, passage) pair, in passage order (the losses in
+            `hf_kd.losses` take them with the teacher's scores).
     """
 
-    loss: torch.Tensor | None = None
     scores: torch.Tensor | None = None
 
 
