@@ -1,0 +1,111 @@
+"""The first stage of mining: BM25, or a dense bi-encoder searched exactly with faiss."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+
+
+class _SentenceTransformerEncoder:
+    """A sentence-transformers bi-encoder behind the `encode_queries` / `encode_passages` interface of BERT_DOT that
+    `hf_kd.evaluation.dense.encode_texts` calls; vectors are normalised for a cosine model, so that the inner
+    product of the faiss index is the model's similarity."""
+
+    def __init__(self, model, name_or_path: str):
+        similarity = model.similarity_fn_name or "cosine"
+        if similarity not in ("cosine", "dot"):
+            raise ValueError(
+                f"{name_or_path}: its similarity is {similarity!r}; dense candidates are ranked by inner product, "
+                "so the model must use 'cosine' or 'dot'"
+            )
+        self.model = model
+        self.normalize = similarity == "cosine"
+        self.config = SimpleNamespace(architecture="SentenceTransformer")
+
+    def _encode(self, encode, texts: Sequence[str], batch_size: int) -> SimpleNamespace:
+        embeddings = encode(
+            list(texts),
+            batch_size=batch_size,
+            convert_to_tensor=True,
+            normalize_embeddings=self.normalize,
+            show_progress_bar=False,
+        )
+        return SimpleNamespace(embeddings=embeddings)
+
+    def encode_queries(self, texts: Sequence[str], tokenizer=None, batch_size: int = 64) -> SimpleNamespace:
+        return self._encode(getattr(self.model, "encode_query", self.model.encode), texts, batch_size)
+
+    def encode_passages(self, texts: Sequence[str], tokenizer=None, batch_size: int = 64) -> SimpleNamespace:
+        return self._encode(getattr(self.model, "encode_document", self.model.encode), texts, batch_size)
+
+
+def load_dense_encoder(name_or_path: str | os.PathLike, device: str | None = None):
+    """Loads a bi-encoder for dense candidates: an hf-kd BERT_DOT checkpoint (with `hf_kd.evaluation.load_model`),
+    or a sentence-transformers `SentenceTransformer` folder or Hub id.
+
+    Returns:
+        `(model, tokenizer)` for `hf_kd.evaluation.dense.encode_texts` and `dense_retrieve`.
+    """
+    from transformers import AutoConfig
+
+    from ..evaluation.commands import load_model
+    from ..files import naming_weight_files
+    from ..models import MODEL_CLASSES
+
+    name_or_path = str(name_or_path)
+    config = AutoConfig.from_pretrained(name_or_path)
+    if config.model_type in {model.config_class.model_type for model in MODEL_CLASSES.values()}:
+        with naming_weight_files(name_or_path):
+            return load_model(name_or_path, device)
+    if not (Path(name_or_path) / "modules.json").is_file() and Path(name_or_path).is_dir():
+        raise ValueError(
+            f"{name_or_path} is neither an hf-kd checkpoint nor a sentence-transformers folder (no modules.json); "
+            "dense candidates need a BERT_DOT checkpoint or a SentenceTransformer bi-encoder"
+        )
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    with naming_weight_files(name_or_path):
+        model = SentenceTransformer(name_or_path, device=device).eval()
+    return _SentenceTransformerEncoder(model, name_or_path), model.tokenizer
+
+
+def retrieve_candidates(
+    retriever: str | os.PathLike,
+    queries: Mapping[str, str],
+    collection: Mapping[str, str],
+    k: int,
+    *,
+    batch_size: int = 64,
+    device: str | None = None,
+    show_progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """The top `k` passages of the collection for every query.
+
+    Args:
+        retriever (`str` or `os.PathLike`): `"bm25"` (bm25s, see `hf_kd.evaluation.bm25_search`), or a dense
+            bi-encoder (see [`load_dense_encoder`]) whose collection vectors are searched exactly (faiss `Flat`).
+        queries, collection: query id -> text, passage id -> text.
+        k (`int`): passages per query.
+        batch_size (`int`, *optional*, defaults to 64): texts per forward pass of a dense model.
+        device (`str`, *optional*): torch device of a dense model.
+        show_progress (`bool`, *optional*, defaults to `True`): show progress bars.
+
+    Returns:
+        `dict[str, dict[str, float]]`: query id -> {passage id -> first-stage score}.
+    """
+    if str(retriever) == "bm25":
+        from ..evaluation.bm25 import bm25_search
+
+        return bm25_search(dict(collection), dict(queries), k=k, show_progress=show_progress)
+    from ..evaluation.dense import DenseIndex, dense_retrieve, encode_texts
+
+    model, tokenizer = load_dense_encoder(retriever, device)
+    ids = list(collection)
+    texts = [collection[pid] for pid in ids]
+    vectors = encode_texts(model, tokenizer, texts, "passages", batch_size, show_progress=show_progress)
+    index = DenseIndex.build(vectors, ids, "Flat")
+    return dense_retrieve(model, tokenizer, index, dict(queries), k, batch_size, show_progress=show_progress)
