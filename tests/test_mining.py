@@ -127,6 +127,52 @@ def test_dense_bert_dot_ranks_are_the_faiss_ranks(dl20, tiny_dot):
     _check_rows(result, dl20, ranking, (2, 15), 2)
 
 
+def test_a_built_index_is_searched_instead_of_encoding_again_and_must_match(dl20, tiny_dot, tmp_path, monkeypatch):
+    import shutil
+
+    from hf_kd.evaluation.indexing import build_dense_index
+
+    collection = dl20["collection_"]
+    build_dense_index(tiny_dot, collection, tmp_path / "index", device="cpu", show_progress=False)
+    fresh = _mine(dl20, retriever=tiny_dot, num_negatives=2, rank_range=(2, 15), seed=1, device="cpu")
+
+    import hf_kd.evaluation.dense as dense
+
+    def no_passage_encoding(model, tokenizer, texts, kind="passages", *args, **kwargs):
+        assert kind == "queries", "the collection was encoded again"
+        return encode_texts(model, tokenizer, texts, kind, *args, **kwargs)
+
+    monkeypatch.setattr(dense, "encode_texts", no_passage_encoding)
+    reused = _mine(dl20, retriever=tiny_dot, index=tmp_path / "index", num_negatives=2, rank_range=(2, 15), seed=1)
+    assert [(r.query_id, r.positive_id, r.negative_ids) for r in reused.rows] == [
+        (r.query_id, r.positive_id, r.negative_ids) for r in fresh.rows
+    ]
+    assert reused.stats.parameters["index"] == str((tmp_path / "index").resolve())
+
+    fewer = dict(list(collection.items())[:-1])
+    with pytest.raises(ValueError, match=r"built over other passages \(\d+ passages"):
+        mine_hard_negatives(
+            dl20["queries_"],
+            fewer,
+            dl20["qrels_"],
+            retriever=tiny_dot,
+            index=tmp_path / "index",
+            min_grade=2,
+            skip_missing=True,
+            show_progress=False,
+        )
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_dot, other)
+    (other / "config.json").write_text((other / "config.json").read_text().replace("}", ', "note": 1}', 1))
+    with pytest.raises(ValueError, match="was built by another model"):
+        _mine(dl20, retriever=other, index=tmp_path / "index", rank_range=(2, 15))
+    with pytest.raises(ValueError, match="searched with the dense model that built it"):
+        _mine(dl20, retriever="bm25", index=tmp_path / "index")
+    (tmp_path / "index" / "index_build.json").unlink()
+    with pytest.raises(ValueError, match="only an index built by `hf-kd index` records"):
+        _mine(dl20, retriever=tiny_dot, index=tmp_path / "index")
+
+
 @pytest.fixture(scope="module")
 def minilm_teacher(minilm_path):
     return load_teacher(minilm_path, device="cpu")

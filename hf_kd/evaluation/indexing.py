@@ -17,13 +17,15 @@ differs (another model at the same path, another collection, fp16) refuses with 
 over with `overwrite=True`. A work folder without a manifest is never resumed from. The index options (type, HNSW
 and IVF parameters) are no part of the fingerprint: they change the index built from the vectors, not the vectors.
 When every shard is there, the index is built, saved into a staging folder that then takes the name `OUT` (see
-`hf_kd.files.atomic_folder`), and the work folder is removed. `OUT.lock` keeps a second build off the same output
-(see `hf_kd.jobs.output_lock`).
+`hf_kd.files.atomic_folder`) with the manifest as `OUT/index_build.json` (so later jobs, e.g. `hf-kd mine --index`,
+can check that the index is of their model and collection), and the work folder is removed. `OUT.lock` keeps a
+second build off the same output (see `hf_kd.jobs.output_lock`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -34,13 +36,22 @@ from pathlib import Path
 import numpy as np
 
 from ..data.writers import check_output_folder
-from ..files import atomic_folder, remove_staging_leftovers
+from ..files import atomic_folder, remove_staging_leftovers, write_json_atomic
 from ..jobs import model_files_fingerprint, open_work_folder, output_lock
 from .dense import DenseIndex, encode_texts
 
-__all__ = ["DEFAULT_SHARD_SIZE", "IndexBuildResult", "build_dense_index", "passages_fingerprint"]
+__all__ = [
+    "BUILD_FILE",
+    "DEFAULT_SHARD_SIZE",
+    "IndexBuildResult",
+    "build_dense_index",
+    "check_index_build",
+    "passages_fingerprint",
+]
 
 DEFAULT_SHARD_SIZE = 100_000
+# what an index folder was built from: the manifest of its build (model, its files' fingerprint, passages, fp16)
+BUILD_FILE = "index_build.json"
 
 
 @dataclass
@@ -157,7 +168,7 @@ def build_dense_index(
     with output_lock(out):
         check_output_folder(out, overwrite)  # another job may have built it while this one started
         remove_staging_leftovers(out)
-        vectors, encoded = _encode_resumably(
+        vectors, encoded, manifest = _encode_resumably(
             str(model_dir), collection, out, fp16, batch_size, shard_size, device, source, overwrite, show_progress
         )
         index = DenseIndex.build(
@@ -165,6 +176,7 @@ def build_dense_index(
         )
         with atomic_folder(out) as staging:
             index.save(staging)
+            write_json_atomic(staging / BUILD_FILE, manifest)
         shutil.rmtree(out.with_name(f"{out.name}.partial"))
     return IndexBuildResult(out, index, encoded, len(collection) - encoded, time.perf_counter() - started)
 
@@ -173,7 +185,7 @@ def _encode_resumably(
     model_dir, collection, out, fp16, batch_size, shard_size, device, source, overwrite, show_progress
 ) -> tuple[np.ndarray, int]:
     """The vectors of every passage, from the work folder's finished shards and by encoding the missing ones;
-    returns them and how many passages this call encoded."""
+    returns them, how many passages this call encoded, and the manifest of the work."""
     from .commands import load_model
 
     model, tokenizer = load_model(model_dir, device)
@@ -196,4 +208,38 @@ def _encode_resumably(
             shard_texts = texts[start : start + shard_size]
             _write_shard(path, encode_texts(model, tokenizer, shard_texts, "passages", batch_size, fp16, show_progress))
             encoded += len(shard_texts)
-    return _read_shards(work, len(texts), shard_size, np.dtype(np.float16 if fp16 else np.float32)), encoded
+    vectors = _read_shards(work, len(texts), shard_size, np.dtype(np.float16 if fp16 else np.float32))
+    return vectors, encoded, manifest
+
+
+def check_index_build(index_dir: str | os.PathLike, model_dir: str | os.PathLike, collection: Mapping[str, str]):
+    """Checks that the index in `index_dir` (built by [`build_dense_index`]) holds `collection`'s passages encoded
+    by the model in `model_dir`, from its `index_build.json`; raises `ValueError` naming what differs.
+
+    A model given by Hub id is checked by name (its commit is recorded only when the Hub reported one)."""
+    path = Path(index_dir) / BUILD_FILE
+    if not path.is_file():
+        raise ValueError(f"{path} not found: only an index built by `hf-kd index` records its model and passages")
+    try:
+        build = json.loads(path.read_text(encoding="utf-8"))
+        recorded_model, recorded_weights, recorded_passages = (
+            build["model"],
+            build["model_weights"],
+            build["passages_sha256"],
+        )
+    except (ValueError, KeyError) as error:
+        raise ValueError(f"{path}: not an index build record ({error})") from None
+    if passages_fingerprint(collection) != recorded_passages:
+        raise ValueError(
+            f"{index_dir} was built over other passages ({build.get('passages')} passages from "
+            f"{build.get('collection')}) than the {len(collection)} given: build the index of this collection"
+        )
+    if Path(model_dir).is_dir():
+        weights = model_files_fingerprint(model_dir)
+        if recorded_weights is not None and weights != recorded_weights:
+            raise ValueError(
+                f"{index_dir} was built by another model ({recorded_model}, {recorded_weights[:19]}…) than "
+                f"{model_dir} ({weights[:19]}…)"
+            )
+    elif str(model_dir) != recorded_model:
+        raise ValueError(f"{index_dir} was built by {recorded_model}, not {model_dir}")

@@ -76,6 +76,7 @@ def run_mine(args: argparse.Namespace) -> int:
         sources=sources,
         batch_size=args.batch_size,
         device=args.device,
+        index=args.index,
     )
     extra = [args.run] if args.run is not None else []
     rows, left_out = write_mined(
@@ -142,6 +143,11 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         "(exact faiss search) (default: %(default)s)",
     )
     parser.add_argument("--run", type=Path, help="take the candidates from this TREC run instead of --retriever")
+    parser.add_argument(
+        "--index",
+        type=Path,
+        help="search this `hf-kd index` folder of --retriever over --collection instead of encoding the collection",
+    )
     parser.add_argument("--num-negatives", type=int, default=1, help="negatives per positive (default: %(default)s)")
     parser.add_argument(
         "--range",

@@ -6,6 +6,7 @@ import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -280,6 +281,7 @@ def mine_hard_negatives(
     sources: Mapping[str, str] | None = None,
     batch_size: int = 64,
     device: str | None = None,
+    index: str | os.PathLike | None = None,
     show_progress: bool = True,
 ) -> MiningResult:
     """Mines hard negatives for the positives of every judged query (see the module's description for the rules).
@@ -307,6 +309,8 @@ def mine_hard_negatives(
         qrels_path, sources: the files named in errors (see [`find_positives`]).
         batch_size (`int`, *optional*, defaults to 64): texts or pairs per forward pass.
         device (`str`, *optional*): torch device of a dense retriever.
+        index (`str` or `os.PathLike`, *optional*): the `hf-kd index` folder of the dense retriever over this
+            collection, searched instead of encoding the collection (see [`retrieve_candidates`]).
         show_progress (`bool`, *optional*, defaults to `True`): show progress bars.
 
     Returns:
@@ -316,6 +320,7 @@ def mine_hard_negatives(
     stats = MiningStats(
         parameters={
             "retriever": "run" if candidates is not None else str(retriever),
+            "index": str(Path(index).resolve()) if index is not None and candidates is None else None,
             "rank_range": list(rank_range),
             "num_negatives": num_negatives,
             "min_grade": min_grade,
@@ -346,6 +351,7 @@ def mine_hard_negatives(
                 rank_range[1],
                 batch_size=batch_size,
                 device=device,
+                index=index,
                 show_progress=show_progress,
             )
             if mined_queries

@@ -81,6 +81,7 @@ def retrieve_candidates(
     *,
     batch_size: int = 64,
     device: str | None = None,
+    index: str | os.PathLike | None = None,
     show_progress: bool = True,
 ) -> dict[str, dict[str, float]]:
     """The top `k` passages of the collection for every query.
@@ -92,17 +93,30 @@ def retrieve_candidates(
         k (`int`): passages per query.
         batch_size (`int`, *optional*, defaults to 64): texts per forward pass of a dense model.
         device (`str`, *optional*): torch device of a dense model.
+        index (`str` or `os.PathLike`, *optional*): a folder written by `hf-kd index` (`build_dense_index`) with the
+            dense `retriever` over this `collection`; it is searched instead of encoding the collection again
+            (checked against its `index_build.json`: same passages, same model files).
         show_progress (`bool`, *optional*, defaults to `True`): show progress bars.
 
     Returns:
         `dict[str, dict[str, float]]`: query id -> {passage id -> first-stage score}.
     """
     if str(retriever) == "bm25":
+        if index is not None:
+            raise ValueError("an index is searched with the dense model that built it: give it as the retriever")
         from ..evaluation.bm25 import bm25_search
 
         return bm25_search(dict(collection), dict(queries), k=k, show_progress=show_progress)
     from ..evaluation.dense import DenseIndex, dense_retrieve, encode_texts
 
+    if index is not None:
+        from ..evaluation.indexing import check_index_build
+
+        check_index_build(index, retriever, collection)  # before the model loads
+        model, tokenizer = load_dense_encoder(retriever, device)
+        return dense_retrieve(
+            model, tokenizer, DenseIndex.load(index), dict(queries), k, batch_size, show_progress=show_progress
+        )
     model, tokenizer = load_dense_encoder(retriever, device)
     ids = list(collection)
     texts = [collection[pid] for pid in ids]
