@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +81,18 @@ def tiny_dot_folder(tmp_path_factory, tokenizer) -> Path:
     folder = tmp_path_factory.mktemp("models") / "tiny-dot"
     BertDotModel(BertDotConfig(backbone_config=backbone)).save_pretrained(folder, tokenizer=tokenizer)
     return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_two_processes(program: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """Runs `program` (a script or `-m module`, with its arguments) in two CPU processes with `accelerate launch`."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    command += ["--main_process_port", str(free_port()), *program]
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -3,22 +3,19 @@ writes the dataset of a one-process run; a killed run resumes; a missing or fore
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import launch_two_processes
 from transformers import BertConfig
 
 from hf_kd import BertCatConfig, BertCatModel
 from hf_kd.data.provenance import read_provenance
+from hf_kd.processes import job_processes
 from hf_kd.teachers import load_teacher, load_teacher_scores, score_triples, scoring
-from hf_kd.teachers.scoring import scoring_processes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARD_SIZE = 30  # 200 distinct pairs: shards 0-5 of 30 pairs and shard 6 of 20
@@ -82,21 +79,6 @@ def reference(teachers, triples_tsv, tmp_path_factory) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch_two(program: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    """Runs `program` (a script or `-m module`, with its arguments) in two CPU processes with `accelerate launch`."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    command += ["--main_process_port", str(free_port()), *program]
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-
-
 def score_args(teacher: Path, triples: Path, out: Path) -> list[str]:
     return ["score", "--teacher", str(teacher), "--triples", str(triples), "--out", str(out), *SCORE_ARGS]
 
@@ -113,13 +95,13 @@ def assert_same_dataset(out: Path, reference: Path) -> None:
 
 def test_one_process_leaves_the_accelerate_state_alone(monkeypatch, reference):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert scoring_processes("cpu") is None
+    assert job_processes("cpu") is None
     assert read_provenance(reference).parameters["scoring"]["processes"] == [{"rank": 0, "pairs": 200}]
 
 
 def test_two_processes_write_the_dataset_of_one_process(teachers, triples_tsv, reference, tmp_path):
     out = tmp_path / "scores"
-    done = launch_two(["-m", "hf_kd.cli", *score_args(teachers["cat_a"], triples_tsv, out)], tmp_path)
+    done = launch_two_processes(["-m", "hf_kd.cli", *score_args(teachers["cat_a"], triples_tsv, out)], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("distinct pairs") == 1  # the main process alone reports
     assert "110 by process 0, 90 by process 1" in done.stdout
@@ -135,7 +117,7 @@ def test_killed_run_scores_only_the_missing_shards(teachers, triples_tsv, refere
     out, work = tmp_path / "scores", tmp_path / "scores.partial"
     script = tmp_path / "interrupted.py"
     script.write_text(INTERRUPTED_BEFORE_MERGING)
-    interrupted = launch_two([str(script), *score_args(teachers["cat_a"], triples_tsv, out)], tmp_path)
+    interrupted = launch_two_processes([str(script), *score_args(teachers["cat_a"], triples_tsv, out)], tmp_path)
     assert interrupted.returncode != 0
     assert "process 1 stopped: the main process failed (RuntimeError: interrupted before merging)" in interrupted.stderr
     shards = sorted(path.name for path in (work / "teacher-0").glob("pairs-*.parquet"))
@@ -144,7 +126,7 @@ def test_killed_run_scores_only_the_missing_shards(teachers, triples_tsv, refere
 
     for shard in (1, 3, 5):  # the shards of the process that was killed
         (work / "teacher-0" / f"pairs-{shard:05d}.parquet").unlink()
-    resumed = launch_two(["-m", "hf_kd.cli", *score_args(teachers["cat_a"], triples_tsv, out)], tmp_path)
+    resumed = launch_two_processes(["-m", "hf_kd.cli", *score_args(teachers["cat_a"], triples_tsv, out)], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "90 pairs scored, 110 resumed from an earlier run" in resumed.stdout
 

@@ -20,10 +20,16 @@ When every shard is there, the index is built, saved into a staging folder that 
 `hf_kd.files.atomic_folder`) with the manifest as `OUT/index_build.json` (so later jobs, e.g. `hf-kd mine --index`,
 can check that the index is of their model and collection), and the work folder is removed. `OUT.lock` keeps a
 second build off the same output (see `hf_kd.jobs.output_lock`).
+
+Under `accelerate launch --num_processes N` (or `torchrun`), the processes share the encoding (see
+`hf_kd.processes`): the main process takes the lock and opens the work folder, the shards left to encode are dealt
+out in turn, each process encodes its own on its device, and the main process alone builds and saves the index from
+all of them: the same index as one process builds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -38,6 +44,7 @@ import numpy as np
 from ..data.writers import check_output_folder
 from ..files import atomic_folder, remove_staging_leftovers, write_json_atomic
 from ..jobs import model_files_fingerprint, open_work_folder, output_lock
+from ..processes import JobProcesses, job_processes
 from .dense import DenseIndex, encode_texts
 
 __all__ = [
@@ -60,14 +67,15 @@ class IndexBuildResult:
 
     Attributes:
         out (`Path`): the index folder.
-        index ([`DenseIndex`]): the index it holds.
-        encoded_passages (`int`): passages encoded by this call.
+        index ([`DenseIndex`] or `None`): the index it holds (`None` in the other processes of a build shared by
+            several processes: the main process alone assembles and holds it).
+        encoded_passages (`int`): passages encoded by this call (by all its processes).
         resumed_passages (`int`): passages whose vectors an earlier, interrupted call had written.
         seconds (`float`): wall time of the call.
     """
 
     out: Path
-    index: DenseIndex
+    index: DenseIndex | None
     encoded_passages: int
     resumed_passages: int
     seconds: float
@@ -163,33 +171,54 @@ def build_dense_index(
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if not collection:
         raise ValueError("no passages to index")
-    out = Path(out)
-    check_output_folder(out, overwrite)
-    with output_lock(out):
-        check_output_folder(out, overwrite)  # another job may have built it while this one started
-        remove_staging_leftovers(out)
-        vectors, encoded, manifest = _encode_resumably(
-            str(model_dir), collection, out, fp16, batch_size, shard_size, device, source, overwrite, show_progress
-        )
-        index = DenseIndex.build(
-            vectors, list(collection), factory, ef_construction=ef_construction, ef_search=ef_search, nprobe=nprobe
-        )
-        with atomic_folder(out) as staging:
-            index.save(staging)
-            write_json_atomic(staging / BUILD_FILE, manifest)
-        shutil.rmtree(out.with_name(f"{out.name}.partial"))
-    return IndexBuildResult(out, index, encoded, len(collection) - encoded, time.perf_counter() - started)
-
-
-def _encode_resumably(
-    model_dir, collection, out, fp16, batch_size, shard_size, device, source, overwrite, show_progress
-) -> tuple[np.ndarray, int]:
-    """The vectors of every passage, from the work folder's finished shards and by encoding the missing ones;
-    returns them, how many passages this call encoded, and the manifest of the work."""
     from .commands import load_model
 
-    model, tokenizer = load_model(model_dir, device)
-    manifest = {
+    out = Path(out)
+    processes = JobProcesses(job_processes(device))
+    with contextlib.ExitStack() as lock:
+        processes.from_main(lambda: _lock_output(lock, out, overwrite))
+        model, tokenizer = load_model(str(model_dir), processes.device or device)
+        manifest = _manifest(str(model_dir), model, collection, fp16, shard_size, source)
+        work = out.with_name(f"{out.name}.partial")
+        shards = list(enumerate(range(0, len(collection), shard_size)))
+        todo = processes.from_main(lambda: _open_work(work, manifest, overwrite, shards))
+        texts = list(collection.values())
+        encoded = 0
+        for shard, start in processes.share(todo):
+            shard_texts = texts[start : start + shard_size]
+            show = show_progress and processes.is_main
+            vectors = encode_texts(model, tokenizer, shard_texts, "passages", batch_size, fp16, show)
+            _write_shard(_shard_path(work, shard), vectors)
+            encoded += len(shard_texts)
+        encoded = sum(processes.gather(encoded))
+        built: dict[str, DenseIndex] = {}
+
+        def assemble() -> None:
+            vectors = _read_shards(work, len(texts), shard_size, np.dtype(np.float16 if fp16 else np.float32))
+            index = DenseIndex.build(
+                vectors, list(collection), factory, ef_construction=ef_construction, ef_search=ef_search, nprobe=nprobe
+            )
+            with atomic_folder(out) as staging:
+                index.save(staging)
+                write_json_atomic(staging / BUILD_FILE, manifest)
+            shutil.rmtree(work)
+            built["index"] = index
+
+        processes.from_main(assemble)
+    return IndexBuildResult(out, built.get("index"), encoded, len(collection) - encoded, time.perf_counter() - started)
+
+
+def _lock_output(lock: contextlib.ExitStack, out: Path, overwrite: bool) -> None:
+    """Takes the output lock into `lock` (main process)."""
+    check_output_folder(out, overwrite)
+    lock.enter_context(output_lock(out))
+    check_output_folder(out, overwrite)  # another job may have built it while this one started
+    remove_staging_leftovers(out)
+
+
+def _manifest(model_dir: str, model, collection, fp16: bool, shard_size: int, source) -> dict:
+    """The fingerprint of the work: the passages, the model's files, fp16 and the shard size."""
+    return {
         "collection": str(Path(source).resolve()) if source is not None else None,
         "passages": len(collection),
         "passages_sha256": passages_fingerprint(collection),
@@ -198,18 +227,12 @@ def _encode_resumably(
         "fp16": fp16,
         "shard_size": shard_size,
     }
-    work = out.with_name(f"{out.name}.partial")
+
+
+def _open_work(work: Path, manifest: dict, overwrite: bool, shards: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Creates or resumes the work folder (main process); returns the shards `(number, first passage)` to encode."""
     open_work_folder(work, manifest, overwrite, "index build", "model, collection and options")
-    texts = list(collection.values())
-    encoded = 0
-    for shard, start in enumerate(range(0, len(texts), shard_size)):
-        path = _shard_path(work, shard)
-        if not path.exists():
-            shard_texts = texts[start : start + shard_size]
-            _write_shard(path, encode_texts(model, tokenizer, shard_texts, "passages", batch_size, fp16, show_progress))
-            encoded += len(shard_texts)
-    vectors = _read_shards(work, len(texts), shard_size, np.dtype(np.float16 if fp16 else np.float32))
-    return vectors, encoded, manifest
+    return [(shard, start) for shard, start in shards if not _shard_path(work, shard).exists()]
 
 
 def check_index_build(index_dir: str | os.PathLike, model_dir: str | os.PathLike, collection: Mapping[str, str]):

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from ..data.writers import check_output_folder
 from ..files import naming_weight_files
+from ..processes import job_processes
 from .analysis import SUMMARY_FILENAME, analyze_scores
 from .ensemble import NORMALIZATIONS, ensemble_score_datasets
 from .loading import RUN_PREFIX, load_teacher
-from .scoring import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_SIZE, MISSING_POLICIES, score_triples, scoring_processes
+from .scoring import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_SIZE, MISSING_POLICIES, score_triples
 
 __all__ = ["add_subcommands"]
 
@@ -46,7 +47,7 @@ def _load_teachers(args: argparse.Namespace, device: str | None) -> list:
 
 def run_score(args: argparse.Namespace) -> int:
     check_output_folder(args.out, args.overwrite)  # before the teachers load
-    processes = scoring_processes(args.device)  # under `accelerate launch`: each process on its own GPU, or the CPU
+    processes = job_processes(args.device)  # under `accelerate launch`: each process on its own GPU, or the CPU
     device = args.device if args.device is not None or processes is None else str(processes.device)
     teachers = _load_teachers(args, device)
     result = score_triples(

@@ -30,13 +30,12 @@ one dataset, the same as a single process would. A shard missing or written for 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +44,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-from accelerate import PartialState
-from accelerate.utils import broadcast_object_list, gather_object, get_int_from_env, parse_flag_from_env
 from datasets import Dataset, load_from_disk
 from tqdm.auto import tqdm
 
@@ -55,6 +52,7 @@ from ..data.readers import TriplesReader
 from ..data.schemas import ID_SCHEMAS, TRIPLES_FEATURES
 from ..data.writers import check_output_folder, load_scores
 from ..jobs import model_files_fingerprint, open_work_folder, output_lock
+from ..processes import JobProcesses, job_processes
 from .ensemble import check_normalization, check_rescale, mean_ensemble
 from .loading import Teacher, load_teacher
 from .score_dataset import write_teacher_scores
@@ -69,7 +67,6 @@ __all__ = [
     "read_triples",
     "score_pairs",
     "score_triples",
-    "scoring_processes",
 ]
 
 DEFAULT_BATCH_SIZE = 64
@@ -419,63 +416,6 @@ def _teacher_weights(teacher: Teacher) -> str | None:
 # Processes
 # --------------------------------------------------------------------------------------------------------------------
 
-_WORLD_SIZE_VARIABLES = ["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"]
-_LONGEST_WAIT = datetime.timedelta(hours=2)  # a process with no shard left waits for the others', then the merge
-
-
-def scoring_processes(device: str | torch.device | None = None) -> PartialState | None:
-    """The `accelerate` state of the processes that score together, or `None` for a process that scores alone.
-
-    Under `accelerate launch --num_processes N` (or `torchrun`), the N processes run on GPUs, one each, or on CPUs
-    (gloo) when `ACCELERATE_USE_CPU` is set, when `device` is a CPU or when there is no CUDA device. A process
-    started alone leaves the `accelerate` state untouched, so that a later `Accelerator` or `Trainer` in the same
-    process is free to set it. Every process must call [`score_triples`]: they wait for each other.
-
-    Args:
-        device (`str` or `torch.device`, *optional*): where the teachers run; a CPU keeps the processes on CPUs.
-    """
-    if get_int_from_env(_WORLD_SIZE_VARIABLES, 1) < 2:
-        return None
-    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
-    cpu = cpu or (device is not None and torch.device(device).type == "cpu")
-    return PartialState(cpu=cpu, timeout=_LONGEST_WAIT)
-
-
-class _Processes:
-    """This process's place among the processes that score together (see [`scoring_processes`])."""
-
-    def __init__(self, state: PartialState | None):
-        self.rank = state.process_index if state else 0
-        self.count = state.num_processes if state else 1
-        self.is_main = self.rank == 0
-        self.device = state.device if state and self.count > 1 else None
-
-    def share(self, items: list) -> list:
-        """This process's share of `items`: every `count`-th one, from its rank on."""
-        return items[self.rank :: self.count]
-
-    def gather(self, value) -> list:
-        """The `value` of every process, by rank."""
-        return gather_object([value]) if self.count > 1 else [value]
-
-    def from_main(self, step: Callable[[], object]):
-        """Runs `step` on the main process alone and returns its result in every process; an error of the main
-        process is raised there, and stops the other processes with its message."""
-        if self.count == 1:
-            return step()
-        result, error = None, None
-        if self.is_main:
-            try:
-                result = step()
-            except Exception as exception:  # handed to the other processes first, so that none waits for ever
-                error = exception
-        outcome = broadcast_object_list([result, None if error is None else f"{type(error).__name__}: {error}"])
-        if error is not None:
-            raise error
-        if outcome[1] is not None:
-            raise RuntimeError(f"process {self.rank} stopped: the main process failed ({outcome[1]})")
-        return outcome[0]
-
 
 def _device_of(teachers: Sequence[Teacher | str | os.PathLike]) -> torch.device | None:
     return next((teacher.device for teacher in teachers if isinstance(teacher, Teacher)), None)
@@ -601,7 +541,7 @@ def score_triples(
     Every distinct (query, passage) pair is scored once per teacher, in length-sorted batches, shard by
     shard; an interrupted call resumes from its finished shards when called again with the same arguments.
     Called in every process of `accelerate launch --num_processes N`, the processes share the shards and the
-    main process writes the dataset, the same as one process would (see [`scoring_processes`]).
+    main process writes the dataset, the same as one process would (see `hf_kd.processes.job_processes`).
 
     The dataset has the `scored_triples` text form of `hf_kd.data` (`query, positive, negative, pos_score,
     neg_score`). With several teachers, each teacher's raw scores are kept in `pos_score_<teacher>` /
@@ -642,7 +582,7 @@ def score_triples(
     check_rescale(rescale_to, normalize)
     if missing not in MISSING_POLICIES:
         raise ValueError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
-    processes = _Processes(scoring_processes(_device_of(teachers)))
+    processes = JobProcesses(job_processes(_device_of(teachers)))
     with contextlib.ExitStack() as lock:
         processes.from_main(lambda: _lock_output(lock, out, overwrite))
         return _score_triples_locked(
