@@ -12,6 +12,7 @@ from hf_kd.data.errors import DataFormatError
 from hf_kd.data.ir_files import read_beir, read_qrels, read_run
 from hf_kd.evaluation.commands import add_subcommands
 from hf_kd.evaluation.metrics import METRIC_NAMES, compute_metrics
+from hf_kd.evaluation.reports import EvaluationReport
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -77,6 +78,9 @@ def test_bm25_then_evaluate_on_beir(tmp_path, ci_data, model_dir, capsys):
     reranked = read_run(out / "run.trec")
     assert all(len(candidates) == 5 for candidates in reranked.values())
     assert report["metrics"] == pytest.approx(compute_metrics(reranked, data.qrels, rel_threshold=1), abs=1e-12)
+    read_back = EvaluationReport.read(out / "metrics.json")
+    assert (read_back.dataset, read_back.split, read_back.retrieval) == ("scifact-small", "test", "rerank")
+    assert read_back.to_json() == report
 
 
 def test_evaluate_index_retrieve_benchmark(tmp_path, dl20, model_dir, capsys):
@@ -109,6 +113,14 @@ def test_evaluate_index_retrieve_benchmark(tmp_path, dl20, model_dir, capsys):
     assert report["first_stage_metrics"] == compute_metrics(read_run(dl20["run"]), qrels)
     assert report["metrics"] == pytest.approx(compute_metrics(read_run(out / "run.trec"), qrels), abs=1e-12)
     assert set(report["per_query"]) == set(qrels) and set(report["metrics"]) == set(METRIC_NAMES)
+    read_back = EvaluationReport.read(out / "metrics.json")
+    assert (read_back.dataset, read_back.retrieval, read_back.run, read_back.top_k) == (
+        "msmarco-dl20",
+        "rerank",
+        str(dl20["run"]),
+        10,
+    )
+    assert read_back.per_query_ndcg == {qid: values["nDCG@10"] for qid, values in report["per_query"].items()}
 
     index_dir = tmp_path / "index"
     assert (
@@ -155,6 +167,14 @@ def test_evaluate_index_retrieve_benchmark(tmp_path, dl20, model_dir, capsys):
         compute_metrics(read_run(retrieved / "run.trec"), qrels)["Recall@1000"], abs=1e-12
     )
     assert all(len(candidates) == 100 for candidates in read_run(retrieved / "run.trec").values())
+    dense_report = EvaluationReport.read(retrieved / "metrics.json")
+    assert (dense_report.retrieval, dense_report.index, dense_report.top_k, dense_report.run) == (
+        "dense",
+        str(index_dir),
+        100,
+        None,
+    )
+    assert dense_report.index_factory == "HNSW8,Flat" and dense_report.dataset == "msmarco-dl20"
 
     bench = tmp_path / "bench"
     assert (

@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 import httpx2
@@ -157,6 +158,61 @@ def test_evaluation_results_from_several_files(tmp_path: Path):
     (tmp_path / "metrics.json").write_text(json.dumps({"metrics": {"nDCG@10": "high"}}))
     with pytest.raises(ValueError, match=r"metric 'nDCG@10' is 'high', expected a number"):
         read_evaluation_results(tmp_path)
+
+
+REPRODUCE_METRICS = {
+    "dl20-dev": {"MRR@10": 0.7, "nDCG@10": 0.6, "Recall@100": 1.0, "Recall@1000": 1.0, "MAP": 0.5, "num_queries": 5.0},
+    "scifact-test": {"MRR@10": 0.4, "nDCG@10": 0.45, "Recall@100": 0.9, "Recall@1000": 0.9, "MAP": 0.4},
+}
+# the `metrics.json` that `hf-kd reproduce` wrote into each checkpoint before the shared report shape
+OLD_REPRODUCE_METRICS_FILE = """{
+  "name": "colbert-T2",
+  "evaluations": [
+    {"dataset": "dl20-dev", "run": "out/data/dl20-dev.bm25.trec", "top_k": 30, "rel_threshold": 2, "num_queries": 5,
+     "metrics": {"MRR@10": 0.7, "nDCG@10": 0.6, "Recall@100": 1.0, "Recall@1000": 1.0, "MAP": 0.5,
+                 "num_queries": 5.0, "num_queries_missing_from_run": 0.0, "num_run_queries_without_qrels": 0.0,
+                 "rel_threshold": 2.0}},
+    {"dataset": "scifact-test", "run": "out/data/scifact-test.bm25.trec", "top_k": 30, "rel_threshold": 1,
+     "num_queries": 10, "metrics": {"MRR@10": 0.4, "nDCG@10": 0.45, "Recall@100": 0.9, "Recall@1000": 0.9, "MAP": 0.4}}
+  ],
+  "metrics": {"MRR@10": 0.7, "nDCG@10": 0.6, "Recall@100": 1.0, "Recall@1000": 1.0, "MAP": 0.5}
+}"""
+
+
+@pytest.mark.parametrize("written_by", ["this version", "an earlier version"])
+def test_card_of_a_reproduced_checkpoint_names_its_evaluation_sets(written_by, checkpoints, tmp_path: Path):
+    from hf_kd.evaluation.reports import write_reports
+    from hf_kd.reproduce.data import EvalSet
+    from hf_kd.reproduce.recipe import _model_metrics_file
+
+    model, saved = checkpoints["colbert"]
+    folder = tmp_path / "students" / "colbert-T2"
+    shutil.copytree(saved, folder)
+    if written_by == "this version":
+        eval_sets = [
+            SimpleNamespace(
+                spec=EvalSet(name, "q.tsv", "c.tsv", f"out/data/{name}.bm25.trec", f"out/data/{name}.qrels.txt", t, n),
+                top_k=30,
+            )
+            for name, t, n in (("dl20-dev", 2, 5), ("scifact-test", 1, 10))
+        ]
+        reports = _model_metrics_file("colbert-T2", str(folder), model, REPRODUCE_METRICS, eval_sets)
+        write_reports(folder / "metrics.json", reports)
+    else:
+        (folder / "metrics.json").write_text(OLD_REPRODUCE_METRICS_FILE)
+
+    results = read_evaluation_results(folder)
+    assert [(r.test_set, r.dataset_type, r.first_stage, r.top_k, r.num_queries) for r in results] == [
+        ("TREC Deep Learning 2020 (passages), held-out queries", "msmarco-passage/trec-dl-2020", "dl20-dev", 30, 5),
+        ("BEIR SciFact (test queries)", "BeIR/scifact", "scifact-test", 30, 10),
+    ]
+    card = render_model_card(folder, "org/colbert-t2")
+    index = {(r.dataset_name, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert index[("TREC Deep Learning 2020 (passages), held-out queries", "nDCG@10")] == 0.6
+    assert index[("BEIR SciFact (test queries)", "nDCG@10")] == 0.45
+    assert len(index) == 10 and not any("colbert-T2" in name for name, _ in index)  # not named after the folder
+    assert "| BEIR SciFact (test queries) (test) | dl20-dev top-30 |" not in card.text
+    assert "| BEIR SciFact (test queries) (test) | scifact-test top-30 | 10 | 0.4000 | 0.4500 |" in card.text
 
 
 def test_card_reads_training_records(checkpoints, tmp_path: Path):

@@ -82,6 +82,7 @@ def test_push_metrics_option_and_re_evaluation(trained_bert_dot, ci_data, hub_se
     record = json.loads((trained_bert_dot / "hf_kd_evaluations.json").read_text())
     assert [entry["report"]["top_k"] for entry in record["evaluations"]] == [20]
     assert "per_query" not in record["evaluations"][0]["report"]
+    assert record["evaluations"][0]["report"]["dataset"] == "msmarco-dl20"
 
     other = Path("elsewhere/metrics.json")
     other.parent.mkdir()

@@ -8,6 +8,9 @@
 - `dense`: BERT_DOT encoding and faiss indexes (exact, HNSW, IVF-PQ), dense retrieval.
 - `indexing`: building an index as a resumable job (`hf-kd index`): encoded shards keyed by a fingerprint, one
   build per output folder, the index folder written whole or not at all.
+- `reports`: the evaluation report (`metrics.json`), one typed shape written by `hf-kd evaluate`, `hf-kd retrieve`
+  and `hf-kd reproduce` and read by the model cards and `hf-kd benchmark`; `records`: the copy an evaluation
+  leaves in the checkpoint it evaluated.
 - `latency` and `report`: query latency of re-ranking, the efficiency table and the efficiency-effectiveness plot.
 - `commands`: the `hf-kd evaluate`, `bm25`, `index`, `retrieve` and `benchmark` subcommands.
 
@@ -34,6 +37,9 @@ _EXPORTS = {
     "LatencyResult": "latency",
     "latency_candidates": "latency",
     "measure_rerank_latency": "latency",
+    "EvaluationReport": "reports",
+    "read_reports": "reports",
+    "write_reports": "reports",
     "EfficiencyRow": "report",
     "efficiency_markdown": "report",
     "join_efficiency": "report",

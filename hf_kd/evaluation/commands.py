@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 from ..data.ir_files import read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run, write_run
-from ..files import naming_weight_files, write_json_atomic
+from ..files import naming_weight_files
 from .metrics import METRIC_NAMES, evaluate_run
 from .records import record_evaluation
+from .reports import EvaluationReport, dataset_of_qrels, read_reports
 
 __all__ = ["add_subcommands", "load_model"]
 
@@ -58,6 +59,18 @@ def _read_inputs(
     collection = read_collection_tsv(args.collection) if need_collection else None
     qrels = read_qrels(args.qrels) if args.qrels else None
     return queries, collection, qrels, args.qrels
+
+
+def _dataset_fields(args: argparse.Namespace, qrels_source: str | None) -> dict[str, str | None]:
+    """The evaluation set of the report: the BEIR folder and split, or the folder of the qrels file."""
+    if args.beir:
+        return {"dataset": Path(args.beir).resolve().name, "split": args.split}
+    dataset, split = dataset_of_qrels(qrels_source) if qrels_source else (None, None)
+    return {"dataset": dataset, "split": split}
+
+
+def _metrics_of(result: dict) -> dict[str, float]:
+    return {name: result[name] for name in METRIC_NAMES}
 
 
 def _rel_threshold(args: argparse.Namespace) -> int:
@@ -112,22 +125,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_run(reranked, out / "run.trec", tag=_run_tag(args.model))
-    report = {
-        "name": Path(args.model).resolve().name,
-        "model": str(args.model),
-        "architecture": getattr(model.config, "architecture", model.config.model_type),
-        "run": str(args.run),
-        "qrels": qrels_source,
-        "top_k": args.top_k,
-        "rel_threshold": rel_threshold,
-        "metrics": {name: result[name] for name in METRIC_NAMES},
-        "first_stage_metrics": {name: first_stage_result[name] for name in METRIC_NAMES},
-        "num_queries": result["num_queries"],
-        "num_queries_missing_from_run": result["num_queries_missing_from_run"],
-        "num_run_queries_without_qrels": result["num_run_queries_without_qrels"],
-        "per_query": result["per_query"],
-    }
-    write_json_atomic(out / "metrics.json", report)
+    report = EvaluationReport.from_evaluate_run(
+        result,
+        model=str(args.model),
+        name=Path(args.model).resolve().name,
+        architecture=getattr(model.config, "architecture", None) or model.config.model_type,
+        **_dataset_fields(args, qrels_source),
+        qrels=qrels_source,
+        retrieval="rerank",
+        run=str(args.run),
+        top_k=args.top_k,
+        rel_threshold=rel_threshold,
+        first_stage_metrics=_metrics_of(first_stage_result),
+    )
+    report.write(out / "metrics.json")
     record_evaluation(args.model, out / "metrics.json", report)  # so `hf-kd push MODEL` finds the results
     print(f"first stage: {_summary(first_stage_result)}")
     print(f"re-ranked:   {_summary(result)}  ({result['num_queries']} queries, wrote {out / 'run.trec'})")
@@ -264,25 +275,24 @@ def run_retrieve(args: argparse.Namespace) -> int:
         return 0
     rel_threshold = _rel_threshold(args)
     result = evaluate_run(run, qrels, rel_threshold)
-    report = {
-        "name": Path(args.model).resolve().name,
-        "model": str(args.model),
-        "index": str(args.index),
-        "index_factory": index.factory,
-        "index_bytes": index.nbytes(),
-        "num_passages": len(index),
-        "k": args.k,
-        "qrels": qrels_source,
-        "rel_threshold": rel_threshold,
-        "metrics": {name: result[name] for name in METRIC_NAMES},
-        "num_queries": result["num_queries"],
-        "num_queries_missing_from_run": result["num_queries_missing_from_run"],
-        "num_run_queries_without_qrels": result["num_run_queries_without_qrels"],
-        "per_query": result["per_query"],
-    }
-    write_json_atomic(out / "metrics.json", report)
+    report = EvaluationReport.from_evaluate_run(
+        result,
+        model=str(args.model),
+        name=Path(args.model).resolve().name,
+        architecture=getattr(model.config, "architecture", None) or model.config.model_type,
+        **_dataset_fields(args, qrels_source),
+        qrels=qrels_source,
+        retrieval="dense",
+        index=str(args.index),
+        index_factory=index.factory,
+        index_bytes=index.nbytes(),
+        num_passages=len(index),
+        top_k=args.k,
+        rel_threshold=rel_threshold,
+    )
+    report.write(out / "metrics.json")
     record_evaluation(args.model, out / "metrics.json", report)
-    print(f"{_summary(result)}  (index {index.factory}, {report['index_bytes']} bytes)")
+    print(f"{_summary(result)}  (index {index.factory}, {report.index_bytes} bytes)")
     return 0
 
 
@@ -307,16 +317,16 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from .latency import latency_candidates, measure_rerank_latency
     from .report import efficiency_markdown, join_efficiency, write_efficiency_report
 
-    reports = [json.loads(Path(path).read_text(encoding="utf-8")) for path in args.metrics]
-    effectiveness = {report["name"]: report["metrics"] for report in reports}
+    reports = [_benchmarked_report(path) for path in args.metrics]
+    effectiveness = {report.name: report.metrics for report in reports}
     latencies = json.loads(Path(args.latency).read_text(encoding="utf-8")) if args.latency else []
     if isinstance(latencies, dict):
         latencies = latencies.get("results", [])
     measured = {item["name"] for item in latencies}
-    to_measure = [report for report in reports if report["name"] not in measured]
+    to_measure = [report for report in reports if report.name not in measured]
     if to_measure:
         if not (args.queries and args.collection and args.runs):
-            names = ", ".join(report["name"] for report in to_measure)
+            names = ", ".join(report.name for report in to_measure)
             raise ValueError(f"no latency for {names}: pass --latency FILE, or --queries, --collection and --runs")
         queries = read_queries_tsv(args.queries)
         collection = read_collection_tsv(args.collection)
@@ -324,14 +334,16 @@ def run_benchmark(args: argparse.Namespace) -> int:
         query_ids = [qid for qid in queries if any(qid in run for run in runs)][: args.num_queries]
         candidates = latency_candidates(runs, collection, query_ids, args.num_candidates)
         for report in to_measure:
-            model, tokenizer = load_model(report["model"], args.device)
+            if not report.model:
+                raise ValueError(f"no latency for {report.name}, and its metrics file records no 'model' to measure")
+            model, tokenizer = load_model(report.model, args.device)
             result = measure_rerank_latency(
                 model,
                 tokenizer,
                 [queries[qid] for qid in query_ids],
                 [[collection[pid] for pid in candidates[qid]] for qid in query_ids],
                 batch_size=args.batch_size,
-                name=report["name"],
+                name=report.name,
             )
             latencies.append(result.to_dict())
             del model
@@ -340,6 +352,15 @@ def run_benchmark(args: argparse.Namespace) -> int:
     sys.stdout.write(efficiency_markdown(rows))
     print("wrote " + ", ".join(str(path) for path in paths.values()))
     return 0
+
+
+def _benchmarked_report(path: str) -> EvaluationReport:
+    """The report of a `--metrics` file (the first evaluation of a file holding several), named."""
+    report = read_reports(path)[0]
+    if not (report.name or report.model):
+        raise ValueError(f"{path}: no 'name' or 'model' recorded; expected a metrics.json written by `hf-kd evaluate`")
+    report.name = report.name or Path(report.model).name
+    return report
 
 
 def _add_benchmark(subparsers) -> None:

@@ -1,7 +1,8 @@
 """The record an evaluation leaves in the checkpoint it evaluated, so the model card finds its results.
 
-`hf-kd evaluate --model DIR --out OUT` writes `OUT/metrics.json` and adds an entry to `DIR/hf_kd_evaluations.json`:
-the path of that `metrics.json` and a copy of its report without the per-query values. `hf-kd push DIR` then reads
+`hf-kd evaluate --model DIR --out OUT` (and `hf-kd retrieve`) writes `OUT/metrics.json`, an
+[`~hf_kd.evaluation.reports.EvaluationReport`], and adds an entry to `DIR/hf_kd_evaluations.json`: the path of that
+`metrics.json` and a copy of its report without the per-query values. `hf-kd push DIR` then reads
 the report from the `metrics.json` when it is still there, and from the copy when it was moved or deleted. A
 second evaluation written to the same `OUT` replaces its entry.
 """
@@ -15,15 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from ..files import write_json_atomic
+from .reports import EvaluationReport
 
 __all__ = ["EVALUATIONS_FILENAME", "record_evaluation", "recorded_evaluations"]
 
 EVALUATIONS_FILENAME = "hf_kd_evaluations.json"
-LEFT_OUT_KEYS = ("per_query",)
 
 
-def record_evaluation(checkpoint: str | os.PathLike, metrics_file: str | os.PathLike, report: dict[str, Any]):
+def record_evaluation(
+    checkpoint: str | os.PathLike, metrics_file: str | os.PathLike, report: EvaluationReport | dict[str, Any]
+):
     """Adds (or replaces) the entry of `metrics_file` in the checkpoint folder's record.
+
+    `report` is the report written to `metrics_file` (an [`EvaluationReport`], or its JSON object); the record keeps
+    it without the per-query values.
 
     Returns the record's path, or None when `checkpoint` is not a local folder (a Hub id) or cannot be written to
     (a note is printed; the evaluation itself is kept).
@@ -34,7 +40,9 @@ def record_evaluation(checkpoint: str | os.PathLike, metrics_file: str | os.Path
     metrics_file = str(Path(metrics_file).resolve())
     path = folder / EVALUATIONS_FILENAME
     entries = [entry for entry in recorded_evaluations(folder) if entry["metrics_file"] != metrics_file]
-    summary = {key: value for key, value in report.items() if key not in LEFT_OUT_KEYS}
+    if not isinstance(report, EvaluationReport):
+        report = EvaluationReport.from_json(report, metrics_file)
+    summary = report.to_json(per_query=False)
     entries.append({"metrics_file": metrics_file, "report": summary})
     try:
         write_json_atomic(path, {"evaluations": entries})

@@ -21,6 +21,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..evaluation.reports import EvaluationReport, read_reports, reports_from_json
 from ..losses import CITATION, LOSSES
 
 __all__ = [
@@ -77,6 +78,9 @@ KNOWN_TEST_SETS = {
     "msmarco-dev": ("MS MARCO passage dev", "msmarco-passage/dev/small"),
     "scifact": ("BEIR SciFact", "BeIR/scifact"),
     "scifact-small": ("BEIR SciFact (subset)", "BeIR/scifact"),
+    # the evaluation sets of `hf-kd reproduce`
+    "dl20-dev": ("TREC Deep Learning 2020 (passages), held-out queries", "msmarco-passage/trec-dl-2020"),
+    "scifact-test": ("BEIR SciFact (test queries)", "BeIR/scifact"),
 }
 # keys of `training_args.json` shown in the card, in this order (TrainingArguments and HfKdArguments fields)
 TRAINING_KEYS = (
@@ -215,59 +219,29 @@ def architecture_of(config: dict[str, Any], source: str | os.PathLike) -> str:
     return by_model_type[model_type]
 
 
-def _test_set_of(report: dict[str, Any], source: Path) -> tuple[str, str, str]:
-    """(name, dataset type, split) of an evaluation report: its `dataset` field, or the qrels file's folder."""
-    split = str(report.get("split") or "test")
-    folder = str(report.get("dataset") or "")
-    qrels = report.get("qrels")
-    if not folder and qrels:
-        qrels_path = Path(str(qrels))
-        if qrels_path.parent.name == "qrels":  # BEIR layout: DATASET/qrels/SPLIT.tsv
-            folder, split = qrels_path.parent.parent.name, qrels_path.stem
-        else:
-            folder = qrels_path.parent.name
-    folder = folder or source.parent.name
+def _test_set_of(report: EvaluationReport, source: Path) -> tuple[str, str, str]:
+    """(name, dataset type, split) of an evaluation report: its dataset, or the name of the file's folder."""
+    folder = report.dataset or source.parent.name
     name, dataset_type = KNOWN_TEST_SETS.get(folder, (folder, folder))
-    return name, dataset_type, split
+    return name, dataset_type, report.split or "test"
 
 
-def _first_stage_of(report: dict[str, Any]) -> str | None:
-    run = report.get("run")
-    return Path(str(run)).name.split(".")[0] if run else None
+def _first_stage_of(report: EvaluationReport) -> str | None:
+    return Path(report.run).name.split(".")[0] if report.run else None
 
 
-def _evaluation_result(report: Any, source: Path, index: int) -> EvaluationResult:
-    where = f"{source} (entry {index})" if index else str(source)
-    if not isinstance(report, dict):
-        raise ValueError(f"{where}: expected an object with a 'metrics' mapping, got {type(report).__name__}")
-    metrics = report.get("metrics", report)
-    if not isinstance(metrics, dict):
-        raise ValueError(f"{where}: 'metrics' must map metric names to numbers, got {type(metrics).__name__}")
-    values = {}
-    for name, value in metrics.items():
-        if name in METRIC_TYPES or "@" in name:
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ValueError(f"{where}: metric {name!r} is {value!r}, expected a number")
-            values[name] = float(value)
-    if not values:
-        raise ValueError(f"{where}: no metrics found; expected keys such as 'nDCG@10' and 'MRR@10'")
+def _evaluation_result(report: EvaluationReport, source: Path) -> EvaluationResult:
     test_set, dataset_type, split = _test_set_of(report, source)
     return EvaluationResult(
         test_set=test_set,
         dataset_type=dataset_type,
         split=split,
-        metrics=values,
+        metrics=dict(report.metrics),
         first_stage=_first_stage_of(report),
-        top_k=report.get("top_k"),
-        num_queries=report.get("num_queries"),
+        top_k=report.top_k,
+        num_queries=report.num_queries,
         source=str(source),
     )
-
-
-def _reports_of(path: Path) -> list[tuple[Any, Path, int]]:
-    data = read_json_file(path)
-    reports = data if isinstance(data, list) else [data]
-    return [(report, path, i) for i, report in enumerate(reports)]
 
 
 def read_evaluation_results(
@@ -280,14 +254,17 @@ def read_evaluation_results(
     `hf-kd evaluate --model FOLDER --out OUT` (read from `OUT/metrics.json`, or from the record's copy of the
     report when that file is gone).
 
-    A file holds the report of `hf-kd evaluate` (with `metrics`, `qrels`, `run`, `top_k`), a list of such
-    reports, or a flat `{"nDCG@10": 0.71, ...}` mapping (then an optional `dataset` key names the test set).
+    A file holds evaluation reports as `hf_kd.evaluation.reports.read_reports` reads them: one report of
+    `hf-kd evaluate` or `hf-kd retrieve`, `{"evaluations": [report, ...]}` (the `metrics.json` that
+    `hf-kd reproduce` writes into each checkpoint, one report per evaluation set), or a shape of an earlier version
+    (a list of reports, a flat `{"nDCG@10": 0.71, ...}` mapping where an optional `dataset` key names the test
+    set). A report without a dataset is named after the file's folder.
 
     Raises:
         FileNotFoundError: a file of `metrics_files` does not exist.
         ValueError: a file is malformed (names the file and entry).
     """
-    from ..evaluation.records import recorded_evaluations
+    from ..evaluation.records import EVALUATIONS_FILENAME, recorded_evaluations
 
     folder = Path(folder)
     for given in metrics_files:
@@ -295,18 +272,22 @@ def read_evaluation_results(
             raise FileNotFoundError(f"metrics file {given} not found (written by `hf-kd evaluate --out DIR`)")
     paths = [folder / "metrics.json", *sorted(folder.glob("*/metrics.json")), *map(Path, metrics_files)]
     seen: set[Path] = set()
-    reports = []
+    results = []
     for path in paths:
         if path.is_file() and path.resolve() not in seen:
             seen.add(path.resolve())
-            reports.extend(_reports_of(path))
+            results.extend(_evaluation_result(report, path) for report in read_reports(path))
     for entry in recorded_evaluations(folder):
         path = Path(entry["metrics_file"])
         if path.resolve() in seen:
             continue
         seen.add(path.resolve())
-        reports.extend(_reports_of(path) if path.is_file() else [(entry["report"], path, 0)])
-    return [_evaluation_result(report, path, i) for report, path, i in reports]
+        if path.is_file():
+            reports = read_reports(path)
+        else:
+            reports = reports_from_json(entry["report"], f"{folder / EVALUATIONS_FILENAME} (copy of {path})")
+        results.extend(_evaluation_result(report, path) for report in reports)
+    return results
 
 
 def _read_latency(folder: Path) -> dict[str, Any] | None:

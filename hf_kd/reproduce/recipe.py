@@ -19,6 +19,7 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, Traini
 
 from .. import __version__, model_class_for
 from ..evaluation.latency import measure_rerank_latency
+from ..evaluation.reports import EvaluationReport, write_reports
 from ..evaluation.rerank import top_candidates
 from ..files import write_json_atomic
 from ..jobs import fingerprint_changes, output_lock
@@ -287,7 +288,9 @@ def _run_stages(budget: Budget, data_dir: Path, out: Path) -> dict[str, Any]:
             model = AutoModel.from_pretrained(folder)
             tokenizer = AutoTokenizer.from_pretrained(folder)
             results[name] = evaluate_model(name, model, tokenizer, eval_sets, evaluations)
-            write_json_atomic(str(Path(folder) / "metrics.json"), _model_metrics_file(name, results[name], eval_sets))
+            write_reports(
+                Path(folder) / "metrics.json", _model_metrics_file(name, folder, model, results[name], eval_sets)
+            )
         if len(teachers) >= 2:
             member_runs = [
                 json.loads((evaluations / name / "runs.json").read_text(encoding="utf-8")) for name in teachers
@@ -425,23 +428,26 @@ def _latency_models(budget: Budget, teachers: dict[str, str], students: dict[str
     return chosen
 
 
-def _model_metrics_file(name: str, metrics: dict[str, dict[str, float]], eval_sets: list[EvalData]) -> dict:
-    """The `metrics.json` a checkpoint folder carries for its model card."""
-    return {
-        "name": name,
-        "evaluations": [
-            {
-                "dataset": d.spec.name,
-                "run": d.spec.run,
-                "top_k": d.top_k,
-                "rel_threshold": d.spec.rel_threshold,
-                "num_queries": d.spec.num_queries,
-                "metrics": metrics[d.spec.name],
-            }
-            for d in eval_sets
-        ],
-        "metrics": metrics[eval_sets[0].spec.name],
-    }
+def _model_metrics_file(
+    name: str, folder: str, model, metrics: dict[str, dict[str, float]], eval_sets: list[EvalData]
+) -> list[EvaluationReport]:
+    """The reports a checkpoint folder carries in its `metrics.json` for its model card, one per evaluation set."""
+    return [
+        EvaluationReport.from_evaluate_run(
+            metrics[d.spec.name],
+            model=str(folder),
+            name=name,
+            architecture=getattr(model.config, "architecture", None) or model.config.model_type,
+            dataset=d.spec.name,
+            qrels=d.spec.qrels,
+            retrieval="rerank",
+            run=d.spec.run,
+            top_k=d.top_k,
+            rel_threshold=d.spec.rel_threshold,
+            num_queries=int(metrics[d.spec.name].get("num_queries", d.spec.num_queries)),
+        )
+        for d in eval_sets
+    ]
 
 
 def environment() -> dict[str, Any]:
