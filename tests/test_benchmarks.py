@@ -20,6 +20,13 @@ def _convert_scores(paths: dict) -> list[str]:
     return ["--rows", "1000", "--data", str(paths["dl20"]), "--tmp-dir", str(paths["tmp"]), "--out", paths["out"]]
 
 
+def _dense_scale(paths: dict) -> list[str]:
+    return [
+        "--data", str(paths["dl20"]), "--sizes", "1000", "--num-passages", "8", "--pairs", "8", "--queries", "5",
+        "--pq-nbits", "4", "--threads", "1", "--backbone", str(paths["tiny"]), "--out", paths["out"],
+    ]  # fmt: skip
+
+
 def _encode_throughput(paths: dict) -> list[str]:
     return [
         "--data", str(paths["dl20"]), "--num-passages", "8", "--batch-size", "4", "--repeats", "1",
@@ -60,6 +67,7 @@ def _train_throughput(paths: dict) -> list[str]:
 # script -> (its smoke arguments, a line of its printed table, keys of its JSON)
 SMOKE_RUNS = {
     "convert_scores": (_convert_scores, "rows/s", {"benchmark", "format", "data", "machine", "results"}),
+    "dense_scale": (_dense_scale, "recall@100", {"benchmark", "models", "results", "at_scale", "assumptions"}),
     "encode_throughput": (
         _encode_throughput,
         "passages/s",

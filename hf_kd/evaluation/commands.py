@@ -224,6 +224,8 @@ def run_index(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     index = result.index
+    if index is None:  # another process of `accelerate launch`: the main process built the index and reports it
+        return 0
     resumed = f", {result.resumed_passages} resumed from an earlier run" if result.resumed_passages else ""
     print(f"indexed {len(index)} passages ({factory}, {index.dim}-d{resumed}): {index.nbytes()} bytes in {args.out}")
     return 0
