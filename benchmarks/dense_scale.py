@@ -10,7 +10,9 @@ Measured here, on this machine:
    (the cost of building and searching an index does not depend on what the vectors mean); for each index type
    (`flat` exact, `hnsw` M=32, `ivfpq` with 4*sqrt(N) lists and 48 sub-quantisers of `--pq-nbits` bits, nprobe
    32): build seconds, index bytes, search ms per query (top 100, `--queries` queries in one batch), and recall@100
-   against the exact index (the fraction of the exact top 100 found).
+   against the exact index (the fraction of the exact top 100 found). Random vectors have no clusters, so their
+   recall is the worst case of an approximate index; passages encoded by a real model give it far higher recall
+   (measure that with `hf-kd index` + `hf-kd retrieve` on the real collection).
 
 Then a cost model for `--target-passages` passages (MS MARCO: 8.8M) and `--target-triples` training triples (the
 paper: 40M) on 1 and on `--processes` processes, from the measured per-item costs. Its assumptions: encoding and
