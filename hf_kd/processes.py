@@ -8,14 +8,16 @@ assembles the result once every process is done.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
 from collections.abc import Callable
 
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, gather_object, get_int_from_env, parse_flag_from_env
 
-__all__ = ["JobProcesses", "job_processes"]
+__all__ = ["JobProcesses", "job_processes", "lock_job_output"]
 
 _WORLD_SIZE_VARIABLES = ["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"]
 _LONGEST_WAIT = datetime.timedelta(hours=2)  # a process with no shard left waits for the others', then the merge
@@ -73,3 +75,15 @@ class JobProcesses:
         if outcome[1] is not None:
             raise RuntimeError(f"process {self.rank} stopped: the main process failed ({outcome[1]})")
         return outcome[0]
+
+
+def lock_job_output(lock: contextlib.ExitStack, out: str | os.PathLike, overwrite: bool) -> None:
+    """Takes the lock of the output folder `out` into `lock` (the main process, before any work): refuses an
+    existing non-empty `out` without `overwrite`, before and again after waiting for the lock (another job may have
+    finished it meanwhile)."""
+    from .data.writers import check_output_folder
+    from .jobs import output_lock
+
+    check_output_folder(out, overwrite)
+    lock.enter_context(output_lock(out))
+    check_output_folder(out, overwrite)

@@ -99,6 +99,17 @@ def _add_data_arguments(parser: argparse.ArgumentParser, collection: bool = True
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _evaluated_fields(args: argparse.Namespace, model, qrels_source: str | None) -> dict:
+    """The report fields naming what was evaluated: the model, its architecture, the dataset and its qrels."""
+    return {
+        "model": str(args.model),
+        "name": Path(args.model).resolve().name,
+        "architecture": getattr(model.config, "architecture", None) or model.config.model_type,
+        **_dataset_fields(args, qrels_source),
+        "qrels": qrels_source,
+    }
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from .rerank import check_run_inputs, rerank, top_candidates
 
@@ -127,11 +138,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     write_run(reranked, out / "run.trec", tag=_run_tag(args.model))
     report = EvaluationReport.from_evaluate_run(
         result,
-        model=str(args.model),
-        name=Path(args.model).resolve().name,
-        architecture=getattr(model.config, "architecture", None) or model.config.model_type,
-        **_dataset_fields(args, qrels_source),
-        qrels=qrels_source,
+        **_evaluated_fields(args, model, qrels_source),
         retrieval="rerank",
         run=str(args.run),
         top_k=args.top_k,
@@ -279,11 +286,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
     result = evaluate_run(run, qrels, rel_threshold)
     report = EvaluationReport.from_evaluate_run(
         result,
-        model=str(args.model),
-        name=Path(args.model).resolve().name,
-        architecture=getattr(model.config, "architecture", None) or model.config.model_type,
-        **_dataset_fields(args, qrels_source),
-        qrels=qrels_source,
+        **_evaluated_fields(args, model, qrels_source),
         retrieval="dense",
         index=str(args.index),
         index_factory=index.factory,

@@ -41,10 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.writers import check_output_folder
 from ..files import atomic_folder, remove_staging_leftovers, write_json_atomic
-from ..jobs import model_files_fingerprint, open_work_folder, output_lock
-from ..processes import JobProcesses, job_processes
+from ..jobs import model_files_fingerprint, open_work_folder
+from ..processes import JobProcesses, job_processes, lock_job_output
 from .dense import DenseIndex, encode_texts
 
 __all__ = [
@@ -176,7 +175,8 @@ def build_dense_index(
     out = Path(out)
     processes = JobProcesses(job_processes(device))
     with contextlib.ExitStack() as lock:
-        processes.from_main(lambda: _lock_output(lock, out, overwrite))
+        processes.from_main(lambda: lock_job_output(lock, out, overwrite))
+        processes.from_main(lambda: remove_staging_leftovers(out))
         model, tokenizer = load_model(str(model_dir), processes.device or device)
         manifest = _manifest(str(model_dir), model, collection, fp16, shard_size, source)
         work = out.with_name(f"{out.name}.partial")
@@ -206,14 +206,6 @@ def build_dense_index(
 
         processes.from_main(assemble)
     return IndexBuildResult(out, built.get("index"), encoded, len(collection) - encoded, time.perf_counter() - started)
-
-
-def _lock_output(lock: contextlib.ExitStack, out: Path, overwrite: bool) -> None:
-    """Takes the output lock into `lock` (main process)."""
-    check_output_folder(out, overwrite)
-    lock.enter_context(output_lock(out))
-    check_output_folder(out, overwrite)  # another job may have built it while this one started
-    remove_staging_leftovers(out)
 
 
 def _manifest(model_dir: str, model, collection, fp16: bool, shard_size: int, source) -> dict:

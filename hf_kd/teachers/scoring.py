@@ -50,9 +50,9 @@ from tqdm.auto import tqdm
 from ..data.provenance import PROVENANCE_FILENAME, Provenance, read_provenance
 from ..data.readers import TriplesReader
 from ..data.schemas import ID_SCHEMAS, TRIPLES_FEATURES
-from ..data.writers import check_output_folder, load_scores
-from ..jobs import model_files_fingerprint, open_work_folder, output_lock
-from ..processes import JobProcesses, job_processes
+from ..data.writers import load_scores
+from ..jobs import model_files_fingerprint, open_work_folder
+from ..processes import JobProcesses, job_processes, lock_job_output
 from .ensemble import check_normalization, check_rescale, mean_ensemble
 from .loading import Teacher, load_teacher
 from .score_dataset import write_teacher_scores
@@ -584,7 +584,7 @@ def score_triples(
         raise ValueError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {missing!r}")
     processes = JobProcesses(job_processes(_device_of(teachers)))
     with contextlib.ExitStack() as lock:
-        processes.from_main(lambda: _lock_output(lock, out, overwrite))
+        processes.from_main(lambda: lock_job_output(lock, out, overwrite))
         return _score_triples_locked(
             teachers,
             triples_dataset,
@@ -600,13 +600,6 @@ def score_triples(
             started,
             processes,
         )
-
-
-def _lock_output(lock: contextlib.ExitStack, out: Path, overwrite: bool) -> None:
-    """Takes the output lock into `lock` (main process)."""
-    check_output_folder(out, overwrite)
-    lock.enter_context(output_lock(out))
-    check_output_folder(out, overwrite)  # another job may have finished it while this one waited for the lock
 
 
 def _manifest(source, triples, pairs, shard_size, bf16, teachers, descriptions) -> dict:
