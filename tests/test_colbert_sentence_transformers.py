@@ -48,8 +48,9 @@ def assert_rows_equal(got: list[torch.Tensor], expected: list[torch.Tensor]) -> 
     [
         {},  # paper defaults: 30 / 200 word pieces, 8 [MASK] tokens, raw dot products
         {"normalize_embeddings": True, "query_augmentation_tokens": 0, "max_query_length": 4, "max_passage_length": 9},
+        {"normalize_embeddings": True, "mean_maxsim": True, "compression_dim": 32, "compression_init": "identity"},
     ],
-    ids=["defaults", "normalized-short-no-augmentation"],
+    ids=["defaults", "normalized-short-no-augmentation", "mean-maxsim-identity"],
 )
 def test_colbert_checkpoint_is_a_multi_vector_encoder(overrides, tmp_path, texts, tokenizer):
     from sentence_transformers import MultiVectorEncoder
@@ -61,7 +62,7 @@ def test_colbert_checkpoint_is_a_multi_vector_encoder(overrides, tmp_path, texts
     encoder = MultiVectorEncoder(str(tmp_path))
     expected_modules = [Transformer, *([Normalize] if model.config.normalize_embeddings else []), MultiVectorMask]
     assert [type(m) for m in encoder] == expected_modules
-    assert encoder.similarity_fn_name == "maxsim"
+    assert encoder.similarity_fn_name == ("meanmaxsim" if model.config.mean_maxsim else "maxsim")
     queries, passages = texts
 
     # documents: every real token of [CLS] p [SEP], p truncated at max_passage_length
@@ -143,3 +144,24 @@ print("RESULT" + json.dumps(out))
     assert_rows_equal([torch.tensor(v) for v in payload["documents"]], rows(model.encode_passages(passages, tokenizer)))
     expected = model.score(queries, passages, tokenizer)
     torch.testing.assert_close(torch.tensor(payload["scores"]), expected, atol=1e-4, rtol=1e-5)
+
+
+def test_identity_compression_starts_from_the_backbone_token_vectors_and_loads_trained_weights(tmp_path, tokenizer):
+    model = build(compression_dim=32, compression_init="identity", normalize_embeddings=True, mean_maxsim=True)
+    ids = torch.tensor([[tokenizer.cls_token_id, 2054, 2003, tokenizer.sep_token_id]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        hidden = model.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+        torch.testing.assert_close(model.embed_tokens(ids, mask).last_hidden_state, hidden)
+        model.compressor.weight.mul_(0.5)  # as training moves it
+    model.save_pretrained(tmp_path, tokenizer=tokenizer)
+    loaded = ColBERTModel.from_pretrained(tmp_path)
+    torch.testing.assert_close(loaded.compressor.weight, model.compressor.weight)  # not re-initialised
+    assert loaded.config.mean_maxsim and loaded.config.compression_init == "identity"
+
+
+def test_identity_compression_needs_the_hidden_size():
+    with pytest.raises(ValueError, match=r"needs compression_dim equal to .*\(32\), got 16"):
+        build(compression_dim=16, compression_init="identity")
+    with pytest.raises(ValueError, match="compression_init must be one of random, identity, got 'eye'"):
+        build(compression_init="eye")

@@ -142,6 +142,8 @@ def test_maxsim_function_masks_padding():
     p = torch.tensor([[[2.0, 1.0], [0.0, 3.0], [100.0, 100.0]]])
     # query token 3 and passage token 3 are padding: 2 + 3
     assert maxsim_scores(q, torch.tensor([[1, 1, 0]]), p, torch.tensor([[1, 1, 0]])).item() == 5.0
+    # MeanMaxSim: over the two real query tokens
+    assert maxsim_scores(q, torch.tensor([[1, 1, 0]]), p, torch.tensor([[1, 1, 0]]), mean=True).item() == 2.5
 
 
 def test_prett_with_split_zero_equals_bert_cat_with_the_same_weights(pairs, tokenizer):

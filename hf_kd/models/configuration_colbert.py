@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from .configuration_ranking import RankingConfig, check_positive_int
 
+COMPRESSION_INITS = ("random", "identity")
+
 
 class ColBERTConfig(RankingConfig):
     r"""
@@ -28,6 +30,15 @@ class ColBERTConfig(RankingConfig):
             They take part in attention and in the MaxSim sum.
         normalize_embeddings (`bool`, *optional*, defaults to `False`):
             L2-normalise the token vectors (cosine MaxSim). The paper scores raw dot products.
+        mean_maxsim (`bool`, *optional*, defaults to `False`):
+            Divide the MaxSim sum by the number of real query tokens (sentence-transformers' "meanmaxsim"). The
+            ranking for one query is unchanged; the scale is not: with normalised vectors a score lies in [-1, 1],
+            the scale of a cosine teacher, whose margins Margin-MSE asks the student to reproduce. `False` is the
+            paper's sum.
+        compression_init (`str`, *optional*, defaults to `"random"`):
+            How the projection starts: `"random"` (the paper), or `"identity"` (needs `compression_dim` equal to
+            the backbone's hidden size), which keeps the backbone's own token vectors until training moves them; on
+            a sentence-transformers backbone the untrained model then already ranks.
 
     Example:
     ```python
@@ -45,17 +56,30 @@ class ColBERTConfig(RankingConfig):
         compression_dim: int = 128,
         query_augmentation_tokens: int = 8,
         normalize_embeddings: bool = False,
+        mean_maxsim: bool = False,
+        compression_init: str = "random",
         **kwargs,
     ):
         self.compression_dim = compression_dim
         self.query_augmentation_tokens = query_augmentation_tokens
         self.normalize_embeddings = normalize_embeddings
+        self.mean_maxsim = mean_maxsim
+        self.compression_init = compression_init
         super().__init__(**kwargs)
 
     def validate_ranking_config(self) -> None:
         super().validate_ranking_config()
         check_positive_int("compression_dim", self.compression_dim)
         check_positive_int("query_augmentation_tokens", self.query_augmentation_tokens, minimum=0)
+        if self.compression_init not in COMPRESSION_INITS:
+            raise ValueError(
+                f"compression_init must be one of {', '.join(COMPRESSION_INITS)}, got {self.compression_init!r}"
+            )
+        if self.compression_init == "identity" and self.compression_dim != self.hidden_size:
+            raise ValueError(
+                f"compression_init='identity' needs compression_dim equal to the backbone's hidden size "
+                f"({self.hidden_size}), got {self.compression_dim}"
+            )
 
 
 __all__ = ["ColBERTConfig"]

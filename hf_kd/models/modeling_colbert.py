@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 
 from .configuration_colbert import ColBERTConfig
@@ -43,7 +44,7 @@ class ColBERTModel(SplitRankingModel):
 
     A saved checkpoint is also a sentence-transformers `MultiVectorEncoder` (pipeline: Transformer over
     `embed_tokens` -> [Normalize when `normalize_embeddings`] -> MultiVectorMask without skiplist; MaxSim
-    similarity, no length normalisation):
+    similarity, or MeanMaxSim when `mean_maxsim`):
 
     - `encode_document(passages)[i]` equals `encode_passages(passages)` row i restricted to its real tokens
       (`[CLS]`, the passage word pieces truncated at `max_passage_length`, `[SEP]`; no token is skipped).
@@ -79,6 +80,12 @@ class ColBERTModel(SplitRankingModel):
         self.compressor = nn.Linear(config.hidden_size, config.compression_dim)
         self.post_init()
 
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if module is getattr(self, "compressor", None) and self.config.compression_init == "identity":
+            init.copy_(module.weight, torch.eye(self.config.compression_dim, dtype=module.weight.dtype))
+            init.zeros_(module.bias)
+
     def tokenize_queries(self, tokenizer, queries: Sequence[str]) -> list[list[int]]:
         cls_id, sep_id = special_token_id(tokenizer, "cls"), special_token_id(tokenizer, "sep")
         augmentation = [special_token_id(tokenizer, "mask")] * self.config.query_augmentation_tokens
@@ -102,7 +109,9 @@ class ColBERTModel(SplitRankingModel):
     encode_passage_tensors = _encode
 
     def score_pairs(self, queries: EncodedBatch, passages: EncodedBatch) -> torch.Tensor:
-        return maxsim_scores(queries.embeddings, queries.mask, passages.embeddings, passages.mask)
+        return maxsim_scores(
+            queries.embeddings, queries.mask, passages.embeddings, passages.mask, mean=self.config.mean_maxsim
+        )
 
     def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> BaseModelOutput:
         """Projected token vectors, Linear(hidden, compression_dim) of the backbone's last hidden states (before
@@ -155,7 +164,7 @@ class ColBERTModel(SplitRankingModel):
                     "model_type": "MultiVectorEncoder",
                     "prompts": {"query": "", "document": ""},
                     "default_prompt_name": None,
-                    "similarity_fn_name": "maxsim",
+                    "similarity_fn_name": "meanmaxsim" if self.config.mean_maxsim else "maxsim",
                 },
             }
         )

@@ -183,7 +183,11 @@ def dot_scores(queries: torch.Tensor, passages: torch.Tensor) -> torch.Tensor:
 
 
 def maxsim_scores(
-    queries: torch.Tensor, query_mask: torch.Tensor, passages: torch.Tensor, passage_mask: torch.Tensor
+    queries: torch.Tensor,
+    query_mask: torch.Tensor,
+    passages: torch.Tensor,
+    passage_mask: torch.Tensor,
+    mean: bool = False,
 ) -> torch.Tensor:
     """ColBERT late interaction: sum over query tokens of the max dot product over passage tokens.
 
@@ -192,6 +196,7 @@ def maxsim_scores(
     Args:
         queries: (n, Lq, D) query token vectors; query_mask: (n, Lq) 1 for real tokens.
         passages: (n, Lp, D) passage token vectors; passage_mask: (n, Lp) 1 for real tokens.
+        mean: divide by the number of real query tokens (MeanMaxSim) instead of summing.
 
     Returns:
         (n,) scores.
@@ -200,11 +205,15 @@ def maxsim_scores(
     >>> p = torch.tensor([[[2.0, 1.0], [0.0, 3.0], [9.0, 9.0]]])
     >>> maxsim_scores(q, torch.tensor([[1, 1]]), p, torch.tensor([[1, 1, 0]]))
     tensor([5.])
+    >>> maxsim_scores(q, torch.tensor([[1, 1]]), p, torch.tensor([[1, 1, 0]]), mean=True)
+    tensor([2.5000])
     """
     similarities = torch.einsum("nqd,npd->nqp", queries, passages)
     similarities = similarities.masked_fill(~passage_mask.bool()[:, None, :], float("-inf"))
     best = similarities.max(dim=-1).values
-    return (best * query_mask.to(best.dtype)).sum(dim=-1)
+    weights = query_mask.to(best.dtype)
+    total = (best * weights).sum(dim=-1)
+    return total / weights.sum(dim=-1) if mean else total
 
 
 def segment_mean_cosine(hidden: torch.Tensor, query_mask: torch.Tensor, passage_mask: torch.Tensor) -> torch.Tensor:
