@@ -17,7 +17,7 @@ import tempfile
 import traceback
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 __all__ = [
     "UTF8_BOM",
@@ -25,6 +25,7 @@ __all__ = [
     "atomic_folder",
     "atomic_path",
     "naming_weight_files",
+    "read_json_file",
     "remove_staging_leftovers",
     "skip_bom",
     "unreadable_weights_message",
@@ -105,6 +106,15 @@ def remove_staging_leftovers(path: str | os.PathLike) -> list[Path]:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp_path:
         tmp_path.write_text(text, encoding="utf-8")
+
+
+def read_json_file(path: str | os.PathLike) -> Any:
+    """Parses a JSON file; a syntax error names the file, the line and the column."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}:{error.colno}: invalid JSON ({error.msg})") from error
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:

@@ -22,7 +22,9 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..evaluation.reports import EvaluationReport, read_reports, reports_from_json
+from ..files import read_json_file
 from ..losses import CITATION, LOSSES
+from ..training.summary import SUMMARY_FILE, TrainSummary
 
 __all__ = [
     "ARCHITECTURE_DISPLAY_NAMES",
@@ -196,15 +198,6 @@ class ModelCardInfo:
         return (self.loss or "margin_mse").replace("_", "-")
 
 
-def read_json_file(path: str | os.PathLike) -> Any:
-    """Parses a JSON file; a syntax error names the file, the line and the column."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}:{error.lineno}:{error.colno}: invalid JSON ({error.msg})") from error
-
-
 def architecture_of(config: dict[str, Any], source: str | os.PathLike) -> str:
     """The hf-kd architecture (`bert_dot`, ...) of a `config.json`, from its `model_type`."""
     from ..models import MODEL_CLASSES
@@ -323,7 +316,7 @@ def _count_parameters(folder: Path) -> int | None:
 
 def _training_info(folder: Path) -> tuple[str | None, dict[str, Any], dict[str, Any], list[str]]:
     """(loss, loss config, hyper-parameters and run statistics, local training files) of the folder."""
-    summary = read_json_file(folder / "train_summary.json") if (folder / "train_summary.json").is_file() else {}
+    summary = (TrainSummary.load(folder) or TrainSummary()).to_dict()
     arguments = read_json_file(folder / "training_args.json") if (folder / "training_args.json").is_file() else {}
     training = {key: arguments[key] for key in TRAINING_KEYS if arguments.get(key) is not None}
     training.update({key: summary[key] for key in SUMMARY_KEYS if summary.get(key) is not None})
@@ -389,7 +382,7 @@ def collect_card_info(
         **user_fields,
     )
     if info.loss is not None and info.loss not in LOSSES:
-        raise ValueError(f"{folder / 'train_summary.json'}: unknown loss {info.loss!r}; expected one of {list(LOSSES)}")
+        raise ValueError(f"{folder / SUMMARY_FILE}: unknown loss {info.loss!r}; expected one of {list(LOSSES)}")
     if info.base_model is None:
         backbone = config.get("backbone_name_or_path")
         if backbone and HUB_ID.match(str(backbone)) and not Path(str(backbone)).exists():

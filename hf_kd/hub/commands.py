@@ -87,7 +87,7 @@ def run_import(args: argparse.Namespace) -> int:
 
     backbone_config = None
     if args.backbone_config:
-        from .cards import read_json_file
+        from ..files import read_json_file
 
         backbone_config = read_json_file(args.backbone_config)
         if not isinstance(backbone_config, dict):

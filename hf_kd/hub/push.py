@@ -20,7 +20,8 @@ from huggingface_hub import CommitInfo, DatasetCard, HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import get_token
 
-from .cards import read_json_file, render_model_card
+from ..files import read_json_file
+from .cards import render_model_card
 from .dataset_card import render_dataset_card
 
 try:

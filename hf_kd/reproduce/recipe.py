@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, TrainingArguments, set_seed
 
 from .. import __version__, model_class_for
+from ..data.writers import is_scores_folder
 from ..evaluation.latency import measure_rerank_latency
 from ..evaluation.reports import EvaluationReport, write_reports
 from ..evaluation.rerank import top_candidates
@@ -28,6 +29,7 @@ from ..teachers import Teacher, load_teacher, load_teacher_scores, score_triples
 from ..teachers.score_dataset import score_columns
 from ..training.arguments import HfKdArguments
 from ..training.run import run_training
+from ..training.summary import TrainSummary
 from .budgets import Budget
 from .data import PreparedData, prepare_data
 from .evaluation import (
@@ -94,11 +96,11 @@ def train_model(
     model_config: dict | None = None,
     pos_score_column: str = "pos_score",
     neg_score_column: str = "neg_score",
-) -> dict[str, Any]:
+) -> TrainSummary:
     """Trains one model with the project's Trainer (skipped when `out` holds a finished run)."""
-    summary_path = out / "train_summary.json"
-    if summary_path.is_file():
-        return json.loads(summary_path.read_text(encoding="utf-8"))
+    finished = TrainSummary.load(out)
+    if finished is not None:
+        return finished
     hf_kd_args = HfKdArguments(
         architecture=architecture,
         backbone=backbone,
@@ -135,6 +137,17 @@ def student_config(budget: Budget, architecture: str) -> dict:
         # all-MiniLM-L6-v2 was trained with mean pooling and cosine similarity: the student keeps both, so that
         # distillation starts from the backbone's own ranking instead of re-learning a raw dot product
         return {"pooling": "mean", "normalize_embeddings": True}
+    if architecture == "colbert" and budget.backbone == "minilm":
+        # MiniLM's own token vectors (identity projection, no untrained [MASK] tokens) with cosine MaxSim averaged
+        # over the query: untrained it already ranks, and its scores have a cosine teacher's scale, so Margin-MSE
+        # does not have to squeeze a sum over 32 raw dot products into the teacher's margins
+        return {
+            "normalize_embeddings": True,
+            "mean_maxsim": True,
+            "compression_dim": BertConfig.from_pretrained(minilm_path()).hidden_size,
+            "compression_init": "identity",
+            "query_augmentation_tokens": 0,
+        }
     if architecture == "tk":
         return {"term_match_init": True}  # starts as a term matcher, not at chance (see TKConfig)
     if architecture == "prett" and budget.backbone == "minilm":
@@ -223,7 +236,7 @@ def _run_stages(budget: Budget, data_dir: Path, out: Path) -> dict[str, Any]:
     scores_dir = out / "teacher_scores"
 
     def score() -> None:
-        if not (scores_dir / "hf_kd_provenance.json").is_file():
+        if not is_scores_folder(scores_dir):
             loaded = [_load_recipe_teacher(budget, name, path) for name, path in teachers.items()]
             normalize = budget.teacher_normalize if len(loaded) > 1 else "none"
             score_triples(loaded, data.train_triples, scores_dir, batch_size=32, normalize=normalize, overwrite=True)

@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from accelerate import PartialState
 from transformers import AutoModel, AutoTokenizer, EarlyStoppingCallback, TrainingArguments, set_seed
@@ -34,6 +33,7 @@ from .checkpoints import (
 from .collator import RankingCollator
 from .data import add_length_column, check_dataset_for_loss, load_train_dataset
 from .evaluation import RerankDevSet
+from .summary import TrainSummary
 from .trainer import DistillationTrainer
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_FILE = "train_summary.json"
 MISSING_IDS_FILE = "missing_ids.tsv"
 # training arguments that change where and how a run reports, not what it computes
 _UNFINGERPRINTED = frozenset(
@@ -270,7 +269,7 @@ def save_final_model(trainer: DistillationTrainer, output_dir: str) -> None:
     PartialState().wait_for_everyone()
 
 
-def run_training(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -> dict[str, Any]:
+def run_training(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -> TrainSummary:
     """Trains, saves the final model and tokenizer in `output_dir`, writes `train_summary.json`; returns it."""
     # the main process alone holds the output folder's lock: the other processes of the same run share the folder
     lock = output_lock(training_args.output_dir) if training_args.process_index == 0 else contextlib.nullcontext()
@@ -278,39 +277,35 @@ def run_training(hf_kd_args: HfKdArguments, training_args: TrainingArguments) ->
         return _train_and_save(hf_kd_args, training_args)
 
 
-def _train_and_save(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -> dict[str, Any]:
+def _train_and_save(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -> TrainSummary:
     start = time.perf_counter()
     trainer = build_trainer(hf_kd_args, training_args)
     resume = training_args.resume_from_checkpoint
     train_output = trainer.train(resume_from_checkpoint=resume)
     save_final_model(trainer, training_args.output_dir)
     dev_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
-    summary = {
-        "architecture": hf_kd_args.architecture,
-        "loss": hf_kd_args.loss,
-        "loss_config": trainer.loss.get_config_dict(),
-        "global_step": trainer.state.global_step,
-        "resumed_from_checkpoint": trainer.resumed_from_checkpoint,
-        "steps_this_run": trainer.state.global_step - trainer.examples_seen_callback.start_step,
-        "examples_seen": trainer.examples_seen,
-        "rows_left_out_for_missing_ids": getattr(trainer, "rows_left_out_for_missing_ids", 0),
-        "train_loss": train_output.training_loss,
-        "train_samples_per_second": train_output.metrics.get("train_samples_per_second"),
-        "train_runtime_s": train_output.metrics.get("train_runtime"),
-        "wall_time_s": round(time.perf_counter() - start, 3),
-        "final_dev_metrics": dev_metrics,
-        "best_metric": trainer.state.best_metric,
-        "best_model_checkpoint": trainer.state.best_model_checkpoint,
-        "world_size": training_args.world_size,
-        "log_history": trainer.state.log_history,
-        # everything needed to train the same model again
-        "arguments": {
-            "hf_kd": dataclasses.asdict(hf_kd_args),
-            "training": json.loads(training_args.to_json_string()),
-        },
-    }
+    summary = TrainSummary(
+        architecture=hf_kd_args.architecture,
+        loss=hf_kd_args.loss,
+        loss_config=trainer.loss.get_config_dict(),
+        global_step=trainer.state.global_step,
+        resumed_from_checkpoint=trainer.resumed_from_checkpoint,
+        steps_this_run=trainer.state.global_step - trainer.examples_seen_callback.start_step,
+        examples_seen=trainer.examples_seen,
+        rows_left_out_for_missing_ids=getattr(trainer, "rows_left_out_for_missing_ids", 0),
+        train_loss=train_output.training_loss,
+        train_samples_per_second=train_output.metrics.get("train_samples_per_second"),
+        train_runtime_s=train_output.metrics.get("train_runtime"),
+        wall_time_s=round(time.perf_counter() - start, 3),
+        final_dev_metrics=dev_metrics,
+        best_metric=trainer.state.best_metric,
+        best_model_checkpoint=trainer.state.best_model_checkpoint,
+        world_size=training_args.world_size,
+        log_history=trainer.state.log_history,
+        arguments={"hf_kd": dataclasses.asdict(hf_kd_args), "training": json.loads(training_args.to_json_string())},
+    )
     if training_args.should_save:
-        write_json_atomic(Path(training_args.output_dir) / SUMMARY_FILE, summary)
+        summary.save(training_args.output_dir)
     return summary
 
 
