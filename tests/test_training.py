@@ -194,6 +194,8 @@ def test_yaml_config_with_command_line_overrides(tmp_path):
 def test_config_errors_name_the_problem(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'lr'"):
         parse_train_args(["--config", str(write_config(tmp_path / "a.yaml", lr=1.0, output_dir="x"))])
+    with pytest.raises(ConfigError, match=r"b.yaml: learning_rate: could not convert string to float: 'fast'"):
+        parse_train_args(["--config", str(write_config(tmp_path / "b.yaml", learning_rate="fast", output_dir="x"))])
     with pytest.raises(ConfigError, match="--config: .*missing.yaml does not exist"):
         parse_train_args(["--config", str(tmp_path / "missing.yaml")])
     with pytest.raises(ConfigError, match="loss_kwargs: expected a JSON object"):
@@ -222,11 +224,9 @@ def test_hf_kd_train_subcommand_forwards_only_explicit_values(tmp_path, monkeypa
         ["train", "--config", "run.yaml", "--learning_rate", "3e-5", "--no_remove_unused_columns", "--bf16"]
     )
     received = []
-    monkeypatch.setattr("hf_kd.training.commands.main", lambda argv: received.append(argv) or 0)
+    monkeypatch.setattr("hf_kd.training.commands.main", lambda explicit_values: received.append(explicit_values) or 0)
     assert namespace.func(namespace) == 0
-    assert received == [
-        ["--config", "run.yaml", "--learning_rate", "3e-05", "--remove_unused_columns", "false", "--bf16", "true"]
-    ]
+    assert received == [{"config": "run.yaml", "learning_rate": 3e-05, "remove_unused_columns": False, "bf16": True}]
 
 
 # --------------------------------------------------------------------------------------------------------------------

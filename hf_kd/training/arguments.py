@@ -25,9 +25,10 @@ __all__ = [
     "ConfigError",
     "HfKdArguments",
     "build_parser",
-    "config_to_argv",
+    "explicit_parser",
     "field_names",
     "load_yaml_config",
+    "resolve_train_args",
     "parse_train_args",
 ]
 
@@ -264,29 +265,53 @@ def build_parser(**kwargs: Any) -> HfArgumentParser:
     return parser
 
 
-def _value_to_argv(value: Any) -> list[str]:
-    if isinstance(value, bool):
-        return [str(value).lower()]
-    if isinstance(value, dict):
-        return [json.dumps(value)]
-    if isinstance(value, (list, tuple)):
-        return [str(item) for item in value]
-    return [str(value)]
-
-
-def config_to_argv(config: dict[str, Any], known: set[str], source: str) -> list[str]:
-    """Turns a mapping of field values into `--key value` arguments (so argparse converts the types).
-
-    `None` values and empty lists keep the field's default. Unknown keys raise `ConfigError` naming `source`.
-    """
-    argv: list[str] = []
+def _typed_config_values(config: dict[str, Any], parser: HfArgumentParser, source: str) -> dict[str, Any]:
+    """The config file's values with the types the command line would give them (YAML 1.1 reads `7e-6` as a
+    string). `None` values and empty lists keep the field's default. Unknown keys raise `ConfigError` naming
+    `source`."""
+    actions = {action.dest: action for action in parser._actions if action.dest in field_names()}
+    values: dict[str, Any] = {}
     for key, value in config.items():
-        if key not in known:
+        if key not in actions:
             raise ConfigError(f"{source}: unknown key {key!r}; see `--help` for the fields")
         if value is None or value == []:
             continue
-        argv += [f"--{key}", *_value_to_argv(value)]
-    return argv
+        convert = actions[key].type
+        try:
+            if callable(convert) and isinstance(value, str):
+                value = convert(value)
+            elif callable(convert) and isinstance(value, list):
+                value = [convert(item) if isinstance(item, str) else item for item in value]
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{source}: {key}: {error}") from None
+        values[key] = value
+    return values
+
+
+def explicit_parser(**kwargs: Any) -> HfArgumentParser:
+    """`build_parser` whose namespace holds only the values given on the command line (no defaults, nothing
+    required): the config file supplies the rest."""
+    parser = build_parser(**kwargs)
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+        action.required = False
+    return parser
+
+
+def resolve_train_args(explicit: dict[str, Any]) -> tuple[HfKdArguments, TrainingArguments]:
+    """`(HfKdArguments, TrainingArguments)` from the command line's own values (converted by argparse; `config`
+    names the YAML file), which override the file's, through `HfArgumentParser.parse_dict`.
+
+    Raises:
+        ConfigError: a missing or malformed config file, or an unknown key in it.
+    """
+    parser = build_parser()
+    explicit = dict(explicit)
+    config_path = explicit.pop("config", None)
+    values = _typed_config_values(load_yaml_config(config_path), parser, config_path) if config_path else {}
+    values.update({key: value for key, value in explicit.items() if key in field_names()})
+    hf_kd_args, training_args = parser.parse_dict(values)
+    return hf_kd_args, training_args
 
 
 def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -309,21 +334,11 @@ def field_names() -> set[str]:
 
 
 def parse_train_args(argv: Sequence[str] | None = None) -> tuple[HfKdArguments, TrainingArguments]:
-    """Parses `[--config file.yaml] [--key value ...]` into `(HfKdArguments, TrainingArguments)`.
-
-    The YAML file's values become arguments placed before the command-line ones, so the command line wins.
+    """Parses `[--config file.yaml] [--key value ...]` into `(HfKdArguments, TrainingArguments)`; the command
+    line's values override the file's.
 
     Raises:
         ConfigError: a missing or malformed config file, or an unknown key in it.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    config_parser = argparse.ArgumentParser(add_help=False)
-    config_parser.add_argument("--config", default=None)
-    config_path = config_parser.parse_known_args(argv)[0].config
-    config_argv: list[str] = []
-    if config_path is not None:
-        config_argv = config_to_argv(load_yaml_config(config_path), field_names(), config_path)
-    hf_kd_args, training_args, *_ = build_parser().parse_args_into_dataclasses(
-        args=config_argv + argv, look_for_args_file=False
-    )
-    return hf_kd_args, training_args
+    return resolve_train_args(vars(explicit_parser().parse_args(argv)))

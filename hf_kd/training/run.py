@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from accelerate import PartialState
 from transformers import AutoModel, AutoTokenizer, EarlyStoppingCallback, TrainingArguments, set_seed
@@ -23,7 +24,7 @@ from ..files import naming_weight_files, write_json_atomic
 from ..jobs import JobLockedError, file_fingerprint, fingerprint_changes, output_lock
 from ..losses import get_loss
 from ..models import model_class_for
-from .arguments import ConfigError, HfKdArguments, parse_train_args
+from .arguments import ConfigError, HfKdArguments, parse_train_args, resolve_train_args
 from .checkpoints import (
     RUN_FINGERPRINT,
     delete_checkpoints,
@@ -322,11 +323,15 @@ def _warn_single_cpu_process() -> None:
         )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`[--config file.yaml] [--key value ...]`: parse, train, save. Configuration errors exit with status 2."""
+def main(argv: Sequence[str] | None = None, explicit_values: dict[str, Any] | None = None) -> int:
+    """`[--config file.yaml] [--key value ...]` (or those values already parsed, `explicit_values`): parse, train,
+    save. Configuration errors exit with status 2."""
     _warn_single_cpu_process()
     try:
-        hf_kd_args, training_args = parse_train_args(argv)
+        if explicit_values is not None:
+            hf_kd_args, training_args = resolve_train_args(explicit_values)
+        else:
+            hf_kd_args, training_args = parse_train_args(argv)
         run_training(hf_kd_args, training_args)
     except (ConfigError, DataFormatError, DataSourceError, MissingIdError, JobLockedError) as error:
         print(f"error: {error}", file=sys.stderr)
