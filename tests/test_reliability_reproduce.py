@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hf_kd.evaluation.rerank_set import RerankSet
 from hf_kd.jobs import JobLockedError, output_lock
 from hf_kd.reproduce.budgets import get_budget
 from hf_kd.reproduce.data import prepare_data
@@ -44,16 +45,12 @@ def test_an_evaluation_measured_before_is_not_measured_again(tmp_path):
     (folder / "metrics.json").write_text(json.dumps(record), encoding="utf-8")
     (folder / "runs.json").write_text(json.dumps({"dl20-dev": {}}), encoding="utf-8")
 
-    class Spec:
-        name = "dl20-dev"
-
-    class Data:
-        spec = Spec()
+    dev = RerankSet(queries={}, collection={}, run={}, qrels={}, name="dl20-dev")
 
     def rerank_one(data):
         raise AssertionError("re-ranked again")
 
-    assert evaluate_and_keep("model", [Data()], tmp_path, rerank_one) == {"dl20-dev": {"nDCG@10": 0.5}}
+    assert evaluate_and_keep("model", [dev], tmp_path, rerank_one) == {"dl20-dev": {"nDCG@10": 0.5}}
 
 
 def test_the_data_record_is_read_again_from_another_working_directory(shared_data, tmp_path, monkeypatch):

@@ -4,6 +4,8 @@
   through pytrec_eval), per query and mean.
 - `rerank`: re-ranking the candidates of a first-stage run, with cached passage representations where the
   architecture allows.
+- `rerank_set`: [`RerankSet`], a re-ranking evaluation set (queries, passages, first-stage run, qrels), the one
+  the trainer's dev evaluation and the reproduction use.
 - `bm25`: a BM25 first stage (bm25s) for BEIR-style data.
 - `dense`: BERT_DOT encoding and faiss indexes (exact, HNSW, IVF-PQ), dense retrieval.
 - `indexing`: building an index as a resumable job (`hf-kd index`): encoded shards keyed by a fingerprint, one
@@ -37,6 +39,7 @@ _EXPORTS = {
     "LatencyResult": "latency",
     "latency_candidates": "latency",
     "measure_rerank_latency": "latency",
+    "RerankSet": "rerank_set",
     "EvaluationReport": "reports",
     "read_reports": "reports",
     "write_reports": "reports",

@@ -111,24 +111,22 @@ def _evaluated_fields(args: argparse.Namespace, model, qrels_source: str | None)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .rerank import check_run_inputs, rerank, top_candidates
+    from .rerank import check_run_inputs
+    from .rerank_set import RerankSet
 
     queries, collection, qrels, qrels_source = _read_inputs(args)
     if qrels is None:
         raise ValueError("pass --qrels (or --beir DIR) to evaluate the re-ranked run")
     rel_threshold = _rel_threshold(args)
     first_stage = read_run(args.run)
-    check_run_inputs(top_candidates(first_stage, args.top_k), queries, collection)  # fail before loading the model
+    evaluation_set = RerankSet(
+        queries, collection, first_stage, qrels, top_k=args.top_k, rel_threshold=rel_threshold,
+        run_file=str(args.run), qrels_file=qrels_source,
+    )  # fmt: skip
+    check_run_inputs(evaluation_set.candidates(), queries, collection)  # fail before loading the model
     model, tokenizer = load_model(args.model, args.device)
-    reranked = rerank(
-        model,
-        tokenizer,
-        queries,
-        collection,
-        first_stage,
-        top_k=args.top_k,
-        batch_size=args.batch_size,
-        cache_passages=not args.no_cache,
+    reranked = evaluation_set.rerank(
+        model, tokenizer, batch_size=args.batch_size, cache_passages=not args.no_cache, show_progress=True
     )
     result = evaluate_run(reranked, qrels, rel_threshold)
     first_stage_result = evaluate_run(first_stage, qrels, rel_threshold)

@@ -8,36 +8,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import read_collection_tsv, read_qrels, read_queries_tsv, read_run
-from ..evaluation.metrics import evaluate_run
-from ..evaluation.rerank import rerank, top_candidates
+from ..evaluation.rerank_set import RerankSet
 from ..files import write_json_atomic
 from ..teachers import Teacher, normalize_scores, score_pairs
 from .data import EvalSet
 
 
-class EvalData:
-    """An evaluation set loaded once and shared by every model."""
-
-    def __init__(self, spec: EvalSet, top_k: int):
-        self.spec = spec
-        self.queries = read_queries_tsv(spec.queries)
-        self.collection = read_collection_tsv(spec.collection)
-        self.run = read_run(spec.run)
-        self.qrels = read_qrels(spec.qrels)
-        self.top_k = top_k
-
-    def metrics(self, run: dict[str, dict[str, float]]) -> dict[str, float]:
-        return self.evaluate(run)[0]
-
-    def evaluate(self, run: dict[str, dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
-        """The mean metrics of a run, and each query's nDCG@10 (for paired significance tests)."""
-        result = evaluate_run(run, self.qrels, rel_threshold=self.spec.rel_threshold)
-        per_query = {qid: values["nDCG@10"] for qid, values in result.pop("per_query").items()}
-        return {name: float(value) for name, value in result.items()}, per_query
+def open_eval_set(spec: EvalSet, top_k: int) -> RerankSet:
+    """The prepared evaluation set `spec`, read once and shared by every model."""
+    return RerankSet.from_files(
+        spec.queries, spec.collection, spec.run, spec.qrels, top_k=top_k, rel_threshold=spec.rel_threshold,
+        name=spec.name,
+    )  # fmt: skip
 
 
-def evaluate_and_keep(name: str, eval_sets: list[EvalData], out: Path, rerank_one) -> dict[str, dict[str, float]]:
+def evaluate_and_keep(name: str, eval_sets: list[RerankSet], out: Path, rerank_one) -> dict[str, dict[str, float]]:
     """Re-ranks every evaluation set with `rerank_one(data) -> run`; keeps runs, metrics and per-query nDCG@10
     under `out/name`. Sets measured before are read back, not re-ranked again; new sets are added."""
     folder = out / name
@@ -46,36 +31,34 @@ def evaluate_and_keep(name: str, eval_sets: list[EvalData], out: Path, rerank_on
     if (folder / "metrics.json").is_file():
         record = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         runs = json.loads((folder / "runs.json").read_text(encoding="utf-8"))
-    todo = [data for data in eval_sets if data.spec.name not in record["metrics"]]
+    todo = [data for data in eval_sets if data.name not in record["metrics"]]
     if todo or not (folder / "metrics.json").is_file():
         for data in todo:
-            runs[data.spec.name] = rerank_one(data)
-            metrics, per_query = data.evaluate(runs[data.spec.name])
-            record["metrics"][data.spec.name] = metrics
-            record.setdefault("per_query_ndcg@10", {})[data.spec.name] = per_query
+            runs[data.name] = rerank_one(data)
+            metrics, per_query = data.evaluate(runs[data.name])
+            record["metrics"][data.name] = metrics
+            record.setdefault("per_query_ndcg@10", {})[data.name] = per_query
         folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(str(folder / "runs.json"), runs)
         write_json_atomic(str(folder / "metrics.json"), record)
     return record["metrics"]
 
 
-def evaluate_model(name: str, model, tokenizer, eval_sets: list[EvalData], out: Path) -> dict[str, dict[str, float]]:
+def evaluate_model(name: str, model, tokenizer, eval_sets: list[RerankSet], out: Path) -> dict[str, dict[str, float]]:
     """Re-ranks every evaluation set with a zoo `model`; keeps runs and metrics under `out/name`."""
     return evaluate_and_keep(
         name,
         eval_sets,
         out,
-        lambda data: rerank(
-            model, tokenizer, data.queries, data.collection, data.run, top_k=data.top_k, show_progress=False
-        ),
+        lambda data: data.rerank(model, tokenizer),
     )
 
 
-def evaluate_teacher(name: str, teacher: Teacher, eval_sets: list[EvalData], out: Path) -> dict[str, dict[str, float]]:
+def evaluate_teacher(name: str, teacher: Teacher, eval_sets: list[RerankSet], out: Path) -> dict[str, dict[str, float]]:
     """Re-ranks every evaluation set with any [`Teacher`] (a bi-encoder, a cross-encoder, a run file)."""
 
-    def rerank_one(data: EvalData) -> dict[str, dict[str, float]]:
-        candidates = top_candidates(data.run, data.top_k)
+    def rerank_one(data: RerankSet) -> dict[str, dict[str, float]]:
+        candidates = data.candidates()
         pairs = [(qid, pid) for qid, pids in candidates.items() for pid in pids]
         scores = score_pairs(
             teacher, [data.queries[q] for q, _ in pairs], [data.collection[p] for _, p in pairs], batch_size=32
@@ -86,12 +69,6 @@ def evaluate_teacher(name: str, teacher: Teacher, eval_sets: list[EvalData], out
         return run
 
     return evaluate_and_keep(name, eval_sets, out, rerank_one)
-
-
-def first_stage_run(data: EvalData) -> dict[str, dict[str, float]]:
-    """The first-stage run itself, cut to the candidates that are re-ranked."""
-    kept = top_candidates(data.run, data.top_k)
-    return {qid: {pid: data.run[qid][pid] for pid in pids} for qid, pids in kept.items()}
 
 
 def per_query_ndcg(out: Path) -> dict[str, dict[str, dict[str, float]]]:

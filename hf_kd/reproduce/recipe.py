@@ -22,6 +22,7 @@ from ..data.writers import is_scores_folder
 from ..evaluation.latency import measure_rerank_latency
 from ..evaluation.reports import EvaluationReport, write_reports
 from ..evaluation.rerank import top_candidates
+from ..evaluation.rerank_set import RerankSet
 from ..files import write_json_atomic
 from ..jobs import fingerprint_changes, output_lock
 from ..pretrained import all_mpnet_base_v2_path, minilm_path
@@ -33,12 +34,11 @@ from ..training.summary import TrainSummary
 from .budgets import Budget
 from .data import PreparedData, prepare_data
 from .evaluation import (
-    EvalData,
     evaluate_and_keep,
     evaluate_model,
     evaluate_teacher,
-    first_stage_run,
     mean_of_runs,
+    open_eval_set,
     per_query_ndcg,
 )
 from .report import claims, write_report
@@ -277,12 +277,12 @@ def _run_stages(budget: Budget, data_dir: Path, out: Path) -> dict[str, Any]:
 
     stage("students", train_students)
 
-    eval_sets = [EvalData(data.dl20_dev, budget.rerank_top_k), EvalData(data.scifact_test, budget.rerank_top_k)]
+    eval_sets = [open_eval_set(spec, budget.rerank_top_k) for spec in (data.dl20_dev, data.scifact_test)]
     evaluations = out / "evaluation"
 
     def evaluate_all() -> dict[str, dict[str, dict[str, float]]]:
         results: dict[str, dict[str, dict[str, float]]] = {
-            "BM25": evaluate_and_keep("BM25", eval_sets, evaluations, first_stage_run)
+            "BM25": evaluate_and_keep("BM25", eval_sets, evaluations, RerankSet.first_stage)
         }
         if budget.backbone == "minilm":
             zero_shot = model_class_for("bert_dot").from_backbone(
@@ -295,7 +295,7 @@ def _run_stages(budget: Budget, data_dir: Path, out: Path) -> dict[str, Any]:
         for name, path in teachers.items():
             if name not in trained_teachers:
                 teacher = _load_recipe_teacher(budget, name, path)
-                measured_on = [d for d in eval_sets if d.spec.name in budget.teacher_eval_sets]
+                measured_on = [d for d in eval_sets if d.name in budget.teacher_eval_sets]
                 results[name] = evaluate_teacher(name, teacher, measured_on, evaluations)
         for name, folder in {**{t: teachers[t] for t in trained_teachers}, **students}.items():
             model = AutoModel.from_pretrained(folder)
@@ -310,9 +310,9 @@ def _run_stages(budget: Budget, data_dir: Path, out: Path) -> dict[str, Any]:
             ]
             results["T2 (teacher mean)"] = evaluate_and_keep(
                 "T2 (teacher mean)",
-                [d for d in eval_sets if all(d.spec.name in runs for runs in member_runs)],
+                [d for d in eval_sets if all(d.name in runs for runs in member_runs)],
                 evaluations,
-                lambda d: mean_of_runs([runs[d.spec.name] for runs in member_runs], budget.teacher_normalize),
+                lambda d: mean_of_runs([runs[d.name] for runs in member_runs], budget.teacher_normalize),
             )
         return results
 
@@ -442,22 +442,22 @@ def _latency_models(budget: Budget, teachers: dict[str, str], students: dict[str
 
 
 def _model_metrics_file(
-    name: str, folder: str, model, metrics: dict[str, dict[str, float]], eval_sets: list[EvalData]
+    name: str, folder: str, model, metrics: dict[str, dict[str, float]], eval_sets: list[RerankSet]
 ) -> list[EvaluationReport]:
     """The reports a checkpoint folder carries in its `metrics.json` for its model card, one per evaluation set."""
     return [
         EvaluationReport.from_evaluate_run(
-            metrics[d.spec.name],
+            metrics[d.name],
             model=str(folder),
             name=name,
             architecture=getattr(model.config, "architecture", None) or model.config.model_type,
-            dataset=d.spec.name,
-            qrels=d.spec.qrels,
+            dataset=d.name,
+            qrels=d.qrels_file,
             retrieval="rerank",
-            run=d.spec.run,
+            run=d.run_file,
             top_k=d.top_k,
-            rel_threshold=d.spec.rel_threshold,
-            num_queries=int(metrics[d.spec.name].get("num_queries", d.spec.num_queries)),
+            rel_threshold=d.rel_threshold,
+            num_queries=int(metrics[d.name].get("num_queries", len(d.qrels))),
         )
         for d in eval_sets
     ]
