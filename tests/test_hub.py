@@ -8,7 +8,6 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import datasets
 import httpx2
@@ -182,7 +181,7 @@ OLD_REPRODUCE_METRICS_FILE = """{
 @pytest.mark.parametrize("written_by", ["this version", "an earlier version"])
 def test_card_of_a_reproduced_checkpoint_names_its_evaluation_sets(written_by, checkpoints, tmp_path: Path):
     from hf_kd.evaluation.reports import write_reports
-    from hf_kd.reproduce.data import EvalSet
+    from hf_kd.evaluation.rerank_set import RerankSet
     from hf_kd.reproduce.recipe import _model_metrics_file
 
     model, saved = checkpoints["colbert"]
@@ -190,10 +189,17 @@ def test_card_of_a_reproduced_checkpoint_names_its_evaluation_sets(written_by, c
     shutil.copytree(saved, folder)
     if written_by == "this version":
         eval_sets = [
-            SimpleNamespace(
-                spec=EvalSet(name, "q.tsv", "c.tsv", f"out/data/{name}.bm25.trec", f"out/data/{name}.qrels.txt", t, n),
+            RerankSet(
+                queries={},
+                collection={},
+                run={},
+                qrels={str(q): {"p": 1} for q in range(n)},
                 top_k=30,
-            )
+                rel_threshold=t,
+                name=name,
+                run_file=f"out/data/{name}.bm25.trec",
+                qrels_file=f"out/data/{name}.qrels.txt",
+            )  # fmt: skip
             for name, t, n in (("dl20-dev", 2, 5), ("scifact-test", 1, 10))
         ]
         reports = _model_metrics_file("colbert-T2", str(folder), model, REPRODUCE_METRICS, eval_sets)
