@@ -182,7 +182,7 @@ OLD_REPRODUCE_METRICS_FILE = """{
 def test_card_of_a_reproduced_checkpoint_names_its_evaluation_sets(written_by, checkpoints, tmp_path: Path):
     from hf_kd.evaluation.reports import write_reports
     from hf_kd.evaluation.rerank_set import RerankSet
-    from hf_kd.reproduce.recipe import _model_metrics_file
+    from hf_kd.reproduce.stages import _model_metrics_file
 
     model, saved = checkpoints["colbert"]
     folder = tmp_path / "students" / "colbert-T2"

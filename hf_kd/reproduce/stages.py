@@ -1,0 +1,377 @@
+"""The stages of the reproduction (`hf-kd reproduce`), each a function of the shared [`Reproduction`] state:
+backbones -> teachers -> teacher scores -> students -> evaluation -> latency.
+
+Every stage writes its result under the output folder and skips the work that is already there, so an interrupted
+reproduction continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, TrainingArguments
+
+from .. import model_class_for
+from ..data.writers import is_scores_folder
+from ..evaluation.latency import measure_rerank_latency
+from ..evaluation.reports import EvaluationReport, write_reports
+from ..evaluation.rerank import top_candidates
+from ..evaluation.rerank_set import RerankSet
+from ..files import write_json_atomic
+from ..pretrained import all_mpnet_base_v2_path, minilm_path
+from ..teachers import Teacher, load_teacher, load_teacher_scores, score_triples, split_teacher_scores
+from ..teachers.score_dataset import score_columns
+from ..training.arguments import HfKdArguments
+from ..training.run import run_training
+from ..training.summary import TrainSummary
+from .budgets import Budget
+from .data import PreparedData
+from .evaluation import evaluate_and_keep, evaluate_model, evaluate_teacher, mean_of_runs, open_eval_set
+
+TINY = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64)
+
+
+def make_backbone(budget: Budget, num_layers: int, out: Path, seed: int) -> str:
+    """A backbone folder with `num_layers` layers: the first layers of all-MiniLM-L6-v2, or a tiny random BERT."""
+    if (out / "config.json").is_file():
+        return str(out)
+    source = minilm_path() if budget.backbone == "minilm" else None
+    tokenizer = AutoTokenizer.from_pretrained(source or minilm_path())
+    if source is not None:
+        model = BertModel.from_pretrained(source)
+        if num_layers > model.config.num_hidden_layers:
+            raise ValueError(f"all-MiniLM-L6-v2 has {model.config.num_hidden_layers} layers, asked for {num_layers}")
+        model.encoder.layer = model.encoder.layer[:num_layers]
+        model.config.num_hidden_layers = num_layers
+    else:
+        torch.manual_seed(seed)
+        model = BertModel(BertConfig(num_hidden_layers=num_layers, **TINY))
+    staging = out.with_name(out.name + ".tmp")
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    staging.rename(out)
+    return str(out)
+
+
+def train_model(
+    budget: Budget,
+    out: Path,
+    *,
+    architecture: str,
+    backbone: str,
+    loss: str,
+    train_file: str,
+    steps: int,
+    seed: int,
+    learning_rate: float,
+    model_config: dict | None = None,
+    pos_score_column: str = "pos_score",
+    neg_score_column: str = "neg_score",
+) -> TrainSummary:
+    """Trains one model with the project's Trainer (skipped when `out` holds a finished run)."""
+    finished = TrainSummary.load(out)
+    if finished is not None:
+        return finished
+    hf_kd_args = HfKdArguments(
+        architecture=architecture,
+        backbone=backbone,
+        model_config=model_config or {},
+        loss=loss,
+        train_files=[train_file],
+        max_passage_length=budget.max_passage_length,
+        pos_score_column=pos_score_column,
+        neg_score_column=neg_score_column,
+        non_backbone_learning_rate=budget.non_backbone_learning_rate,
+    )
+    training_args = TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=budget.batch_size,
+        max_steps=steps,
+        learning_rate=learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=max(1, steps // 10),
+        weight_decay=0.0,
+        logging_steps=max(1, steps // 10),
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+    )
+    return run_training(hf_kd_args, training_args)
+
+
+def student_config(budget: Budget, architecture: str) -> dict:
+    if architecture == "bert_dot" and budget.backbone == "minilm":
+        # all-MiniLM-L6-v2 was trained with mean pooling and cosine similarity: the student keeps both, so that
+        # distillation starts from the backbone's own ranking instead of re-learning a raw dot product
+        return {"pooling": "mean", "normalize_embeddings": True}
+    if architecture == "colbert" and budget.backbone == "minilm":
+        # MiniLM's own token vectors (identity projection, no untrained [MASK] tokens) with cosine MaxSim averaged
+        # over the query: untrained it already ranks, and its scores have a cosine teacher's scale, so Margin-MSE
+        # does not have to squeeze a sum over 32 raw dot products into the teacher's margins
+        return {
+            "normalize_embeddings": True,
+            "mean_maxsim": True,
+            "compression_dim": BertConfig.from_pretrained(minilm_path()).hidden_size,
+            "compression_init": "identity",
+            "query_augmentation_tokens": 0,
+        }
+    if architecture == "tk":
+        return {"term_match_init": True}  # starts as a term matcher, not at chance (see TKConfig)
+    if architecture == "prett" and budget.backbone == "minilm":
+        # the CLS head of a sentence-transformers backbone starts at chance and does not learn in a few hundred steps;
+        # the mean-cosine readout starts from the backbone's own similarity (see BertCatConfig.mean_cosine_score)
+        return {"split_layer": 3, "mean_cosine_score": True}
+    if architecture == "prett":
+        return {"split_layer": 1}
+    if architecture == "bert_cat" and budget.backbone == "minilm":
+        return {"mean_cosine_score": True}
+    return {}
+
+
+PRETRAINED_TEACHER_PATHS = {"mpnet": all_mpnet_base_v2_path, "minilm": minilm_path}
+
+
+def _trained_teacher_names(budget: Budget) -> list[str]:
+    """Names of the BERT_CAT teachers trained here: they follow the pretrained ones."""
+    offset = len(budget.pretrained_teachers)
+    return [f"teacher_{offset + i + 1}" for i in range(len(budget.teacher_layers))]
+
+
+def _load_recipe_teacher(budget: Budget, name: str, path: str) -> Teacher:
+    if name in _trained_teacher_names(budget):
+        return load_teacher(path, name=name)
+    return load_teacher(path, max_length=budget.teacher_max_length, name=name)
+
+
+def _loss_for(setting: str) -> str:
+    return "ranknet" if setting == "none" else "margin_mse"
+
+
+def _teacher_columns(scores_dir: Path, teacher_names: list[str]) -> dict[str, tuple[str, str]]:
+    """Score columns of T1 (the first teacher) and T2 (the mean) in the teacher-score dataset."""
+    if len(teacher_names) == 1:
+        return {"T1": score_columns()}
+    table, provenance = load_teacher_scores(scores_dir)
+    if teacher_names[0] not in split_teacher_scores(table, provenance):
+        raise ValueError(
+            f"{scores_dir}: no scores of the first teacher {teacher_names[0]}; columns: {table.column_names}"
+        )
+    return {"T1": score_columns(teacher_names[0]), "T2": score_columns()}
+
+
+def _latency_models(budget: Budget, teachers: dict[str, str], students: dict[str, str]) -> dict[str, str]:
+    """One model per architecture (the most distilled one), and the first teacher."""
+    trained = _trained_teacher_names(budget)
+    chosen = {f"BERT_CAT ({trained[0]})": teachers[trained[0]]} if trained else {}
+    labels = {
+        "bert_cat": "BERT_CAT (small)",
+        "bert_dot": "BERT_DOT",
+        "colbert": "ColBERT",
+        "prett": "PreTT",
+        "tk": "TK",
+    }
+    for architecture in budget.students:
+        for setting in ("T2", "T1", "none"):
+            name = f"{architecture}-{setting}"
+            if name in students:
+                chosen[labels[architecture]] = students[name]
+                break
+    return chosen
+
+
+def _model_metrics_file(
+    name: str, folder: str, model, metrics: dict[str, dict[str, float]], eval_sets: list[RerankSet]
+) -> list[EvaluationReport]:
+    """The reports a checkpoint folder carries in its `metrics.json` for its model card, one per evaluation set."""
+    return [
+        EvaluationReport.from_evaluate_run(
+            metrics[d.name],
+            model=str(folder),
+            name=name,
+            architecture=getattr(model.config, "architecture", None) or model.config.model_type,
+            dataset=d.name,
+            qrels=d.qrels_file,
+            retrieval="rerank",
+            run=d.run_file,
+            top_k=d.top_k,
+            rel_threshold=d.rel_threshold,
+            num_queries=int(metrics[d.name].get("num_queries", len(d.qrels))),
+        )
+        for d in eval_sets
+    ]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The stages
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Reproduction:
+    """What the stages of one reproduction share: its budget, its folder and what earlier stages made."""
+
+    budget: Budget
+    out: Path
+    data: PreparedData
+    backbones: dict[str, str] = field(default_factory=dict)  # "student", "small_cat", trained teachers' names
+    teachers: dict[str, str] = field(default_factory=dict)  # teacher_1, ... -> checkpoint folder
+    students: dict[str, str] = field(default_factory=dict)  # e.g. bert_dot-T2 -> checkpoint folder
+    # "T1" / "T2" -> (positive, negative) score columns of the teacher-score dataset
+    teacher_columns: dict[str, tuple[str, str]] = field(default_factory=dict)
+    eval_sets: list[RerankSet] = field(default_factory=list)
+
+    @property
+    def trained_teachers(self) -> list[str]:
+        return _trained_teacher_names(self.budget)
+
+    @property
+    def scores_dir(self) -> Path:
+        return self.out / "teacher_scores"
+
+    @property
+    def evaluations(self) -> Path:
+        return self.out / "evaluation"
+
+    def student_runs(self) -> list[tuple[str, str, str, str]]:
+        """(name, architecture, setting, loss) of every student: each architecture in each setting, and BERT_DOT
+        from T2 with the loss-comparison losses."""
+        budget = self.budget
+        runs = [
+            (f"{architecture}-{setting}", architecture, setting, _loss_for(setting))
+            for architecture in budget.students
+            for setting in budget.settings
+        ]
+        if "bert_dot" in budget.students and budget.num_teachers >= 2:
+            runs += [(f"bert_dot-T2-{loss}", "bert_dot", "T2", loss) for loss in budget.loss_comparison]
+        return runs
+
+
+def build_backbones(run: Reproduction) -> None:
+    """The backbone folders: of the trained teachers, of the students and of the small BERT_CAT."""
+    budget, folder = run.budget, run.out / "backbones"
+    for i, (name, layers) in enumerate(zip(run.trained_teachers, budget.teacher_layers)):
+        run.backbones[name] = make_backbone(budget, layers, folder / f"{name}-L{layers}", seed=i)
+    student_layers = 6 if budget.backbone == "minilm" else 2
+    run.backbones["student"] = make_backbone(budget, student_layers, folder / f"student-L{student_layers}", seed=10)
+    small = budget.small_cat_layers
+    run.backbones["small_cat"] = make_backbone(budget, small, folder / f"small_cat-L{small}", seed=11)
+
+
+def train_teachers(run: Reproduction) -> None:
+    """The pretrained teachers' folders, and the BERT_CAT teachers trained with RankNet on the training triples."""
+    budget = run.budget
+    for i, key in enumerate(budget.pretrained_teachers):
+        run.teachers[f"teacher_{i + 1}"] = PRETRAINED_TEACHER_PATHS[key]()
+    for i, name in enumerate(run.trained_teachers):
+        folder = run.out / "teachers" / name
+        train_model(
+            budget,
+            folder,
+            architecture="bert_cat",
+            backbone=run.backbones[name],
+            loss="ranknet",
+            train_file=run.data.train_triples,
+            steps=budget.teacher_steps,
+            seed=budget.seed + 100 * (i + 1),
+            learning_rate=budget.teacher_learning_rate or budget.learning_rate,
+        )
+        run.teachers[name] = str(folder)
+
+
+def score_training_triples(run: Reproduction) -> None:
+    """Every teacher scores the training triples into one teacher-score dataset (T2 is the normalised mean)."""
+    if not is_scores_folder(run.scores_dir):
+        loaded = [_load_recipe_teacher(run.budget, name, path) for name, path in run.teachers.items()]
+        normalize = run.budget.teacher_normalize if len(loaded) > 1 else "none"
+        score_triples(
+            loaded, run.data.train_triples, run.scores_dir, batch_size=32, normalize=normalize, overwrite=True
+        )
+    run.teacher_columns = _teacher_columns(run.scores_dir, list(run.teachers))
+
+
+def train_students(run: Reproduction) -> None:
+    """Every student: without a teacher (RankNet on the triples' labels), and from T1 and T2 with its loss."""
+    budget = run.budget
+    for name, architecture, setting, loss in run.student_runs():
+        folder = run.out / "students" / name
+        pos_column, neg_column = run.teacher_columns[setting] if setting != "none" else score_columns()
+        train_model(
+            budget,
+            folder,
+            architecture=architecture,
+            backbone=run.backbones["small_cat" if architecture == "bert_cat" else "student"],
+            loss=loss,
+            train_file=run.data.train_triples if setting == "none" else str(run.scores_dir),
+            steps=budget.student_steps,
+            seed=budget.seed,
+            learning_rate=budget.learning_rate,
+            model_config=student_config(budget, architecture),
+            pos_score_column=pos_column,
+            neg_score_column=neg_column,
+        )
+        run.students[name] = str(folder)
+
+
+def evaluate_all(run: Reproduction) -> dict[str, dict[str, dict[str, float]]]:
+    """BM25, zero-shot MiniLM, the teachers, the students and the teachers' mean re-rank every evaluation set;
+    model -> evaluation set -> metrics. Each model's runs and per-query nDCG@10 are kept under `evaluation/`."""
+    budget, evaluations = run.budget, run.evaluations
+    run.eval_sets = [open_eval_set(spec, budget.rerank_top_k) for spec in (run.data.dl20_dev, run.data.scifact_test)]
+    eval_sets = run.eval_sets
+    results = {"BM25": evaluate_and_keep("BM25", eval_sets, evaluations, RerankSet.first_stage)}
+    if budget.backbone == "minilm":
+        zero_shot = model_class_for("bert_dot").from_backbone(
+            minilm_path(), pooling="mean", normalize_embeddings=True, max_passage_length=budget.max_passage_length
+        )
+        tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+        results["MiniLM zero-shot"] = evaluate_model("MiniLM zero-shot", zero_shot, tokenizer, eval_sets, evaluations)
+    for name, path in run.teachers.items():
+        if name not in run.trained_teachers:
+            teacher = _load_recipe_teacher(budget, name, path)
+            measured_on = [d for d in eval_sets if d.name in budget.teacher_eval_sets]
+            results[name] = evaluate_teacher(name, teacher, measured_on, evaluations)
+    trained = {name: run.teachers[name] for name in run.trained_teachers}
+    for name, folder in {**trained, **run.students}.items():
+        model = AutoModel.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        results[name] = evaluate_model(name, model, tokenizer, eval_sets, evaluations)
+        write_reports(Path(folder) / "metrics.json", _model_metrics_file(name, folder, model, results[name], eval_sets))
+    if len(run.teachers) >= 2:
+        member_runs = [
+            json.loads((evaluations / name / "runs.json").read_text(encoding="utf-8")) for name in run.teachers
+        ]
+        results["T2 (teacher mean)"] = evaluate_and_keep(
+            "T2 (teacher mean)",
+            [d for d in eval_sets if all(d.name in runs for runs in member_runs)],
+            evaluations,
+            lambda d: mean_of_runs([runs[d.name] for runs in member_runs], budget.teacher_normalize),
+        )
+    return results
+
+
+def measure_latency(run: Reproduction) -> list[dict]:
+    """Re-ranking latency of one model per architecture (and the first trained teacher) on the first DL20 dev
+    queries; kept in `latency.json`."""
+    path = run.out / "latency.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    budget, dev = run.budget, run.eval_sets[0]
+    candidate_ids = top_candidates(dev.run, budget.latency_candidates)
+    query_ids = sorted(candidate_ids)[: budget.latency_queries]
+    queries = [dev.queries[q] for q in query_ids]
+    candidates = [[dev.collection[p] for p in candidate_ids[q]] for q in query_ids]
+    measured = []
+    for name, folder in _latency_models(budget, run.teachers, run.students).items():
+        model = AutoModel.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        result = measure_rerank_latency(model, tokenizer, queries, candidates, name=name, show_progress=False)
+        measured.append(result.to_dict())
+    write_json_atomic(str(path), measured)
+    return measured
