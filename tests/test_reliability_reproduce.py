@@ -83,3 +83,15 @@ def test_a_reproduction_of_another_budget_in_the_same_folder_is_refused(shared_d
     with pytest.raises(ValueError, match=r"holds a reproduction of another budget \(student_steps: 8 -> 9\)"):
         run_reproduction(get_budget("ci", {"student_steps": 9}), shared_data, out)
     assert not (out / "data").exists()
+
+
+def test_a_folder_written_before_a_budget_setting_existed_is_read_back_at_its_default(tmp_path):
+    out = tmp_path / "reproduce"
+    out.mkdir()
+    older = get_budget("ci").to_dict()
+    del older["student_learning_rates"], older["teacher_eval_sets"]
+    (out / "budget.json").write_text(json.dumps(older), encoding="utf-8")
+    _check_same_budget(get_budget("ci", {"student_learning_rates": {}}), out)  # the default: same computation
+    (out / "budget.json").write_text(json.dumps(older), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"student_learning_rates.bert_cat: \(none\) -> 0.002"):
+        _check_same_budget(get_budget("ci"), out)

@@ -29,6 +29,10 @@ def test_bad_budget_settings_are_rejected():
         get_budget("ci", {"pretrained_teachers": [], "teacher_layers": [2]})
     with pytest.raises(ValueError, match="unknown budget settings"):
         get_budget("ci", {"epochs": 3})
+    with pytest.raises(ValueError, match="student_learning_rates: unknown student 'cat'"):
+        get_budget("ci", {"student_learning_rates": {"cat": 1e-4}})
+    with pytest.raises(ValueError, match="student_learning_rates: tk must be a positive number, got 0"):
+        get_budget("ci", {"student_learning_rates": {"tk": 0}})
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +68,14 @@ def test_every_stage_runs_and_every_cell_is_filled(ci_reproduction):
     # checkpoints load with AutoModel and carry the metrics their model card needs
     student = out / "students" / "colbert-T2"
     assert isinstance(AutoModel.from_pretrained(student), hf_kd.ColBERTModel)
+    # each student's backbone learning rate: the budget's, or its architecture's own
+    rates = {
+        name: json.loads((out / "students" / name / "train_summary.json").read_text())["arguments"]["training"][
+            "learning_rate"
+        ]
+        for name in ("bert_cat-T1", "bert_dot-T1")
+    }
+    assert rates == {"bert_cat-T1": 2e-3, "bert_dot-T1": budget["learning_rate"]} and budget["learning_rate"] != 2e-3
     assert json.loads((student / "metrics.json").read_text())["metrics"]["nDCG@10"] >= 0.0
 
 

@@ -11,6 +11,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,9 @@ def _check_same_budget(budget: Budget, out: Path) -> None:
     current = {k: v for k, v in budget.to_dict().items() if k not in _ADDITIVE_SETTINGS}
     if path.is_file():
         recorded = json.loads(path.read_text(encoding="utf-8"))
+        # a setting added after the folder was written, left at its default, computes what that version computed
+        defaults = {f.name: _default_of(f) for f in fields(Budget)}
+        recorded.update({k: v for k, v in current.items() if k not in recorded and v == defaults.get(k)})
         changes = fingerprint_changes(recorded, current)
         if changes:
             raise ValueError(
@@ -113,6 +117,12 @@ def _check_same_budget(budget: Budget, out: Path) -> None:
                 "mixed with this one's: use another --out, or remove the folder"
             )
     write_json_atomic(str(path), current)
+
+
+def _default_of(budget_field: Field) -> Any:
+    if budget_field.default_factory is not MISSING:
+        return budget_field.default_factory()
+    return budget_field.default
 
 
 def _teacher_sources(budget: Budget) -> dict[str, str]:

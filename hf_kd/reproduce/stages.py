@@ -311,7 +311,7 @@ def train_students(run: Reproduction) -> None:
             train_file=run.data.train_triples if setting == "none" else str(run.scores_dir),
             steps=budget.student_steps,
             seed=budget.seed,
-            learning_rate=budget.learning_rate,
+            learning_rate=budget.student_learning_rate(architecture),
             model_config=student_config(budget, architecture),
             pos_score_column=pos_column,
             neg_score_column=neg_column,
