@@ -578,3 +578,19 @@ def test_unreachable_endpoint_is_one_line(checkpoints, monkeypatch, capsys):
         .err.splitlines()[-1]
         .startswith("error: cannot reach http://127.0.0.1:9 to create the model repository org/x: ")
     )
+
+
+def test_the_colbert_card_describes_the_scoring_of_its_config(tmp_path, tokenizer):
+    backbone = BertConfig(**TINY_BACKBONE, intermediate_size=64)
+    cards = {}
+    for name, overrides in {
+        "paper": {},
+        "cosine": {"normalize_embeddings": True, "mean_maxsim": True, "query_augmentation_tokens": 0},
+    }.items():
+        model = hf_kd.ColBERTModel(hf_kd.ColBERTConfig(backbone_config=backbone, compression_dim=16, **overrides))
+        model.save_pretrained(tmp_path / name, tokenizer=tokenizer)
+        cards[name] = render_model_card(tmp_path / name, f"org/{name}").text
+    assert "(followed by 8 `[MASK]` tokens" in cards["paper"] and "`sum_i max_j q_i . p_j`" in cards["paper"]
+    assert "L2-normalised" not in cards["paper"] and "MeanMaxSim" not in cards["paper"]
+    assert "[MASK]" not in cards["cosine"] and "L2-normalised" in cards["cosine"]
+    assert "`(1/|q|) sum_i max_j q_i . p_j` (MeanMaxSim" in cards["cosine"]

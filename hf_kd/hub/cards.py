@@ -515,6 +515,7 @@ def render_model_card(
         architecture_settings=_architecture_settings(info),
         max_query_length=info.config.get("max_query_length"),
         max_passage_length=info.config.get("max_passage_length"),
+        config=info.config,
         teacher=info.teacher,
         teacher_datasets=info.datasets,
         loss_name=LOSS_DISPLAY_NAMES.get(loss, loss),
