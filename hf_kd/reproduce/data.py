@@ -116,87 +116,123 @@ def prepare_data(budget: Budget, data_dir: Path, out: Path) -> PreparedData:
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: pass --data-dir pointing at the shared data folder")
 
-    texts: list[tuple[str, str, str]] = []
-    counts: dict[str, int] = {}
-
-    # MS MARCO: DL20 split by query, training triples from its judgements and BM25 candidates
-    queries = read_queries_tsv(dl20 / "queries.tsv")
-    collection = read_collection_tsv(dl20 / "collection.tsv")
-    qrels = read_qrels(dl20 / "qrels.txt")
-    bm25_path = _bm25_run_file(dl20 / "runs")
-    bm25 = read_run(bm25_path)
-    train_runs = [bm25 if name == "bm25" else read_run(_run_file(dl20 / "runs", name)) for name in budget.train_runs]
-    dev_ids, train_ids = dl20_split([q for q in queries if q in qrels])
-    triples, _ = build_triples(
-        qrels,
-        train_runs,
-        min_grade=2,
-        negatives_per_positive=budget.negatives_per_positive,
-        seed=budget.seed,
-        query_ids=queries,
-        passage_ids=collection,
-        include_queries=train_ids,
-        max_rank=budget.negatives_max_rank or budget.rerank_top_k,
-    )
-    texts += [(queries[q], collection[p], collection[n]) for q, p, n in triples]
-    counts["msmarco-dl20-train-queries"] = len(triples)
-
-    with open(train_100, encoding="utf-8") as f:
-        plain = [line.rstrip("\n").split("\t") for line in f if line.strip()]
-    texts += [(q, p, n) for q, p, n in plain]
-    counts["msmarco-train-100"] = len(plain)
-
-    # SciFact train with BM25 negatives
-    scifact_train = read_beir(scifact, split="train")
-    train_queries = {
-        q: scifact_train.queries[q] for q in _first(list(scifact_train.qrels), budget.scifact_train_queries)
+    dl20_data = _DL20.read(dl20)
+    dev_ids, train_ids = dl20_split([q for q in dl20_data.queries if q in dl20_data.qrels])
+    sources = {
+        "msmarco-dl20-train-queries": _dl20_train_triples(budget, dl20_data, train_ids),
+        "msmarco-train-100": _plain_triples(train_100),
+        "scifact-train": _scifact_train_triples(budget, scifact),
     }
-    scifact_run = bm25_search(scifact_train.corpus, train_queries, k=budget.rerank_top_k, show_progress=False)
-    triples, _ = build_triples(
-        scifact_train.qrels,
-        [scifact_run],
-        min_grade=1,
-        negatives_per_positive=budget.negatives_per_positive,
-        seed=budget.seed,
-        query_ids=train_queries,
-        passage_ids=scifact_train.corpus,
-    )
-    texts += [(train_queries[q], scifact_train.corpus[p], scifact_train.corpus[n]) for q, p, n in triples]
-    counts["scifact-train"] = len(triples)
-
+    texts = [triple for triples in sources.values() for triple in triples]
     train_path = out / "train_triples.parquet"
     Dataset.from_dict(
         {"query": [t[0] for t in texts], "positive": [t[1] for t in texts], "negative": [t[2] for t in texts]},
         features=TRIPLES_FEATURES,
     ).to_parquet(str(train_path))
 
-    # DL20 dev: BM25 run and judgements of the dev queries only
-    dev_set = set(dev_ids)
-    write_run({q: c for q, c in bm25.items() if q in dev_set}, out / "dl20-dev.bm25.trec", tag="bm25")
-    _write_qrels(out / "dl20-dev.qrels.txt", {q: qrels[q] for q in dev_ids})
-    dl20_dev = EvalSet(
+    prepared = PreparedData(
+        train_triples=str(train_path),
+        triple_counts={name: len(triples) for name, triples in sources.items()},
+        dl20_dev=_dl20_dev_set(dl20, dl20_data, dev_ids, out),
+        scifact_test=_scifact_test_set(budget, scifact, out),
+        dev_query_ids=dev_ids,
+    )
+    write_json_atomic(str(manifest), prepared.to_dict())  # the stage's done-marker: whole or absent
+    return prepared
+
+
+@dataclass
+class _DL20:
+    """TREC-DL 2020: queries, passages, judgements, the BM25 run and the folder of the other runs."""
+
+    queries: dict[str, str]
+    collection: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    bm25: dict[str, dict[str, float]]
+    runs: Path
+
+    @classmethod
+    def read(cls, folder: Path) -> _DL20:
+        return cls(
+            queries=read_queries_tsv(folder / "queries.tsv"),
+            collection=read_collection_tsv(folder / "collection.tsv"),
+            qrels=read_qrels(folder / "qrels.txt"),
+            bm25=read_run(_bm25_run_file(folder / "runs")),
+            runs=folder / "runs",
+        )
+
+
+def _dl20_train_triples(budget: Budget, dl20: _DL20, train_ids: list[str]) -> list[tuple[str, str, str]]:
+    """Triples of the DL20 training queries: judged positives (grade >= 2), negatives from the budget's runs."""
+    train_runs = [dl20.bm25 if name == "bm25" else read_run(_run_file(dl20.runs, name)) for name in budget.train_runs]
+    triples, _ = build_triples(
+        dl20.qrels,
+        train_runs,
+        min_grade=2,
+        negatives_per_positive=budget.negatives_per_positive,
+        seed=budget.seed,
+        query_ids=dl20.queries,
+        passage_ids=dl20.collection,
+        include_queries=train_ids,
+        max_rank=budget.negatives_max_rank or budget.rerank_top_k,
+    )
+    return [(dl20.queries[q], dl20.collection[p], dl20.collection[n]) for q, p, n in triples]
+
+
+def _plain_triples(path: Path) -> list[tuple[str, str, str]]:
+    """`query<TAB>positive<TAB>negative` text triples."""
+    with open(path, encoding="utf-8") as f:
+        rows = (line.rstrip("\n").split("\t") for line in f if line.strip())
+        return [(query, positive, negative) for query, positive, negative in rows]
+
+
+def _scifact_train_triples(budget: Budget, scifact: Path) -> list[tuple[str, str, str]]:
+    """Triples of the SciFact training queries: judged positives, negatives from BM25 over the corpus."""
+    train = read_beir(scifact, split="train")
+    queries = {q: train.queries[q] for q in _first(list(train.qrels), budget.scifact_train_queries)}
+    run = bm25_search(train.corpus, queries, k=budget.rerank_top_k, show_progress=False)
+    triples, _ = build_triples(
+        train.qrels,
+        [run],
+        min_grade=1,
+        negatives_per_positive=budget.negatives_per_positive,
+        seed=budget.seed,
+        query_ids=queries,
+        passage_ids=train.corpus,
+    )
+    return [(queries[q], train.corpus[p], train.corpus[n]) for q, p, n in triples]
+
+
+def _dl20_dev_set(folder: Path, dl20: _DL20, dev_ids: list[str], out: Path) -> EvalSet:
+    """The DL20 dev queries' BM25 run and judgements, written under `out`."""
+    dev = set(dev_ids)
+    write_run({q: c for q, c in dl20.bm25.items() if q in dev}, out / "dl20-dev.bm25.trec", tag="bm25")
+    _write_qrels(out / "dl20-dev.qrels.txt", {q: dl20.qrels[q] for q in dev_ids})
+    return EvalSet(
         name="dl20-dev",
-        queries=str(dl20 / "queries.tsv"),
-        collection=str(dl20 / "collection.tsv"),
+        queries=str(folder / "queries.tsv"),
+        collection=str(folder / "collection.tsv"),
         run=str(out / "dl20-dev.bm25.trec"),
         qrels=str(out / "dl20-dev.qrels.txt"),
         rel_threshold=2,
         num_queries=len(dev_ids),
     )
 
-    # SciFact test: BM25 top-k over the corpus
-    scifact_test = read_beir(scifact, split="test")
-    test_ids = _first(list(scifact_test.qrels), budget.scifact_test_queries)
-    test_queries = {q: scifact_test.queries[q] for q in test_ids}
+
+def _scifact_test_set(budget: Budget, scifact: Path, out: Path) -> EvalSet:
+    """The SciFact test queries, their BM25 top-k over the corpus and their judgements, written under `out`."""
+    test = read_beir(scifact, split="test")
+    test_ids = _first(list(test.qrels), budget.scifact_test_queries)
+    queries = {q: test.queries[q] for q in test_ids}
     write_run(
-        bm25_search(scifact_test.corpus, test_queries, k=budget.rerank_top_k, show_progress=False),
+        bm25_search(test.corpus, queries, k=budget.rerank_top_k, show_progress=False),
         out / "scifact-test.bm25.trec",
         tag="bm25",
     )
-    _write_tsv(out / "scifact-test.queries.tsv", test_queries)
-    _write_tsv(out / "scifact.collection.tsv", scifact_test.corpus)
-    _write_qrels(out / "scifact-test.qrels.txt", {q: scifact_test.qrels[q] for q in test_ids})
-    scifact_eval = EvalSet(
+    _write_tsv(out / "scifact-test.queries.tsv", queries)
+    _write_tsv(out / "scifact.collection.tsv", test.corpus)
+    _write_qrels(out / "scifact-test.qrels.txt", {q: test.qrels[q] for q in test_ids})
+    return EvalSet(
         name="scifact-test",
         queries=str(out / "scifact-test.queries.tsv"),
         collection=str(out / "scifact.collection.tsv"),
@@ -205,12 +241,3 @@ def prepare_data(budget: Budget, data_dir: Path, out: Path) -> PreparedData:
         rel_threshold=1,
         num_queries=len(test_ids),
     )
-    prepared = PreparedData(
-        train_triples=str(train_path),
-        triple_counts=counts,
-        dl20_dev=dl20_dev,
-        scifact_test=scifact_eval,
-        dev_query_ids=dev_ids,
-    )
-    write_json_atomic(str(manifest), prepared.to_dict())  # the stage's done-marker: whole or absent
-    return prepared
