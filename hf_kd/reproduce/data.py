@@ -133,7 +133,7 @@ def prepare_data(budget: Budget, data_dir: Path, out: Path) -> PreparedData:
     prepared = PreparedData(
         train_triples=str(train_path),
         triple_counts={name: len(triples) for name, triples in sources.items()},
-        dl20_dev=_dl20_dev_set(dl20, dl20_data, dev_ids, out),
+        dl20_dev=_dl20_dev_set(dl20_data, dev_ids, out),
         scifact_test=_scifact_test_set(budget, scifact, out),
         dev_query_ids=dev_ids,
     )
@@ -143,28 +143,29 @@ def prepare_data(budget: Budget, data_dir: Path, out: Path) -> PreparedData:
 
 @dataclass
 class _DL20:
-    """TREC-DL 2020: queries, passages, judgements, the BM25 run and the folder of the other runs."""
+    """TREC-DL 2020 as read from its folder: queries, passages, judgements and the BM25 run."""
 
+    folder: Path
     queries: dict[str, str]
     collection: dict[str, str]
     qrels: dict[str, dict[str, int]]
     bm25: dict[str, dict[str, float]]
-    runs: Path
 
     @classmethod
     def read(cls, folder: Path) -> _DL20:
         return cls(
+            folder=folder,
             queries=read_queries_tsv(folder / "queries.tsv"),
             collection=read_collection_tsv(folder / "collection.tsv"),
             qrels=read_qrels(folder / "qrels.txt"),
             bm25=read_run(_bm25_run_file(folder / "runs")),
-            runs=folder / "runs",
         )
 
 
 def _dl20_train_triples(budget: Budget, dl20: _DL20, train_ids: list[str]) -> list[tuple[str, str, str]]:
     """Triples of the DL20 training queries: judged positives (grade >= 2), negatives from the budget's runs."""
-    train_runs = [dl20.bm25 if name == "bm25" else read_run(_run_file(dl20.runs, name)) for name in budget.train_runs]
+    runs = dl20.folder / "runs"
+    train_runs = [dl20.bm25 if name == "bm25" else read_run(_run_file(runs, name)) for name in budget.train_runs]
     triples, _ = build_triples(
         dl20.qrels,
         train_runs,
@@ -203,15 +204,15 @@ def _scifact_train_triples(budget: Budget, scifact: Path) -> list[tuple[str, str
     return [(queries[q], train.corpus[p], train.corpus[n]) for q, p, n in triples]
 
 
-def _dl20_dev_set(folder: Path, dl20: _DL20, dev_ids: list[str], out: Path) -> EvalSet:
+def _dl20_dev_set(dl20: _DL20, dev_ids: list[str], out: Path) -> EvalSet:
     """The DL20 dev queries' BM25 run and judgements, written under `out`."""
     dev = set(dev_ids)
     write_run({q: c for q, c in dl20.bm25.items() if q in dev}, out / "dl20-dev.bm25.trec", tag="bm25")
     _write_qrels(out / "dl20-dev.qrels.txt", {q: dl20.qrels[q] for q in dev_ids})
     return EvalSet(
         name="dl20-dev",
-        queries=str(folder / "queries.tsv"),
-        collection=str(folder / "collection.tsv"),
+        queries=str(dl20.folder / "queries.tsv"),
+        collection=str(dl20.folder / "collection.tsv"),
         run=str(out / "dl20-dev.bm25.trec"),
         qrels=str(out / "dl20-dev.qrels.txt"),
         rel_threshold=2,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -225,7 +226,12 @@ class Reproduction:
     students: dict[str, str] = field(default_factory=dict)  # e.g. bert_dot-T2 -> checkpoint folder
     # "T1" / "T2" -> (positive, negative) score columns of the teacher-score dataset
     teacher_columns: dict[str, tuple[str, str]] = field(default_factory=dict)
-    eval_sets: list[RerankSet] = field(default_factory=list)
+
+    @cached_property
+    def eval_sets(self) -> list[RerankSet]:
+        """DL20 dev and SciFact test, read once when first needed."""
+        top_k = self.budget.rerank_top_k
+        return [open_eval_set(spec, top_k) for spec in (self.data.dl20_dev, self.data.scifact_test)]
 
     @property
     def trained_teachers(self) -> list[str]:
@@ -323,7 +329,6 @@ def evaluate_all(run: Reproduction) -> dict[str, dict[str, dict[str, float]]]:
     """BM25, zero-shot MiniLM, the teachers, the students and the teachers' mean re-rank every evaluation set;
     model -> evaluation set -> metrics. Each model's runs and per-query nDCG@10 are kept under `evaluation/`."""
     budget, evaluations = run.budget, run.evaluations
-    run.eval_sets = [open_eval_set(spec, budget.rerank_top_k) for spec in (run.data.dl20_dev, run.data.scifact_test)]
     eval_sets = run.eval_sets
     results = {"BM25": evaluate_and_keep("BM25", eval_sets, evaluations, RerankSet.first_stage)}
     if budget.backbone == "minilm":

@@ -269,7 +269,8 @@ def _typed_config_values(config: dict[str, Any], parser: HfArgumentParser, sourc
     """The config file's values with the types the command line would give them (YAML 1.1 reads `7e-6` as a
     string). `None` values and empty lists keep the field's default. Unknown keys raise `ConfigError` naming
     `source`."""
-    actions = {action.dest: action for action in parser._actions if action.dest in field_names()}
+    names = field_names()
+    actions = {action.dest: action for action in parser._actions if action.dest in names}
     values: dict[str, Any] = {}
     for key, value in config.items():
         if key not in actions:
@@ -309,7 +310,8 @@ def resolve_train_args(explicit: dict[str, Any]) -> tuple[HfKdArguments, Trainin
     explicit = dict(explicit)
     config_path = explicit.pop("config", None)
     values = _typed_config_values(load_yaml_config(config_path), parser, config_path) if config_path else {}
-    values.update({key: value for key, value in explicit.items() if key in field_names()})
+    names = field_names()
+    values.update({key: value for key, value in explicit.items() if key in names})
     hf_kd_args, training_args = parser.parse_dict(values)
     return hf_kd_args, training_args
 
