@@ -15,7 +15,7 @@ from transformers import BertConfig
 from hf_kd import BertCatConfig, BertCatModel
 from hf_kd.data.provenance import read_provenance
 from hf_kd.processes import job_processes
-from hf_kd.teachers import load_teacher, load_teacher_scores, score_triples, scoring
+from hf_kd.teachers import load_teacher, load_teacher_scores, score_triples, scoring, shards
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARD_SIZE = 30  # 200 distinct pairs: shards 0-5 of 30 pairs and shard 6 of 20
@@ -25,14 +25,14 @@ INTERRUPTED_BEFORE_MERGING = """
 import sys
 
 from hf_kd import cli
-from hf_kd.teachers import scoring
+from hf_kd.teachers import shards
 
 
 def interrupted(*args, **kwargs):
     raise RuntimeError("interrupted before merging")
 
 
-scoring._read_shards = interrupted
+shards._read_shards = interrupted
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -140,7 +140,7 @@ def test_killed_run_scores_only_the_missing_shards(teachers, triples_tsv, refere
 def interrupt_before_merging(monkeypatch, teacher: Path, triples_tsv: Path, out: Path) -> Path:
     """Scores every shard into `out.partial`, which is kept: the run stops before merging."""
     with monkeypatch.context() as patch:
-        patch.setattr(scoring, "_read_shards", lambda *args: (_ for _ in ()).throw(RuntimeError("stopped")))
+        patch.setattr(shards, "_read_shards", lambda *args: (_ for _ in ()).throw(RuntimeError("stopped")))
         with pytest.raises(RuntimeError, match="stopped"):
             score_triples([str(teacher)], triples_tsv, out, batch_size=16, shard_size=SHARD_SIZE,
                           show_progress_bar=False)  # fmt: skip
@@ -161,7 +161,7 @@ def test_shard_of_another_teacher_is_refused_naming_it(monkeypatch, teachers, tr
 
 
 def test_missing_shard_is_refused_naming_it(monkeypatch, teachers, triples_tsv, tmp_path):
-    write_shard = scoring._write_shard
+    write_shard = shards._write_shard
 
     def losing_shard_3(path, *args):
         if path.name != "pairs-00003.parquet":

@@ -11,19 +11,11 @@ from .ir_files import (
     read_run,
     write_run,
 )
+from .jsonl_readers import NwayJsonlReader
+from .parquet_readers import StMarginMseReader, StMseReader
 from .provenance import PROVENANCE_FILENAME, Provenance, read_provenance
-from .readers import (
-    READERS,
-    NwayJsonlReader,
-    PaperIdsReader,
-    PaperTextReader,
-    RejectedRows,
-    ScoreReader,
-    StMarginMseReader,
-    StMseReader,
-    TriplesReader,
-    open_reader,
-)
+from .reader_base import RejectedRows, ScoreReader
+from .readers import READERS, open_reader
 from .schemas import (
     ID_SCHEMAS,
     ID_TRIPLES_FEATURES,
@@ -44,8 +36,10 @@ from .schemas import (
     text_schema_of,
     with_per_teacher_columns,
 )
-from .texts import MissingIdError, TextStore, join_texts, joined_columns
+from .text_join import join_texts, joined_columns
+from .texts import MissingIdError, TextStore
 from .triples import TripleStats, build_triples, read_query_id_list, save_triples
+from .tsv_readers import PaperIdsReader, PaperTextReader, TriplesReader
 from .writers import DEFAULT_SHARD_ROWS, load_scores, write_scores, write_texts
 
 __all__ = [

@@ -18,7 +18,8 @@ from ..jobs import output_lock
 from .errors import DataFormatError
 from .ir_files import read_collection_tsv, read_queries_tsv
 from .provenance import Provenance
-from .readers import READERS, RejectedRows, ScoreReader, open_reader
+from .reader_base import RejectedRows, ScoreReader
+from .readers import READERS, open_reader
 from .schemas import ID_SCHEMAS, detect_schema
 from .writers import DEFAULT_SHARD_ROWS, check_output_folder, write_scores
 

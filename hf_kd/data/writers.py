@@ -37,7 +37,8 @@ from datasets.arrow_writer import ArrowWriter
 from ..files import atomic_folder
 from .provenance import Provenance, read_provenance
 from .schemas import SCHEMAS, TEXTS_FEATURES, with_per_teacher_columns
-from .texts import TextStore, join_texts
+from .text_join import join_texts
+from .texts import TextStore
 
 __all__ = [
     "DEFAULT_SHARD_ROWS",

@@ -115,6 +115,22 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _prepare_candidates(model, tokenizer, passages: Sequence[str], caching: bool, batch_size: int):
+    """What a query's clock starts with: the passages' cached representations padded into batches of similar
+    length for a caching architecture, the passage texts otherwise."""
+    if not caching:
+        return list(passages)
+    cache = encode_passage_cache(model, tokenizer, dict(enumerate(passages)), batch_size, show_progress=False)
+    return length_sorted_batches([cache[i] for i in range(len(passages))], batch_size)
+
+
+def _rerank_query(model, tokenizer, query: str, prepared, caching: bool, batch_size: int) -> torch.Tensor:
+    """The timed part: the scores of the prepared candidates of one query, in candidate order."""
+    if caching:
+        return score_cached(model, model.encode_queries([query], tokenizer), *prepared)
+    return model.score([query] * len(prepared), prepared, tokenizer, batch_size=batch_size)
+
+
 def measure_rerank_latency(
     model,
     tokenizer,
@@ -154,32 +170,21 @@ def measure_rerank_latency(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    def prepare(passages: Sequence[str]):
-        if not caching:
-            return list(passages)
-        cache = encode_passage_cache(model, tokenizer, dict(enumerate(passages)), batch_size, show_progress=False)
-        return length_sorted_batches([cache[i] for i in range(len(passages))], batch_size)
-
-    def rerank_one(query: str, prepared) -> torch.Tensor:
-        if caching:
-            return score_cached(model, model.encode_queries([query], tokenizer), *prepared)
-        return model.score([query] * len(prepared), prepared, tokenizer, batch_size=batch_size)
-
     timings_ms = []
     storage_bytes, num_stored = 0, 0
     with torch.inference_mode():
         for position, (query, passages) in enumerate(
             tqdm(list(zip(queries, candidates)), desc=f"Latency {name or architecture}", disable=not show_progress)
         ):
-            prepared = prepare(passages)
+            prepared = _prepare_candidates(model, tokenizer, passages, caching, batch_size)
             if caching:
                 storage_bytes += sum(batch.nbytes() for batch in prepared[0])
                 num_stored += len(passages)
             for _ in range(warmup if position == 0 else 0):
-                rerank_one(query, prepared)
+                _rerank_query(model, tokenizer, query, prepared, caching, batch_size)
             _synchronize(device)
             start = time.perf_counter()
-            rerank_one(query, prepared)
+            _rerank_query(model, tokenizer, query, prepared, caching, batch_size)
             _synchronize(device)
             timings_ms.append((time.perf_counter() - start) * 1000)
             del prepared

@@ -7,7 +7,7 @@ Every writer of `metrics.json` builds an [`EvaluationReport`] and every reader r
   `hf_kd_evaluations.json` (`hf_kd.evaluation.records`);
 - `hf-kd reproduce` writes into each checkpoint folder a `metrics.json` with one report per evaluation set,
   `{"evaluations": [report, ...]}` (see [`write_reports`]);
-- the model card (`hf_kd.hub.cards`) and `hf-kd benchmark --metrics` read them with [`read_reports`].
+- the model card (`hf_kd.hub.card_info`) and `hf-kd benchmark --metrics` read them with [`read_reports`].
 
 A report as JSON (keys without a value are left out):
 

@@ -1,15 +1,8 @@
 """Publishing on the Hugging Face Hub: model cards from `model_cards/`, checkpoints and teacher-score datasets; the
 import of the paper's released checkpoints (`released`)."""
 
-from .cards import (
-    MODEL_CARDS_DIR,
-    EvaluationResult,
-    ModelCardInfo,
-    collect_card_info,
-    model_card_data,
-    read_evaluation_results,
-    render_model_card,
-)
+from .card_info import EvaluationResult, ModelCardInfo, collect_card_info, read_evaluation_results
+from .cards import MODEL_CARDS_DIR, model_card_data, render_model_card
 from .dataset_card import dataset_card_data, render_dataset_card
 from .push import CHECKPOINT_IGNORE_PATTERNS, HubTokenError, HubUploadError, push_model, push_scores
 from .released import RELEASED_LAYOUTS, ReleasedLayoutError, import_released, load_released

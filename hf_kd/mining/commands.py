@@ -36,7 +36,8 @@ def _load_teacher(args: argparse.Namespace, queries, collection):
     if args.teacher is None:
         return None
     from ..files import naming_weight_files
-    from ..teachers.loading import RUN_PREFIX, load_teacher
+    from ..teachers.loading import load_teacher
+    from ..teachers.run_teacher import RUN_PREFIX
 
     if (
         not args.teacher.startswith(RUN_PREFIX)

@@ -261,6 +261,110 @@ def _mine_positive(qid, pid, window, judged, collection, scores, options, stats)
     return MinedRow(qid, pid, chosen, positive_score, negative_scores)
 
 
+def _recorded_parameters(retriever, candidates, index, rank_range, min_grade, teacher, options: dict) -> dict:
+    """The parameters of a mining run, as [`MiningStats`] records them."""
+    margin, relative_margin = options["margins"]
+    return {
+        "retriever": "run" if candidates is not None else str(retriever),
+        "index": str(Path(index).resolve()) if index is not None and candidates is None else None,
+        "rank_range": list(rank_range),
+        "num_negatives": options["num_negatives"],
+        "min_grade": min_grade,
+        "seed": options["seed"],
+        "sampling": options["sampling"],
+        "teacher": getattr(teacher, "name_or_path", None),
+        "margin": margin,
+        "relative_margin": relative_margin,
+    }
+
+
+def _first_stage_candidates(
+    retriever: str | os.PathLike | None,
+    queries: Mapping[str, str],
+    collection: Mapping[str, str],
+    positives: Mapping[str, list[str]],
+    depth: int,
+    batch_size: int,
+    device: str | None,
+    index: str | os.PathLike | None,
+    show_progress: bool,
+) -> dict[str, dict[str, float]]:
+    """The first stage's `depth` best candidates of every query with positives (see [`retrieve_candidates`])."""
+    mined_queries = {qid: queries[qid] for qid in positives}
+    if not mined_queries:
+        return {}
+    return retrieve_candidates(
+        retriever,
+        mined_queries,
+        collection,
+        depth,
+        batch_size=batch_size,
+        device=device,
+        index=index,
+        show_progress=show_progress,
+    )
+
+
+def _candidate_windows(
+    candidates: Mapping[str, Mapping[str, float]] | None,
+    retriever: str | os.PathLike | None,
+    queries: Mapping[str, str],
+    collection: Mapping[str, str],
+    positives: Mapping[str, list[str]],
+    rank_range: tuple[int, int],
+    batch_size: int,
+    device: str | None,
+    index: str | os.PathLike | None,
+    show_progress: bool,
+) -> dict[str, list[str]]:
+    """The candidates in the rank range of every query with positives, from `candidates` or else retrieved by the
+    first stage, checked to have text in the collection."""
+    if candidates is None:
+        candidates = _first_stage_candidates(
+            retriever, queries, collection, positives, rank_range[1], batch_size, device, index, show_progress
+        )
+    windows = {qid: _window(candidates.get(qid, {}), rank_range) for qid in positives}
+    unknown = sorted({pid for window in windows.values() for pid in window if pid not in collection})
+    if unknown:
+        raise ValueError(f"{len(unknown)} candidate passages have no text in the collection, e.g. {unknown[:5]}")
+    return windows
+
+
+def _score_positives_and_candidates(
+    teacher,
+    queries: Mapping[str, str],
+    collection: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, int]],
+    positives: Mapping[str, list[str]],
+    windows: Mapping[str, list[str]],
+    batch_size: int,
+    show_progress: bool,
+) -> dict[tuple[str, str], float] | None:
+    """The teacher's scores of every positive and of every unjudged candidate of its query (None without a
+    teacher)."""
+    if teacher is None:
+        return None
+    pairs = [(q, p) for q in positives for p in [*positives[q], *_unjudged(windows[q], qrels.get(q, {}))]]
+    return _teacher_scores(teacher, queries, collection, pairs, batch_size, show_progress)
+
+
+def _mine_queries(positives, windows, qrels, collection, scores, options, stats, show_progress) -> list[MinedRow]:
+    """The rows of every query's positives that got at least one negative; counts the queries, positives and
+    negatives kept in `stats`."""
+    rows = []
+    for qid in tqdm(positives, desc="Mining negatives", unit="query", disable=not show_progress):
+        judged = qrels.get(qid, {})
+        mined = [
+            _mine_positive(qid, pid, windows[qid], judged, collection, scores, options, stats) for pid in positives[qid]
+        ]
+        mined = [row for row in mined if row is not None]
+        stats.queries += bool(mined)
+        rows.extend(mined)
+    stats.positives = len(rows)
+    stats.negatives = sum(len(row.negative_ids) for row in rows)
+    return rows
+
+
 def mine_hard_negatives(
     queries: Mapping[str, str],
     collection: Mapping[str, str],
@@ -317,19 +421,9 @@ def mine_hard_negatives(
         [`MiningResult`]: one row per positive that got at least one negative, in qrels order (positives by id).
     """
     _check_options(num_negatives, rank_range, sampling, margin, relative_margin, teacher)
+    options = {"num_negatives": num_negatives, "sampling": sampling, "seed": seed, "margins": (margin, relative_margin)}
     stats = MiningStats(
-        parameters={
-            "retriever": "run" if candidates is not None else str(retriever),
-            "index": str(Path(index).resolve()) if index is not None and candidates is None else None,
-            "rank_range": list(rank_range),
-            "num_negatives": num_negatives,
-            "min_grade": min_grade,
-            "seed": seed,
-            "sampling": sampling,
-            "teacher": getattr(teacher, "name_or_path", None),
-            "margin": margin,
-            "relative_margin": relative_margin,
-        }
+        parameters=_recorded_parameters(retriever, candidates, index, rank_range, min_grade, teacher, options)
     )
     positives = find_positives(
         qrels,
@@ -341,40 +435,11 @@ def mine_hard_negatives(
         sources=sources,
         stats=stats,
     )
-    if candidates is None:
-        mined_queries = {qid: queries[qid] for qid in positives}
-        candidates = (
-            retrieve_candidates(
-                retriever,
-                mined_queries,
-                collection,
-                rank_range[1],
-                batch_size=batch_size,
-                device=device,
-                index=index,
-                show_progress=show_progress,
-            )
-            if mined_queries
-            else {}
-        )
-    windows = {qid: _window(candidates.get(qid, {}), rank_range) for qid in positives}
-    unknown = sorted({pid for window in windows.values() for pid in window if pid not in collection})
-    if unknown:
-        raise ValueError(f"{len(unknown)} candidate passages have no text in the collection, e.g. {unknown[:5]}")
-    scores = None
-    if teacher is not None:
-        pairs = [(q, p) for q in positives for p in [*positives[q], *_unjudged(windows[q], qrels.get(q, {}))]]
-        scores = _teacher_scores(teacher, queries, collection, pairs, batch_size, show_progress)
-    options = {"num_negatives": num_negatives, "sampling": sampling, "seed": seed, "margins": (margin, relative_margin)}
-    rows = []
-    for qid in tqdm(positives, desc="Mining negatives", unit="query", disable=not show_progress):
-        judged = qrels.get(qid, {})
-        mined = [
-            _mine_positive(qid, pid, windows[qid], judged, collection, scores, options, stats) for pid in positives[qid]
-        ]
-        mined = [row for row in mined if row is not None]
-        stats.queries += bool(mined)
-        rows.extend(mined)
-    stats.positives = len(rows)
-    stats.negatives = sum(len(row.negative_ids) for row in rows)
+    windows = _candidate_windows(
+        candidates, retriever, queries, collection, positives, rank_range, batch_size, device, index, show_progress
+    )
+    scores = _score_positives_and_candidates(
+        teacher, queries, collection, qrels, positives, windows, batch_size, show_progress
+    )
+    rows = _mine_queries(positives, windows, qrels, collection, scores, options, stats, show_progress)
     return MiningResult(rows, stats)

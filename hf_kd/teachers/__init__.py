@@ -2,19 +2,19 @@
 normalised mean ensembles, score-distribution analysis."""
 
 from .analysis import analyze_scores, score_statistics
+from .base import Teacher
 from .ensemble import NORMALIZATIONS, ensemble_score_datasets, mean_ensemble, normalize_scores
 from .loading import (
-    RUN_PREFIX,
     CrossEncoderTeacher,
     HfKdTeacher,
-    RunTeacher,
     SentenceTransformerTeacher,
     SequenceClassificationTeacher,
-    Teacher,
     load_teacher,
 )
+from .run_teacher import RUN_PREFIX, RunTeacher
 from .score_dataset import load_teacher_scores, split_teacher_scores, write_teacher_scores
-from .scoring import DistinctPairs, ScoringResult, find_distinct_pairs, read_triples, score_pairs, score_triples
+from .scoring import ScoringResult, score_pairs, score_triples
+from .triples import DistinctPairs, find_distinct_pairs, read_triples
 
 __all__ = [
     "NORMALIZATIONS",

@@ -11,7 +11,8 @@ from ..files import naming_weight_files
 from ..processes import job_processes
 from .analysis import SUMMARY_FILENAME, analyze_scores
 from .ensemble import NORMALIZATIONS, ensemble_score_datasets
-from .loading import RUN_PREFIX, load_teacher
+from .loading import load_teacher
+from .run_teacher import RUN_PREFIX
 from .scoring import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_SIZE, MISSING_POLICIES, score_triples
 
 __all__ = ["add_subcommands"]
@@ -126,6 +127,13 @@ _RESCALE_HELP = (
 
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     """Registers `score`, `ensemble` and `analyze-scores` on the `hf-kd` parser's subparsers."""
+    _add_score_parser(subparsers)
+    _add_ensemble_parser(subparsers)
+    _add_analyze_scores_parser(subparsers)
+
+
+def _add_score_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Registers `hf-kd score`."""
     score = subparsers.add_parser(
         "score",
         help="score triples with one or several teachers into a teacher-score dataset",
@@ -175,6 +183,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     score.set_defaults(func=run_score)
 
+
+def _add_ensemble_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Registers `hf-kd ensemble`."""
     ensemble = subparsers.add_parser(
         "ensemble",
         help="average the teachers of teacher-score datasets of the same triples",
@@ -192,6 +203,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     ensemble.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     ensemble.set_defaults(func=run_ensemble)
 
+
+def _add_analyze_scores_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Registers `hf-kd analyze-scores`."""
     analyze = subparsers.add_parser(
         "analyze-scores",
         help="plot score and margin distributions of teachers and students",

@@ -18,14 +18,12 @@ all-mpnet-base-v2), the run's numbers for run files. A run scores only the pairs
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,15 +32,14 @@ from huggingface_hub.errors import EntryNotFoundError
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from ..models import MODEL_CLASSES
+from .base import Teacher, _token_counts
+from .run_teacher import RUN_PREFIX, _load_run_teacher
 
 __all__ = [
-    "RUN_PREFIX",
     "CrossEncoderTeacher",
     "HfKdTeacher",
-    "RunTeacher",
     "SentenceTransformerTeacher",
     "SequenceClassificationTeacher",
-    "Teacher",
     "load_teacher",
 ]
 
@@ -55,104 +52,8 @@ TOKENIZER_FILES = (
     "vocab.json",
     "tokenizer.model",
 )
-RUN_PREFIX = "run:"
-"""`load_teacher("run:PATH", queries=..., collection=...)` loads a TREC run file as a teacher."""
 _HF_KD_MODEL_TYPES = frozenset(model.config_class.model_type for model in MODEL_CLASSES.values())
 _COMMIT_IN_PATH = re.compile(r"/snapshots/([0-9a-f]{40})(?:/|$)")
-
-
-class Teacher(ABC):
-    """A model that gives one raw relevance score per (query, passage) pair.
-
-    Subclasses implement [`score`] on one batch; [`pair_lengths`] lets the caller sort pairs by input
-    length so that batches carry little padding.
-
-    Attributes:
-        name_or_path (`str`): the checkpoint, as given (folder or Hub id).
-        name (`str`): a short name for score columns (`pos_score_<name>`), by default the checkpoint's last
-            path component.
-        revision (`str` or `None`): the Hub commit hash of the loaded files, where known.
-        tokenizer: the checkpoint's tokenizer.
-        max_length (`int`): the most tokens of one pair input, special tokens included.
-        device (`torch.device`): where the model runs.
-    """
-
-    kind: ClassVar[str]
-    covers_every_pair: ClassVar[bool] = True
-    """False for teachers that score only some pairs (a run file) and give NaN to the others."""
-
-    def __init__(
-        self,
-        name_or_path: str,
-        tokenizer,
-        max_length: int,
-        device: torch.device,
-        revision: str | None = None,
-        name: str | None = None,
-    ):
-        self.name_or_path = str(name_or_path)
-        self.name = name or _short_name(self.name_or_path)
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.device = device
-        self.revision = revision
-
-    @abstractmethod
-    def score(self, queries: Sequence[str], passages: Sequence[str]) -> torch.Tensor:
-        """Scores one batch of aligned pairs.
-
-        Args:
-            queries (`Sequence[str]`): n query texts.
-            passages (`Sequence[str]`): n passage texts, `passages[i]` belongs to `queries[i]`.
-
-        Returns:
-            `torch.Tensor`: (n,) float32 raw scores on the CPU.
-        """
-
-    def pair_lengths(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
-        """Tokens in each pair's model input (special tokens included), used to sort pairs into batches.
-
-        Each distinct text is tokenised once, since pairs share queries and passages.
-        """
-        query_tokens = _token_counts(self.tokenizer, queries, self.max_length)
-        passage_tokens = _token_counts(self.tokenizer, passages, self.max_length)
-        return self._pair_length(query_tokens, passage_tokens)
-
-    def _pair_length(self, query_tokens: np.ndarray, passage_tokens: np.ndarray) -> np.ndarray:
-        special = self.tokenizer.num_special_tokens_to_add(pair=True)
-        return np.minimum(query_tokens + passage_tokens + special, self.max_length)
-
-    def describe(self) -> dict[str, Any]:
-        """What the provenance of a teacher-score dataset records about this teacher."""
-        local = Path(self.name_or_path).is_dir()
-        return {
-            "name": self.name,
-            "name_or_path": str(Path(self.name_or_path).resolve()) if local else self.name_or_path,
-            "kind": self.kind,
-            "revision": self.revision,
-            "max_length": self.max_length,
-            "dtype": None if self.dtype is None else str(self.dtype).removeprefix("torch."),
-        }
-
-    @property
-    def dtype(self) -> torch.dtype | None:
-        """The dtype of the model's weights (`None` for a teacher without a torch model)."""
-        model = getattr(self, "model", None)
-        parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
-        return None if parameter is None else parameter.dtype
-
-    def _check_scores(self, scores: torch.Tensor, n: int) -> torch.Tensor:
-        if scores.ndim == 2 and scores.shape[1] == 1:
-            scores = scores.squeeze(1)
-        if tuple(scores.shape) != (n,):
-            raise ValueError(
-                f"teacher {self.name_or_path!r} returned scores of shape {tuple(scores.shape)} for {n} pairs; "
-                f"a teacher must output one logit per (query, passage) pair, shape ({n},) or ({n}, 1)"
-            )
-        return scores.float().cpu()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name_or_path!r}, device={self.device}, max_length={self.max_length})"
 
 
 class HfKdTeacher(Teacher):
@@ -281,90 +182,6 @@ class SentenceTransformerTeacher(_SentenceTransformersTeacher):
         return {**super().describe(), "similarity": self.model.similarity_fn_name}
 
 
-class RunTeacher(Teacher):
-    """A TREC run file with scores (`qid Q0 pid rank score tag`) as a teacher: a pair's score is the run's score
-    of its query and passage ids, found through the texts of the queries and the collection.
-
-    A pair the run does not hold gets NaN, never an invented score; `score_triples` drops the triples with such a
-    pair and counts them (or fails, with `missing="error"`). Texts are matched with their white space collapsed;
-    where several ids share a text, the first one the run scores for the pair is used.
-
-    Args:
-        run_path (`str` or `os.PathLike`): the run file.
-        queries (`Mapping[str, str]`): query id -> text, covering the run's queries.
-        collection (`Mapping[str, str]`): passage id -> text, covering the run's passages.
-        name (`str`, *optional*): the short name; defaults to the file name without `.trec`/`.txt`.
-    """
-
-    kind = "run"
-    covers_every_pair = False
-
-    def __init__(self, run_path, queries, collection, name: str | None = None):
-        from ..data import read_run
-
-        run_path = Path(run_path)
-        if not run_path.is_file():
-            raise FileNotFoundError(f"run teacher: no run file at {run_path}")
-        self.run = read_run(run_path)
-        self.query_ids = _ids_by_text(queries)
-        self.passage_ids = _ids_by_text(collection)
-        unknown = sorted(q for q in self.run if q not in queries)
-        if unknown:
-            raise ValueError(
-                f"{run_path}: {len(unknown)} of its {len(self.run)} queries have no text in the queries given, "
-                f"e.g. {unknown[:3]}; pass the queries file of the run's topics"
-            )
-        self.sha256 = hashlib.sha256(run_path.read_bytes()).hexdigest()
-        default_name = re.sub(r"\.(trec|txt|run)$", "", run_path.name)
-        super().__init__(str(run_path), None, max_length=0, device=torch.device("cpu"), name=name or default_name)
-        self.name = _short_name(self.name)
-
-    def score(self, queries: Sequence[str], passages: Sequence[str]) -> torch.Tensor:
-        scores = [self._pair_score(query, passage) for query, passage in zip(queries, passages)]
-        return torch.tensor(scores, dtype=torch.float32)
-
-    def _pair_score(self, query: str, passage: str) -> float:
-        for qid in self.query_ids.get(" ".join(query.split()), ()):
-            candidates = self.run.get(qid, {})
-            for pid in self.passage_ids.get(" ".join(passage.split()), ()):
-                if pid in candidates:
-                    return candidates[pid]
-        return float("nan")
-
-    def pair_lengths(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
-        return np.zeros(len(queries), dtype=np.int64)  # no model: any order costs the same
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "name_or_path": RUN_PREFIX + str(Path(self.name_or_path).resolve()),
-            "kind": self.kind,
-            "revision": None,
-            "sha256": self.sha256,
-            "queries_scored": len(self.run),
-            "pairs_in_run": sum(len(c) for c in self.run.values()),
-        }
-
-
-def _ids_by_text(texts) -> dict[str, list[str]]:
-    ids: dict[str, list[str]] = {}
-    for item_id, text in texts.items():
-        ids.setdefault(" ".join(text.split()), []).append(item_id)
-    return ids
-
-
-def _short_name(name_or_path: str) -> str:
-    name = Path(name_or_path.rstrip("/\\")).name or "teacher"
-    return re.sub(r"[^0-9A-Za-z_.-]+", "_", name)
-
-
-def _token_counts(tokenizer, texts: Sequence[str], max_tokens: int) -> np.ndarray:
-    """Word-piece count of each text (no special tokens), capped at `max_tokens`; each distinct text once."""
-    distinct, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
-    encoded = tokenizer(distinct.tolist(), add_special_tokens=False, truncation=True, max_length=max_tokens)
-    return np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)[inverse.reshape(-1)]
-
-
 def _has_file(name_or_path: str, filename: str, revision: str | None) -> bool:
     if Path(name_or_path).is_dir():
         return (Path(name_or_path) / filename).is_file()
@@ -461,18 +278,50 @@ def load_teacher(
 
     cross_encoder_config = _cross_encoder_config(name_or_path, revision)
     if cross_encoder_config is not None:
-        model_type = cross_encoder_config.get("model_type")
-        if model_type is None:  # folders written before sentence-transformers 4 do not say; a CrossEncoder has a head
-            model_type = "SentenceTransformer" if _has_file(name_or_path, "modules.json", revision) else "CrossEncoder"
-        if model_type == "SentenceTransformer":
-            return _load_sentence_transformer(name_or_path, device, dtype_kwargs, max_length, revision, commit, name)
-        if model_type != "CrossEncoder":
-            raise ValueError(
-                f"teacher {name_or_path!r} is a sentence-transformers {model_type}; a teacher is a CrossEncoder or "
-                "a SentenceTransformer bi-encoder"
-            )
-        return _load_cross_encoder(name_or_path, device, dtype_kwargs, max_length, revision, commit, name)
+        return _load_sentence_transformers_teacher(
+            name_or_path, cross_encoder_config, device, dtype_kwargs, max_length, revision, commit, name
+        )
+    return _load_sequence_classification(
+        name_or_path, config, tokenizer, device, dtype_kwargs, max_length, revision, commit, name
+    )
 
+
+def _load_sentence_transformers_teacher(
+    name_or_path: str,
+    cross_encoder_config: dict,
+    device: torch.device,
+    dtype_kwargs: dict,
+    max_length: int | None,
+    revision: str | None,
+    commit: str | None,
+    name: str | None,
+) -> CrossEncoderTeacher | SentenceTransformerTeacher:
+    """A `CrossEncoder` or a `SentenceTransformer` bi-encoder, as its `config_sentence_transformers.json` says."""
+    model_type = cross_encoder_config.get("model_type")
+    if model_type is None:  # folders written before sentence-transformers 4 do not say; a CrossEncoder has a head
+        model_type = "SentenceTransformer" if _has_file(name_or_path, "modules.json", revision) else "CrossEncoder"
+    if model_type == "SentenceTransformer":
+        return _load_sentence_transformer(name_or_path, device, dtype_kwargs, max_length, revision, commit, name)
+    if model_type != "CrossEncoder":
+        raise ValueError(
+            f"teacher {name_or_path!r} is a sentence-transformers {model_type}; a teacher is a CrossEncoder or "
+            "a SentenceTransformer bi-encoder"
+        )
+    return _load_cross_encoder(name_or_path, device, dtype_kwargs, max_length, revision, commit, name)
+
+
+def _load_sequence_classification(
+    name_or_path: str,
+    config,
+    tokenizer,
+    device: torch.device,
+    dtype_kwargs: dict,
+    max_length: int | None,
+    revision: str | None,
+    commit: str | None,
+    name: str | None,
+) -> SequenceClassificationTeacher:
+    """An `AutoModelForSequenceClassification` checkpoint with one output logit and a trained head."""
     architectures = getattr(config, "architectures", None) or []
     if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise ValueError(
@@ -506,25 +355,6 @@ def _check_single_logit(name_or_path: str, num_labels: int) -> None:
             f"teacher {name_or_path!r} outputs {num_labels} logits per pair (num_labels={num_labels}); a teacher "
             "needs a single relevance logit (num_labels=1)"
         )
-
-
-def _texts(texts: Mapping[str, str] | str | os.PathLike | None, kind: str, run_path: str) -> Mapping[str, str]:
-    from ..data import read_collection_tsv, read_queries_tsv
-
-    if texts is None:
-        raise ValueError(
-            f"run teacher {run_path!r} needs the {kind} texts of its ids: pass --queries and --collection "
-            "(queries= and collection= in Python)"
-        )
-    if isinstance(texts, Mapping):
-        return texts
-    return read_queries_tsv(texts) if kind == "queries" else read_collection_tsv(texts)
-
-
-def _load_run_teacher(run_path: str, queries, collection, name: str | None) -> RunTeacher:
-    return RunTeacher(
-        run_path, _texts(queries, "queries", run_path), _texts(collection, "collection", run_path), name=name
-    )
 
 
 def _load_sentence_transformer(

@@ -30,8 +30,6 @@ one dataset, the same as a single process would. A shard missing or written for 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import shutil
 import time
@@ -41,227 +39,39 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
-from datasets import Dataset, load_from_disk
+from datasets import Dataset
 from tqdm.auto import tqdm
 
-from ..data.provenance import PROVENANCE_FILENAME, Provenance, read_provenance
-from ..data.readers import TriplesReader
-from ..data.schemas import ID_SCHEMAS, TRIPLES_FEATURES
-from ..data.writers import load_scores
-from ..jobs import model_files_fingerprint, open_work_folder
+from ..data.provenance import Provenance
 from ..processes import JobProcesses, job_processes, lock_job_output
+from .base import Teacher
 from .ensemble import check_normalization, check_rescale, mean_ensemble
-from .loading import Teacher, load_teacher
+from .loading import load_teacher
 from .score_dataset import write_teacher_scores
+from .shards import (
+    _manifest,
+    _merge_shards,
+    _open_work,
+    _pairs_in,
+    _shard_path,
+    _shard_stamp,
+    _work_id,
+    _write_shard,
+)
+from .triples import _distinct_pairs_of_triples, find_distinct_pairs, read_triples
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_SHARD_SIZE",
     "MISSING_POLICIES",
-    "DistinctPairs",
     "ScoringResult",
-    "find_distinct_pairs",
-    "read_triples",
     "score_pairs",
     "score_triples",
 ]
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_SHARD_SIZE = 50_000
-_TRIPLE_COLUMNS = list(TRIPLES_FEATURES)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Distinct pairs
-# --------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DistinctPairs:
-    """The distinct (query, passage) pairs of a set of pairs, in order of first appearance.
-
-    Attributes:
-        queries (`pa.Array`): the distinct query texts.
-        passages (`pa.Array`): the distinct passage texts.
-        query_index (`np.ndarray`): (n_pairs,) index into `queries` of each pair.
-        passage_index (`np.ndarray`): (n_pairs,) index into `passages` of each pair.
-    """
-
-    queries: pa.Array
-    passages: pa.Array
-    query_index: np.ndarray
-    passage_index: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.query_index)
-
-    def texts(self, start: int = 0, stop: int | None = None) -> tuple[list[str], list[str]]:
-        """The (queries, passages) texts of pairs `start` to `stop`."""
-        query_index = self.query_index[start:stop]
-        passage_index = self.passage_index[start:stop]
-        return self.queries.take(query_index).to_pylist(), self.passages.take(passage_index).to_pylist()
-
-    def fingerprint(self) -> str:
-        """SHA-256 of the pairs' texts in order: the identity of a scoring run's work."""
-        digest = hashlib.sha256()
-        for texts in (self.queries, self.passages):
-            _hash_strings(digest, texts)
-        digest.update(self.query_index.astype(np.int64).tobytes())
-        digest.update(self.passage_index.astype(np.int64).tobytes())
-        return digest.hexdigest()
-
-
-def _hash_strings(digest, texts: pa.Array) -> None:
-    texts = texts.cast(pa.large_string())
-    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64)[texts.offset : texts.offset + len(texts) + 1]
-    digest.update(len(texts).to_bytes(8, "little"))
-    digest.update((offsets - offsets[0]).tobytes())
-    data = texts.buffers()[2]
-    if data is not None:
-        digest.update(memoryview(data)[offsets[0] : offsets[-1]])
-
-
-def _dictionary_encode(texts: Sequence[str] | pa.Array | pa.ChunkedArray) -> pa.DictionaryArray:
-    if not isinstance(texts, (pa.Array, pa.ChunkedArray)):
-        texts = pa.array(list(texts), pa.large_string())
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.cast(pa.large_string()).combine_chunks()
-    return pc.dictionary_encode(texts)
-
-
-def _distinct_from_codes(
-    queries: pa.Array, query_codes: np.ndarray, passages: pa.Array, passage_codes: np.ndarray
-) -> tuple[DistinctPairs, np.ndarray]:
-    keys = query_codes.astype(np.int64) * len(passages) + passage_codes.astype(np.int64)
-    unique_keys, first_seen, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    order = np.argsort(first_seen, kind="stable")  # distinct pairs in order of first appearance
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    ordered_keys = unique_keys[order]
-    pairs = DistinctPairs(queries, passages, ordered_keys // len(passages), ordered_keys % len(passages))
-    return pairs, rank[inverse.reshape(-1)]
-
-
-def find_distinct_pairs(
-    queries: Sequence[str] | pa.Array | pa.ChunkedArray, passages: Sequence[str] | pa.Array | pa.ChunkedArray
-) -> tuple[DistinctPairs, np.ndarray]:
-    """Finds the distinct pairs among aligned (query, passage) pairs.
-
-    Args:
-        queries: n query texts.
-        passages: n passage texts, `passages[i]` paired with `queries[i]`.
-
-    Returns:
-        `tuple[DistinctPairs, np.ndarray]`: the distinct pairs, and for each input pair the index of its
-        distinct pair, so that `scores_of_inputs = scores_of_distinct[index]`.
-
-    Example:
-        ```python
-        >>> pairs, index = find_distinct_pairs(["q1", "q1", "q2", "q1"], ["a", "b", "a", "a"])
-        >>> len(pairs), index.tolist()
-        (3, [0, 1, 2, 0])
-        ```
-    """
-    if len(queries) != len(passages):
-        raise ValueError(f"queries and passages must be aligned, got {len(queries)} and {len(passages)}")
-    encoded_queries, encoded_passages = _dictionary_encode(queries), _dictionary_encode(passages)
-    return _distinct_from_codes(
-        encoded_queries.dictionary,
-        encoded_queries.indices.to_numpy(),
-        encoded_passages.dictionary,
-        encoded_passages.indices.to_numpy(),
-    )
-
-
-def _distinct_pairs_of_triples(triples: pa.Table) -> tuple[DistinctPairs, np.ndarray]:
-    """The distinct pairs of triples, and a (n_triples, 2) index of each triple's positive and negative pair."""
-    n = triples.num_rows
-    queries = _dictionary_encode(triples.column("query"))
-    passages = _dictionary_encode(
-        pa.chunked_array(
-            triples.column("positive").cast(pa.large_string()).chunks
-            + triples.column("negative").cast(pa.large_string()).chunks,
-            type=pa.large_string(),
-        )
-    )
-    passage_codes = passages.indices.to_numpy()
-    # interleaved (q, pos), (q, neg) per triple, so that pairs are numbered in reading order
-    query_codes = np.repeat(queries.indices.to_numpy(), 2)
-    passage_codes = np.stack([passage_codes[:n], passage_codes[n:]], axis=1).reshape(-1)
-    pairs, index = _distinct_from_codes(queries.dictionary, query_codes, passages.dictionary, passage_codes)
-    return pairs, index.reshape(n, 2)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Reading triples
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _triples_of_dataset(dataset: Dataset, source: str) -> pa.Table:
-    if set(_TRIPLE_COLUMNS) <= set(dataset.column_names):
-        return dataset.select_columns(_TRIPLE_COLUMNS).with_format("arrow")[:]
-    rows = dataset[:]  # an id form with lazily joined texts
-    if not set(_TRIPLE_COLUMNS) <= set(rows):
-        raise ValueError(
-            f"{source}: columns {dataset.column_names} hold no triples; expected {_TRIPLE_COLUMNS} (or their id form)"
-        )
-    return pa.table({c: pa.array(rows[c], pa.string()) for c in _TRIPLE_COLUMNS})
-
-
-def _check_triples_table(table: pa.Table, source: str) -> pa.Table:
-    missing = [c for c in _TRIPLE_COLUMNS if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{source}: missing columns {missing}; triples need the columns {_TRIPLE_COLUMNS}")
-    table = table.select(_TRIPLE_COLUMNS)
-    for column in _TRIPLE_COLUMNS:
-        values = table.column(column)
-        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-            raise ValueError(f"{source}: column {column!r} has type {values.type}, expected string")
-        if values.null_count:
-            row = pc.index(pc.is_null(values), True).as_py()
-            raise ValueError(f"{source}, row {row + 1}: {column} is missing (null); every triple needs three texts")
-    return table
-
-
-def read_triples(source: str | os.PathLike | Dataset | pa.Table) -> tuple[pa.Table, str | None]:
-    """Reads the (query, positive, negative) texts of triples to score.
-
-    Args:
-        source: a `query<TAB>positive<TAB>negative` TSV file (read with `hf_kd.data.TriplesReader`, whose
-            errors name the file and line), a Parquet file, a dataset folder (written by `hf_kd.data`, by
-            `Dataset.save_to_disk`, or holding Parquet files; an id form is joined to its texts), a
-            `datasets.Dataset`, or a `pyarrow.Table`. Extra columns (e.g. earlier scores) are ignored.
-
-    Returns:
-        `tuple[pa.Table, str | None]`: the `query`, `positive`, `negative` columns, and the absolute path of
-        the source when it is a file or folder.
-    """
-    if isinstance(source, pa.Table):
-        return _check_triples_table(source, "the triples table"), None
-    if isinstance(source, Dataset):
-        return _check_triples_table(_triples_of_dataset(source, "the triples dataset"), "the triples dataset"), None
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"triples not found: {path}")
-    if path.is_dir():
-        if (path / PROVENANCE_FILENAME).is_file() and read_provenance(path).schema in ID_SCHEMAS:
-            table = _triples_of_dataset(load_scores(path), str(path))  # joins the stored texts
-        elif (path / "state.json").is_file():
-            table = _triples_of_dataset(load_from_disk(str(path)), str(path))
-        else:
-            files = [f for f in sorted(path.rglob("*.parquet")) if "texts" not in f.relative_to(path).parts]
-            if not files:
-                raise ValueError(f"{path}: a folder of triples needs Parquet files or a saved dataset, found neither")
-            table = pa.concat_tables([pq.read_table(f) for f in files])
-    elif path.suffix == ".parquet":
-        table = pq.read_table(path)
-    else:
-        reader = TriplesReader(path)
-        table = pa.Table.from_batches(list(reader), schema=reader.schema)
-    return _check_triples_table(table, str(path)), str(path.resolve())
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -401,17 +211,6 @@ def _distinct_names(teachers: Sequence[Teacher]) -> list[str]:
     return names
 
 
-def _teacher_weights(teacher: Teacher) -> str | None:
-    """The identity of what a teacher computes: the SHA-256 of a run file, of a local folder's weight, config and
-    tokenizer files, or the Hub commit; `None` when none is known."""
-    sha256 = getattr(teacher, "sha256", None)
-    if sha256:
-        return f"sha256:{sha256}"
-    if Path(teacher.name_or_path).is_dir():
-        return model_files_fingerprint(teacher.name_or_path)
-    return f"commit:{teacher.revision}" if teacher.revision else None
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Processes
 # --------------------------------------------------------------------------------------------------------------------
@@ -419,102 +218,6 @@ def _teacher_weights(teacher: Teacher) -> str | None:
 
 def _device_of(teachers: Sequence[Teacher | str | os.PathLike]) -> torch.device | None:
     return next((teacher.device for teacher in teachers if isinstance(teacher, Teacher)), None)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Shards
-# --------------------------------------------------------------------------------------------------------------------
-
-_WORK_KEY, _TEACHER_KEY, _TEACHER_NAME_KEY = b"hf_kd.work", b"hf_kd.teacher", b"hf_kd.teacher_name_or_path"
-
-
-def _work_id(manifest: dict) -> str:
-    """The identity of the work a manifest describes, recorded in each of its shards."""
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-def _shard_stamp(work_id: str, teacher_index: int, teacher: Teacher) -> dict[bytes, bytes]:
-    """What a shard records of the work and teacher it was scored for (Parquet schema metadata)."""
-    return {
-        _WORK_KEY: work_id.encode(),
-        _TEACHER_KEY: str(teacher_index).encode(),
-        _TEACHER_NAME_KEY: str(teacher.name_or_path).encode(),
-    }
-
-
-def _shard_path(work: Path, teacher_index: int, shard: int) -> Path:
-    return work / f"teacher-{teacher_index}" / f"pairs-{shard:05d}.parquet"
-
-
-def _write_shard(path: Path, start: int, scores: np.ndarray, stamp: dict[bytes, bytes]) -> None:
-    table = pa.table(
-        {
-            "pair": pa.array(np.arange(start, start + len(scores)), pa.int64()),
-            "score": pa.array(scores, pa.float32()),
-        }
-    ).replace_schema_metadata(stamp)
-    path.parent.mkdir(exist_ok=True)  # never the work folder itself: the main process made it, with its manifest
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        pq.write_table(table, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _check_shard(path: Path, table: pa.Table, stamp: dict[bytes, bytes]) -> None:
-    """Refuses a shard not written for this work and teacher (copied from another work folder, or scored by a
-    process with other triples, weights or options)."""
-    found = table.schema.metadata or {}
-    if found.get(_WORK_KEY) == stamp[_WORK_KEY] and found.get(_TEACHER_KEY) == stamp[_TEACHER_KEY]:
-        return
-    if _WORK_KEY not in found:
-        origin = "it records no scoring run"
-    else:
-        work = "this run" if found[_WORK_KEY] == stamp[_WORK_KEY] else "another scoring run"
-        origin = f"it holds scores of teacher {found.get(_TEACHER_NAME_KEY, b'?').decode()!r} of {work}"
-    raise ValueError(
-        f"{path} is not a shard of teacher {stamp[_TEACHER_NAME_KEY].decode()!r} of this scoring run: {origin}; "
-        "nothing was merged: delete the file to score that shard again"
-    )
-
-
-def _read_shards(
-    work: Path, teacher_index: int, num_pairs: int, shard_size: int, stamp: dict[bytes, bytes]
-) -> np.ndarray:
-    scores = np.empty(num_pairs, dtype=np.float32)
-    for shard, start in enumerate(range(0, num_pairs, shard_size)):
-        path = _shard_path(work, teacher_index, shard)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} is missing: no process wrote that shard; nothing was merged, rerun with the same arguments "
-                "to score it"
-            )
-        table = pq.read_table(path)
-        _check_shard(path, table, stamp)
-        expected = np.arange(start, min(start + shard_size, num_pairs))
-        pairs = table.column("pair").to_numpy()
-        if not np.array_equal(pairs, expected):
-            raise ValueError(
-                f"{path} holds pairs {pairs[:1].tolist()}..{pairs[-1:].tolist()} ({len(pairs)} rows), expected "
-                f"{start}..{expected[-1]}; delete it to score that shard again"
-            )
-        scores[start : start + len(pairs)] = table.column("score").to_numpy()
-    return scores
-
-
-def _pairs_in(todo: list) -> int:
-    return sum(stop - start for _, (_, start, stop) in todo)
-
-
-def _score_shards(teachers, names, pairs, todo, work, stamps, batch_size, bf16, bar, shard_count) -> int:
-    """Scores the shards `todo` and writes each as it is done; returns the pairs scored."""
-    for teacher_index, (shard, start, stop) in todo:
-        bar.set_postfix_str(f"{names[teacher_index]}, shard {shard + 1}/{shard_count}")
-        queries, passages = pairs.texts(start, stop)
-        scores = _score_length_sorted(teachers[teacher_index], queries, passages, batch_size, bf16, bar)
-        _write_shard(_shard_path(work, teacher_index, shard), start, scores, stamps[teacher_index])
-    return _pairs_in(todo)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -602,30 +305,14 @@ def score_triples(
         )
 
 
-def _manifest(source, triples, pairs, shard_size, bf16, teachers, descriptions) -> dict:
-    return {
-        "source": source,
-        "triples": triples.num_rows,
-        "distinct_pairs": len(pairs),
-        "pairs_sha256": pairs.fingerprint(),
-        "shard_size": shard_size,
-        "bf16": bf16,
-        "teachers": [
-            {
-                "name_or_path": d["name_or_path"],
-                "weights": _teacher_weights(teacher),
-                "max_length": d.get("max_length"),
-                "dtype": d.get("dtype"),
-            }
-            for teacher, d in zip(teachers, descriptions)
-        ],
-    }
-
-
-def _open_work(work: Path, manifest: dict, overwrite: bool, shards: list, teacher_count: int) -> list:
-    """Creates or resumes the work folder (main process); returns the shards left to score, by teacher."""
-    open_work_folder(work, manifest, overwrite, "scoring run", "triples, teachers and options")
-    return [(t, shard) for t in range(teacher_count) for shard in shards if not _shard_path(work, t, shard[0]).exists()]
+def _score_shards(teachers, names, pairs, todo, work, stamps, batch_size, bf16, bar, shard_count) -> int:
+    """Scores the shards `todo` and writes each as it is done; returns the pairs scored."""
+    for teacher_index, (shard, start, stop) in todo:
+        bar.set_postfix_str(f"{names[teacher_index]}, shard {shard + 1}/{shard_count}")
+        queries, passages = pairs.texts(start, stop)
+        scores = _score_length_sorted(teachers[teacher_index], queries, passages, batch_size, bf16, bar)
+        _write_shard(_shard_path(work, teacher_index, shard), start, scores, stamps[teacher_index])
+    return _pairs_in(todo)
 
 
 def _score_triples_locked(
@@ -691,15 +378,6 @@ def _score_triples_locked(
         )
 
     return processes.from_main(merge_and_write)
-
-
-def _merge_shards(work, stamps, names, num_pairs, shard_size, triple_pairs) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Every teacher's (positive, negative) scores of the triples, from the shards of every process (main process)."""
-    teacher_scores = {}
-    for teacher_index, name in enumerate(names):
-        pair_scores = _read_shards(work, teacher_index, num_pairs, shard_size, stamps[teacher_index])
-        teacher_scores[name] = (pair_scores[triple_pairs[:, 0]], pair_scores[triple_pairs[:, 1]])
-    return teacher_scores
 
 
 def _write_scores(

@@ -33,7 +33,8 @@ from ..data.sources import (
     normalize_columns,
     subsets,
 )
-from ..data.texts import MissingIdRows, TextStore, check_ids, join_texts, joined_columns
+from ..data.text_join import join_texts, joined_columns
+from ..data.texts import MissingIdRows, TextStore, check_ids
 from ..data.writers import is_scores_folder, load_scores, load_texts
 from ..losses import LOSSES
 from .arguments import ConfigError
@@ -237,11 +238,7 @@ def load_train_dataset(
     }
     if not paths:
         raise ConfigError("train_files: no training data given")
-    sources = [_open_source(str(path), streaming) for path in paths]
-    for source in sources:
-        source.rows = select_teacher_columns(source.rows, renames)
-        if _is_empty(source.rows):
-            raise ConfigError(f"train_files: {source.name} holds no training rows")
+    sources = _open_sources(paths, streaming, renames)
     explicit = {"queries": _open_texts(queries, "queries"), "collection": _open_texts(collection, "collection")}
     id_sources = [source for source in sources if _is_id_form(source.rows)]
     if id_sources and len(sources) > 1 and (len(id_sources) < len(sources) or None in explicit.values()):
@@ -250,28 +247,51 @@ def load_train_dataset(
             "--train_collection, or convert them into one dataset"
         )
     if id_sources:
-        rows = _concatenate([s.rows for s in sources])
-        name = sources[0].name if len(sources) == 1 else f"{sources[0].name} (+{len(sources) - 1})"
-        texts = {kind: store or sources[0].own_texts(kind) for kind, store in explicit.items()}
-        missing = [kind for kind, store in texts.items() if store is None]
-        if missing:
-            id_columns = ", ".join(c for c in rows.column_names if c.endswith(("_id", "_ids")))
-            raise ConfigError(
-                f"train_files: {name} holds ids ({id_columns})"
-                f" but no {' and '.join(missing)} texts were found beside it; give --train_queries and "
-                "--train_collection (TSV id<TAB>text, Parquet, or hf://datasets/ORG/NAME/SUBSET)"
-            )
-        if isinstance(rows, Dataset):
-            rows = check_ids(rows, texts["queries"], texts["collection"], name, rejected=missing_ids)
-            if len(rows) == 0:
-                raise ConfigError(
-                    f"train_files: no training rows of {name} are left once rows with missing ids are out"
-                )
-            joined = join_texts(rows, texts["queries"], texts["collection"], name)
-        else:
-            joined = join_texts(rows, texts["queries"], texts["collection"], name, rejected=missing_ids)
-        train_schema(joined, source=name)
-        return joined
+        return _join_id_sources(sources, explicit, missing_ids)
+    return _concatenate_text_sources(sources, paths)
+
+
+def _open_sources(paths: Sequence[str], streaming: bool, renames: dict[str, str]) -> list[_Source]:
+    """The sources of `paths`, with the chosen teacher's columns under the schema's names; none may be empty."""
+    sources = [_open_source(str(path), streaming) for path in paths]
+    for source in sources:
+        source.rows = select_teacher_columns(source.rows, renames)
+        if _is_empty(source.rows):
+            raise ConfigError(f"train_files: {source.name} holds no training rows")
+    return sources
+
+
+def _join_id_sources(
+    sources: list[_Source], explicit: dict[str, TextStore | None], missing_ids: MissingIdRows | None
+) -> Dataset | IterableDataset:
+    """Id-form sources as one dataset joined to their texts: those given (`explicit`), else the first source's own.
+
+    Map-style rows are checked against the texts up front; streamed rows as they are read.
+    """
+    rows = _concatenate([s.rows for s in sources])
+    name = sources[0].name if len(sources) == 1 else f"{sources[0].name} (+{len(sources) - 1})"
+    texts = {kind: store or sources[0].own_texts(kind) for kind, store in explicit.items()}
+    missing = [kind for kind, store in texts.items() if store is None]
+    if missing:
+        id_columns = ", ".join(c for c in rows.column_names if c.endswith(("_id", "_ids")))
+        raise ConfigError(
+            f"train_files: {name} holds ids ({id_columns})"
+            f" but no {' and '.join(missing)} texts were found beside it; give --train_queries and "
+            "--train_collection (TSV id<TAB>text, Parquet, or hf://datasets/ORG/NAME/SUBSET)"
+        )
+    if isinstance(rows, Dataset):
+        rows = check_ids(rows, texts["queries"], texts["collection"], name, rejected=missing_ids)
+        if len(rows) == 0:
+            raise ConfigError(f"train_files: no training rows of {name} are left once rows with missing ids are out")
+        joined = join_texts(rows, texts["queries"], texts["collection"], name)
+    else:
+        joined = join_texts(rows, texts["queries"], texts["collection"], name, rejected=missing_ids)
+    train_schema(joined, source=name)
+    return joined
+
+
+def _concatenate_text_sources(sources: list[_Source], paths: Sequence[str]) -> Dataset | IterableDataset:
+    """Text-form sources cast to their schema's features and concatenated; all must have the same schema."""
     datasets_, schemas = [], []
     for source in sources:
         schema = train_schema(source.rows, source=source.name)

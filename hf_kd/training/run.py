@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import PartialState
+from datasets import Dataset, IterableDataset
 from transformers import AutoModel, AutoTokenizer, EarlyStoppingCallback, TrainingArguments, set_seed
 
 from ..data.errors import DataFormatError
 from ..data.sources import DataSourceError
-from ..data.texts import MissingIdError, MissingIdRows, joined_columns
+from ..data.text_join import joined_columns
+from ..data.texts import MissingIdError, MissingIdRows
 from ..files import naming_weight_files, write_json_atomic
 from ..jobs import JobLockedError, file_fingerprint, fingerprint_changes, output_lock
 from ..losses import get_loss
@@ -160,18 +162,8 @@ def build_model(hf_kd_args: HfKdArguments):
     return model, AutoTokenizer.from_pretrained(tokenizer_source)
 
 
-def build_trainer(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -> DistillationTrainer:
-    """Checks the configuration and the data against each other, then builds model, data and trainer.
-
-    Every configuration error (unknown loss, missing file, data the loss cannot use, no dev set while evaluation
-    is on) is raised as `ConfigError` here, before any training step.
-    """
-    hf_kd_args.validate()
-    try:
-        loss = get_loss(hf_kd_args.loss, **hf_kd_args.loss_kwargs)
-    except ValueError as error:
-        raise ConfigError(f"loss_kwargs: {error}") from error
-    has_dev_set = bool(hf_kd_args.dev_queries)
+def _evaluation_callbacks(hf_kd_args: HfKdArguments, training_args: TrainingArguments, has_dev_set: bool) -> list:
+    """Checks the evaluation settings against the dev set; returns the callbacks they ask for (early stopping)."""
     if training_args.eval_strategy != "no" and not has_dev_set:
         raise ConfigError(
             f"eval_strategy is {training_args.eval_strategy.value!r} but no dev set is given: set dev_queries, "
@@ -186,24 +178,40 @@ def build_trainer(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -
                 "early_stopping_patience needs a dev set, load_best_model_at_end: true and metric_for_best_model"
             )
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=hf_kd_args.early_stopping_patience))
+    return callbacks
 
-    if hf_kd_args.streaming:
-        if training_args.max_steps <= 0:
-            raise ConfigError("streaming: a stream has no length, so set max_steps")
-        if hf_kd_args.group_by_length:
-            raise ConfigError("group_by_length needs the whole dataset's lengths; it does not combine with streaming")
-        # each process reads its own shards of the stream instead of the main process reading for all
-        training_args.accelerator_config.dispatch_batches = False
-    missing_ids = None
-    if hf_kd_args.skip_missing_ids:
-        side_file = Path(training_args.output_dir) / MISSING_IDS_FILE
-        if training_args.process_index == 0:
-            side_file.unlink(missing_ok=True)
-        elif not hf_kd_args.streaming:
-            side_file = None  # map-style rows are checked by every process alike: the main one writes the list
-        else:
-            side_file = side_file.with_name(f"missing_ids.process{training_args.process_index}.tsv")
-        missing_ids = MissingIdRows(side_file)
+
+def _configure_streaming(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -> None:
+    """Checks that a streamed run can train (`max_steps`, no `group_by_length`) and sets up reading the stream."""
+    if not hf_kd_args.streaming:
+        return
+    if training_args.max_steps <= 0:
+        raise ConfigError("streaming: a stream has no length, so set max_steps")
+    if hf_kd_args.group_by_length:
+        raise ConfigError("group_by_length needs the whole dataset's lengths; it does not combine with streaming")
+    # each process reads its own shards of the stream instead of the main process reading for all
+    training_args.accelerator_config.dispatch_batches = False
+
+
+def _missing_id_rows(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -> MissingIdRows | None:
+    """Where this process records the training rows left out for ids without text (`skip_missing_ids`), or None."""
+    if not hf_kd_args.skip_missing_ids:
+        return None
+    side_file = Path(training_args.output_dir) / MISSING_IDS_FILE
+    if training_args.process_index == 0:
+        side_file.unlink(missing_ok=True)
+    elif not hf_kd_args.streaming:
+        side_file = None  # map-style rows are checked by every process alike: the main one writes the list
+    else:
+        side_file = side_file.with_name(f"missing_ids.process{training_args.process_index}.tsv")
+    return MissingIdRows(side_file)
+
+
+def _training_dataset(
+    hf_kd_args: HfKdArguments, training_args: TrainingArguments, missing_ids: MissingIdRows | None
+) -> Dataset | IterableDataset:
+    """Loads the training data (main process first), checks it against the loss and adds the lengths
+    `group_by_length` batches by."""
     with training_args.main_process_first(desc="loading the training data"):
         train_dataset = load_train_dataset(
             hf_kd_args.train_files,
@@ -217,7 +225,9 @@ def build_trainer(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -
             missing_ids=missing_ids,
         )
         if missing_ids is not None and missing_ids.count:
-            logger.warning(f"left out {missing_ids.count:,} training rows with ids that have no text; see {side_file}")
+            logger.warning(
+                f"left out {missing_ids.count:,} training rows with ids that have no text; see {missing_ids.path}"
+            )
         check_dataset_for_loss(train_dataset, hf_kd_args.loss)
         if hf_kd_args.group_by_length:
             if train_dataset.column_names != joined_columns(train_dataset):
@@ -226,16 +236,39 @@ def build_trainer(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -
                 )
             train_dataset = add_length_column(train_dataset, training_args.length_column_name)
             training_args.train_sampling_strategy = "group_by_length"
-    dev_set = None
-    if has_dev_set:
-        dev_set = RerankDevSet.from_files(
-            hf_kd_args.dev_queries,
-            hf_kd_args.dev_collection,
-            hf_kd_args.dev_run,
-            hf_kd_args.dev_qrels,
-            top_k=hf_kd_args.dev_top_k,
-            rel_threshold=hf_kd_args.dev_rel_threshold,
-        )
+    return train_dataset
+
+
+def _dev_set(hf_kd_args: HfKdArguments) -> RerankDevSet | None:
+    """The re-ranking dev set of the `dev_*` arguments, or None without `dev_queries`."""
+    if not hf_kd_args.dev_queries:
+        return None
+    return RerankDevSet.from_files(
+        hf_kd_args.dev_queries,
+        hf_kd_args.dev_collection,
+        hf_kd_args.dev_run,
+        hf_kd_args.dev_qrels,
+        top_k=hf_kd_args.dev_top_k,
+        rel_threshold=hf_kd_args.dev_rel_threshold,
+    )
+
+
+def build_trainer(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -> DistillationTrainer:
+    """Checks the configuration and the data against each other, then builds model, data and trainer.
+
+    Every configuration error (unknown loss, missing file, data the loss cannot use, no dev set while evaluation
+    is on) is raised as `ConfigError` here, before any training step.
+    """
+    hf_kd_args.validate()
+    try:
+        loss = get_loss(hf_kd_args.loss, **hf_kd_args.loss_kwargs)
+    except ValueError as error:
+        raise ConfigError(f"loss_kwargs: {error}") from error
+    callbacks = _evaluation_callbacks(hf_kd_args, training_args, has_dev_set=bool(hf_kd_args.dev_queries))
+    _configure_streaming(hf_kd_args, training_args)
+    missing_ids = _missing_id_rows(hf_kd_args, training_args)
+    train_dataset = _training_dataset(hf_kd_args, training_args, missing_ids)
+    dev_set = _dev_set(hf_kd_args)
     resolve_run_resume(hf_kd_args, training_args)  # checked here so that a wrong value fails before the model
 
     set_seed(training_args.seed)
