@@ -56,12 +56,12 @@ def _stalled_convert(tmp_path: Path, source: Path, out: Path, overwrite: bool = 
         f"""
         import time
         from hf_kd.data import convert, writers
-        close = writers._ParquetShardWriter.close
+        close = writers.ParquetShardWriter.close
         def stall(self):
             close(self)
             print("stalled", flush=True)
             time.sleep(600)
-        writers._ParquetShardWriter.close = stall
+        writers.ParquetShardWriter.close = stall
         convert("paper-text", {str(source)!r}, {str(out)!r}, shard_rows=7, overwrite={overwrite})
         """,
     )

@@ -42,6 +42,7 @@ from .texts import TextStore
 
 __all__ = [
     "DEFAULT_SHARD_ROWS",
+    "ParquetShardWriter",
     "check_output_folder",
     "is_scores_folder",
     "load_scores",
@@ -62,7 +63,7 @@ def _schema_with_provenance(features: Features, provenance: Provenance) -> pa.Sc
     return schema.with_metadata({**(schema.metadata or {}), _PROVENANCE_METADATA_KEY: provenance.to_json().encode()})
 
 
-class _ParquetShardWriter:
+class ParquetShardWriter:
     """Writes record batches into `folder/data/` as shards of at most `shard_rows` rows.
 
     Small input batches are gathered into row groups of about `ROW_GROUP_ROWS` rows, which keeps memory
@@ -213,7 +214,7 @@ def write_scores(
         if save_to_disk:
             rows = _write_save_to_disk(batches, tmp, out.parent, features, provenance, shard_rows)
         else:
-            writer = _ParquetShardWriter(tmp, _schema_with_provenance(features, provenance), shard_rows)
+            writer = ParquetShardWriter(tmp, _schema_with_provenance(features, provenance), shard_rows)
             for batch in _prefetch(batches):
                 writer.write(batch)
             writer.close()

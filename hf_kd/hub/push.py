@@ -8,7 +8,6 @@ user's folder is only read, whether the upload succeeds or fails.
 from __future__ import annotations
 
 import fnmatch
-import math
 import os
 import shutil
 import tempfile
@@ -271,36 +270,20 @@ def _schema_name(features) -> str:
     raise ValueError(f"columns {sorted(features)} match no teacher-score schema; expected one of {expected}")
 
 
-def write_parquet_shards(batches, features, rows: int, out: Path, max_shard_rows: int) -> list[str]:
-    """Writes record batches as `data/train-XXXXX-of-YYYYY.parquet` shards cast to `features`, at constant
-    memory; returns the shard paths relative to `out`."""
+def write_parquet_shards(batches, features, out: Path, max_shard_rows: int) -> list[str]:
+    """Writes record batches cast to `features` as `data/train-XXXXX-of-YYYYY.parquet` shards of at most
+    `max_shard_rows` rows (the shard writer of `hf_kd.data`), at constant memory; returns the shard paths relative
+    to `out`."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    if max_shard_rows < 1:
-        raise ValueError(f"max_shard_rows must be >= 1, got {max_shard_rows}")
-    num_shards = max(1, math.ceil(rows / max_shard_rows))
+    from ..data.writers import ParquetShardWriter
+
     schema = features.arrow_schema
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    names = [f"data/train-{i:05d}-of-{num_shards:05d}.parquet" for i in range(num_shards)]
-    writers = iter(names)
-    writer, in_shard = None, 0
+    writer = ParquetShardWriter(out, schema, max_shard_rows)
     for batch in batches:
-        table = pa.Table.from_batches([batch]).select(list(features)).cast(schema)
-        offset = 0
-        while offset < table.num_rows:
-            if writer is None or in_shard == max_shard_rows:
-                if writer is not None:
-                    writer.close()
-                writer, in_shard = pq.ParquetWriter(out / next(writers), schema), 0
-            take = min(max_shard_rows - in_shard, table.num_rows - offset)
-            writer.write_table(table.slice(offset, take))
-            offset, in_shard = offset + take, in_shard + take
-    if writer is None:  # an empty dataset still gets one (empty) shard with the schema
-        pq.ParquetWriter(out / names[0], schema).close()
-    else:
-        writer.close()
-    return names
+        for cast in pa.Table.from_batches([batch]).select(list(features)).cast(schema).to_batches():
+            writer.write(cast)
+    return [path.relative_to(out).as_posix() for path in writer.close()]
 
 
 def push_scores(
@@ -360,7 +343,7 @@ def push_scores(
     _create_repo(api, repo_id, "dataset", private, revision)
     with tempfile.TemporaryDirectory(prefix="hf-kd-push-scores-") as staging:
         staging = Path(staging)
-        shards = write_parquet_shards(batches, features, rows, staging, max_shard_rows)
+        shards = write_parquet_shards(batches, features, staging, max_shard_rows)
         for text_file in texts:
             _link_or_copy(_inside(dataset_dir / text_file, dataset_dir), staging / text_file)
         if provenance is not None:
