@@ -39,7 +39,7 @@ def read_passages(collection: Path, count: int) -> list[str]:
 
 def encode_in_input_order(model, texts: list[str], tokenizer, batch_size: int) -> torch.Tensor:
     """hf-kd's encoding without the length sort: batches in input order, each tokenised and padded on its own."""
-    from hf_kd.models.modeling_ranking import pad_sequences
+    from hf_kd.models.ranking_functions import pad_sequences
 
     vectors = []
     with torch.inference_mode():

@@ -12,6 +12,7 @@ from conftest import dl20_pairs
 from transformers import AutoTokenizer, BertConfig
 
 from hf_kd import ColBERTConfig, ColBERTModel
+from hf_kd.models.sentence_transformers_layout import sentence_transformers_files
 
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
 LONG_QUERY = "what is the " + "very " * 60 + "long query about rivers"
@@ -103,7 +104,7 @@ def test_embed_tokens_are_the_projected_token_vectors(tokenizer):
 def test_layout_files_are_written_and_leave_the_tokenizer_alone(tmp_path, tokenizer):
     model = build(normalize_embeddings=True)
     model.save_pretrained(tmp_path, tokenizer=tokenizer)
-    layout = model.sentence_transformers_layout()
+    layout = sentence_transformers_files(model.config)
     for relative_path, content in layout.items():
         assert json.loads((tmp_path / relative_path).read_text()) == content
     config = layout["sentence_bert_config.json"]

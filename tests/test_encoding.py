@@ -9,7 +9,7 @@ from transformers import BertConfig
 import hf_kd
 from hf_kd import BertDotModel, EncodedBatch
 from hf_kd.data import read_collection_tsv
-from hf_kd.models.modeling_ranking import inverse_permutation, length_sorted_order, pad_sequences
+from hf_kd.models.ranking_functions import inverse_permutation, length_sorted_order, pad_sequences
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 OVERRIDES = {"bert_dot": {}, "colbert": {"compression_dim": 16}, "prett": {"split_layer": 1}, "tk": {}}

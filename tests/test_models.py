@@ -24,7 +24,7 @@ from hf_kd import (
     TKConfig,
     TKModel,
 )
-from hf_kd.models.modeling_ranking import kernel_pooling, maxsim_scores
+from hf_kd.models.ranking_functions import kernel_pooling, maxsim_scores
 
 ARCHITECTURES = ["bert_cat", "bert_dot", "colbert", "prett", "tk"]
 

@@ -9,7 +9,7 @@ from transformers import BertConfig
 
 import hf_kd
 from hf_kd import BertDotModel
-from hf_kd.models.modeling_ranking import length_sorted_sub_batches, real_width
+from hf_kd.models.ranking_functions import length_sorted_sub_batches, real_width
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, initializer_range=0.5)
 OVERRIDES = {

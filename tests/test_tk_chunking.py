@@ -9,8 +9,8 @@ import torch
 from transformers import AutoModel, BertConfig
 
 from hf_kd import EncodedBatch, TKConfig, TKModel
-from hf_kd.models.modeling_ranking import kernel_pooling
 from hf_kd.models.modeling_tk import match_matrix
+from hf_kd.models.ranking_functions import kernel_pooling
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 MUS = torch.tensor([1.0, 0.9, 0.7, 0.5, 0.3, 0.1, -0.1, -0.3, -0.5, -0.7, -0.9])

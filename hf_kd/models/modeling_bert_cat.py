@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 from transformers import initialization as init
 
 from .configuration_bert_cat import BertCatConfig
-from .modeling_ranking import (
-    RankingOutput,
-    RankingPreTrainedModel,
-    backbone_supports_token_types,
-    build_backbone,
-    check_grouping,
-    pad_sequences,
-    segment_mean_cosine,
-    special_token_id,
-    tokenize_texts,
-)
+from .modeling_ranking import RankingOutput, RankingPreTrainedModel, backbone_supports_token_types, build_backbone
+from .ranking_functions import check_grouping, pad_sequences, segment_mean_cosine, special_token_id, tokenize_texts
 
 
 def concatenate_pair(cls_id: int, sep_id: int, query: list[int], passage: list[int]) -> tuple[list[int], list[int]]:
@@ -94,32 +84,6 @@ class BertCatModel(RankingPreTrainedModel):
             real = attention_mask.bool()
             scores = scores + segment_mean_cosine(hidden, real & (token_type_ids == 0), real & (token_type_ids == 1))
         return RankingOutput(scores=scores)
-
-    def sentence_transformers_layout(self) -> dict[str, Any]:
-        """A `CrossEncoder` pipeline over `forward`: raw scores (identity activation), pairs truncated to the
-        lengths of `prepare_inputs`."""
-        return {
-            "modules.json": [
-                {
-                    "idx": 0,
-                    "name": "0",
-                    "path": "",
-                    "type": "sentence_transformers.base.modules.transformer.Transformer",
-                }
-            ],
-            "sentence_bert_config.json": {
-                "transformer_task": "feature-extraction",
-                "modality_config": {"text": {"method": "forward", "method_output_name": "scores"}},
-                "module_output_name": "scores",
-                "max_seq_length": self.config.max_query_length + self.config.max_passage_length + 3,
-            },
-            "config_sentence_transformers.json": {
-                "model_type": "CrossEncoder",
-                "activation_fn": "torch.nn.modules.linear.Identity",
-                "prompts": {},
-                "default_prompt_name": None,
-            },
-        }
 
 
 __all__ = ["BertCatModel", "concatenate_pair"]

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 
 from .configuration_bert_dot import BertDotConfig
-from .modeling_ranking import (
-    EncodedBatch,
-    SplitRankingModel,
-    build_backbone,
-    dot_scores,
-    special_token_id,
-    tokenize_texts,
-)
+from .modeling_ranking import EncodedBatch, SplitRankingModel, build_backbone
+from .ranking_functions import dot_scores, special_token_id, tokenize_texts
 
 
 class BertDotModel(SplitRankingModel):
@@ -71,50 +64,6 @@ class BertDotModel(SplitRankingModel):
         if self.compressor is not None:
             hidden = self.compressor(hidden)
         return BaseModelOutput(last_hidden_state=hidden)
-
-    def sentence_transformers_layout(self) -> dict[str, Any]:
-        query_length = self.config.max_query_length + 2
-        document_length = self.config.max_passage_length + 2
-        modules = [
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
-            {
-                "idx": 1,
-                "name": "1",
-                "path": "1_Pooling",
-                "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
-            },
-        ]
-        if self.config.normalize_embeddings:
-            modules.append(
-                {
-                    "idx": 2,
-                    "name": "2",
-                    "path": "2_Normalize",
-                    "type": "sentence_transformers.base.modules.normalize.Normalize",
-                }
-            )
-        return {
-            "modules.json": modules,
-            "sentence_bert_config.json": {
-                "transformer_task": "feature-extraction",
-                "modality_config": {"text": {"method": "embed_tokens", "method_output_name": "last_hidden_state"}},
-                "module_output_name": "token_embeddings",
-                "max_seq_length": document_length,
-                "query_length": query_length,
-                "document_length": document_length,
-            },
-            "1_Pooling/config.json": {
-                "embedding_dimension": self.config.embedding_dim,
-                "pooling_mode": self.config.pooling,
-                "include_prompt": True,
-            },
-            "config_sentence_transformers.json": {
-                "model_type": "SentenceTransformer",
-                "prompts": {"query": "", "document": ""},
-                "default_prompt_name": None,
-                "similarity_fn_name": "dot",
-            },
-        }
 
 
 __all__ = ["BertDotModel"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -11,29 +10,8 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 
 from .configuration_colbert import ColBERTConfig
-from .modeling_ranking import (
-    EncodedBatch,
-    SplitRankingModel,
-    build_backbone,
-    maxsim_scores,
-    special_token_id,
-    tokenize_texts,
-)
-
-
-def colbert_chat_template(query_augmentation_tokens: int) -> str:
-    """The Jinja template through which sentence-transformers' `MultiVectorEncoder` tokenises a ColBERT checkpoint:
-    `[CLS] text [SEP]`, followed for queries (`task == "query"`) by `query_augmentation_tokens` [MASK] tokens.
-
-    Message contents are concatenated in order, so a prompt (a system message) is prepended to the text as it
-    would be on the plain-text path. The special tokens are the tokenizer's own (`cls_token`, `sep_token`,
-    `mask_token` are template variables of `apply_chat_template`).
-    """
-    augmentation = f"{{{{ mask_token * {query_augmentation_tokens} }}}}" if query_augmentation_tokens else ""
-    return (
-        "{{ cls_token }}{% for message in messages %}{{ message['content'] }}{% endfor %}{{ sep_token }}"
-        f"{{% if task == 'query' %}}{augmentation}{{% endif %}}"
-    )
+from .modeling_ranking import EncodedBatch, SplitRankingModel, build_backbone
+from .ranking_functions import maxsim_scores, special_token_id, tokenize_texts
 
 
 class ColBERTModel(SplitRankingModel):
@@ -59,11 +37,11 @@ class ColBERTModel(SplitRankingModel):
       total length `L` with [MASK] tokens, so a query of `n` word pieces gets `L - n - 2` of them, whereas this
       model always appends exactly `query_augmentation_tokens`; the two agree only when
       `n == L - 2 - query_augmentation_tokens`. Instead the checkpoint's `sentence_bert_config.json` gives the
-      tokenizer a chat template (`processor_kwargs.chat_template`, see `colbert_chat_template`) that renders
-      `[CLS] text [SEP]` and, when the encoder's task is "query", the [MASK] tokens. The [MASK] tokens are
-      ordinary attended tokens, as here. Over-long text is truncated to `query_length`/`document_length`
-      tokens and the encoder restores the template's tail (`[SEP]` and the [MASK] tokens), which yields the
-      same truncation as `max_query_length`/`max_passage_length`.
+      tokenizer a chat template (`processor_kwargs.chat_template`, see `colbert_chat_template` in
+      `sentence_transformers_layout.py`) that renders `[CLS] text [SEP]` and, when the encoder's task is "query",
+      the [MASK] tokens. The [MASK] tokens are ordinary attended tokens, as here. Over-long text is truncated to
+      `query_length`/`document_length` tokens and the encoder restores the template's tail (`[SEP]` and the
+      [MASK] tokens), which yields the same truncation as `max_query_length`/`max_passage_length`.
     - `encode()` without a task encodes texts as documents (no [MASK] tokens). A caller-supplied prompt is
       prepended to the text before tokenisation (this model has no prompts).
     - `MultiVectorEncoder.get_embedding_dimension()` reports the backbone's hidden size: the encoder reads it from
@@ -119,56 +97,6 @@ class ColBERTModel(SplitRankingModel):
         sentence-transformers `MultiVectorEncoder` pipeline."""
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return BaseModelOutput(last_hidden_state=self.compressor(hidden))
-
-    def sentence_transformers_layout(self) -> dict[str, Any]:
-        """A `MultiVectorEncoder` pipeline whose token vectors and MaxSim scores equal this model's (see the class
-        docstring for how queries are tokenised)."""
-        query_length = self.config.max_query_length + 2 + self.config.query_augmentation_tokens
-        document_length = self.config.max_passage_length + 2
-        module_types = [("", "sentence_transformers.base.modules.transformer.Transformer")]
-        if self.config.normalize_embeddings:
-            module_types.append(("Normalize", "sentence_transformers.base.modules.normalize.Normalize"))
-        module_types.append(
-            ("MultiVectorMask", "sentence_transformers.multi_vector_encoder.modules.multi_vector_mask.MultiVectorMask")
-        )
-        modules, layout = [], {}
-        for idx, (name, class_ref) in enumerate(module_types):
-            path = f"{idx}_{name}" if name else ""
-            modules.append({"idx": idx, "name": str(idx), "path": path, "type": class_ref})
-            if name == "Normalize":
-                layout[f"{path}/config.json"] = {
-                    "module_input_name": "token_embeddings",
-                    "module_output_name": "token_embeddings",
-                }
-            elif name == "MultiVectorMask":
-                layout[f"{path}/config.json"] = {
-                    "skiplist_words": [],
-                    "skiplist_tasks": ["document"],
-                    "keep_only_token_ids": None,
-                }
-        embed = {"method": "embed_tokens", "method_output_name": "last_hidden_state"}
-        layout.update(
-            {
-                "modules.json": modules,
-                "sentence_bert_config.json": {
-                    "transformer_task": "feature-extraction",
-                    "modality_config": {"text": embed, "message": {**embed, "format": "flat"}},
-                    "module_output_name": "token_embeddings",
-                    "processor_kwargs": {"chat_template": colbert_chat_template(self.config.query_augmentation_tokens)},
-                    "max_seq_length": document_length,
-                    "query_length": query_length,
-                    "document_length": document_length,
-                    "query_expansion": None,
-                },
-                "config_sentence_transformers.json": {
-                    "model_type": "MultiVectorEncoder",
-                    "prompts": {"query": "", "document": ""},
-                    "default_prompt_name": None,
-                    "similarity_fn_name": "meanmaxsim" if self.config.mean_maxsim else "maxsim",
-                },
-            }
-        )
-        return layout
 
 
 __all__ = ["ColBERTModel"]

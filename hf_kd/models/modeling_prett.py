@@ -11,15 +11,8 @@ from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask
 
 from .configuration_prett import PreTTConfig
-from .modeling_ranking import (
-    EncodedBatch,
-    SplitRankingModel,
-    backbone_supports_token_types,
-    build_backbone,
-    segment_mean_cosine,
-    special_token_id,
-    tokenize_texts,
-)
+from .modeling_ranking import EncodedBatch, SplitRankingModel, backbone_supports_token_types, build_backbone
+from .ranking_functions import segment_mean_cosine, special_token_id, tokenize_texts
 
 
 def transformer_layers(backbone: nn.Module) -> nn.ModuleList:

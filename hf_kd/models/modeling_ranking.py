@@ -1,16 +1,13 @@
 """Pieces shared by every hf-kd ranking model.
 
-Building blocks (backbone construction, tokenisation conventions, pure scoring functions) come first, then the
-cached-representation container, the output dataclass, and the two base classes: `RankingPreTrainedModel` (all five
-architectures) and `SplitRankingModel` (architectures that encode queries and passages separately).
+Backbone construction comes first, then the cached-representation container, the output dataclass, and the two base
+classes: `RankingPreTrainedModel` (all five architectures) and `SplitRankingModel` (architectures that encode queries
+and passages separately). The pure building blocks (tokenisation conventions, padding, scoring functions) are in
+`ranking_functions.py`; the sentence-transformers files of a checkpoint in `sentence_transformers_layout.py`.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import wraps
@@ -22,6 +19,16 @@ from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_ranking import SUPPORTED_BACKBONE_TYPES, RankingConfig
+from .ranking_functions import (
+    check_grouping,
+    check_texts,
+    inverse_permutation,
+    length_sorted_order,
+    length_sorted_sub_batches,
+    pad_sequences,
+    real_width,
+)
+from .sentence_transformers_layout import write_sentence_transformers_files
 
 # --------------------------------------------------------------------------------------------------------------------
 # Backbone
@@ -60,235 +67,6 @@ def load_backbone_state(module: nn.Module, name_or_path: str, prefix: str = "") 
 
 def backbone_supports_token_types(backbone: nn.Module) -> bool:
     return getattr(backbone.config, "type_vocab_size", 0) > 1
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Tokenisation conventions
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def check_texts(name: str, texts: Sequence[str]) -> None:
-    """Rejects what cannot be scored: a non-list, non-strings, empty strings. Errors name the argument and index."""
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
-    if len(texts) == 0:
-        raise ValueError(f"{name} is empty: pass at least one text")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"{name}[{i}] must be a string, got {type(text).__name__}")
-        if not text.strip():
-            raise ValueError(f"{name}[{i}] is empty (or only whitespace): every text needs content to be scored")
-
-
-def check_grouping(queries: Sequence[str], passages: Sequence[str]) -> int:
-    """Returns k, the number of passages per query; passages[i*k:(i+1)*k] belong to queries[i]."""
-    check_texts("queries", queries)
-    check_texts("passages", passages)
-    if len(passages) % len(queries) != 0:
-        raise ValueError(
-            f"got {len(queries)} queries and {len(passages)} passages: the number of passages must be a multiple of "
-            "the number of queries (passages[i*k:(i+1)*k] belong to queries[i])"
-        )
-    return len(passages) // len(queries)
-
-
-def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Word-piece ids without special tokens, truncated to `max_length` (over-long text is cut, never an error)."""
-    return tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
-
-
-def special_token_id(tokenizer, name: str) -> int:
-    token_id = getattr(tokenizer, f"{name}_token_id", None)
-    if token_id is None:
-        raise ValueError(f"the tokenizer has no {name} token; hf-kd models need a BERT-style tokenizer")
-    return token_id
-
-
-def pad_sequences(sequences: Sequence[Sequence[int]], pad_value: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pads id lists into a (batch, max_len) tensor and returns it with its 0/1 attention mask."""
-    max_len = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), max_len), pad_value, dtype=torch.long)
-    mask = torch.zeros((len(sequences), max_len), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[i, : len(seq)] = 1
-    return ids, mask
-
-
-def length_sorted_order(sequences: Sequence[Sequence[int]]) -> list[int]:
-    """Indices of `sequences`, longest first (ties keep their input order): batches of neighbours pad little.
-
-    >>> length_sorted_order([[1], [1, 2, 3], [1, 2]])
-    [1, 2, 0]
-    """
-    return sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-
-
-def inverse_permutation(order: Sequence[int]) -> torch.Tensor:
-    """Row `i` of the result is the position of `i` in `order`: indexing rows laid out in `order` with it restores
-    the original order.
-
-    >>> inverse_permutation([1, 2, 0])
-    tensor([2, 0, 1])
-    """
-    inverse = torch.empty(len(order), dtype=torch.long)
-    inverse[torch.as_tensor(order, dtype=torch.long)] = torch.arange(len(order))
-    return inverse
-
-
-def real_width(attention_mask: torch.Tensor) -> int:
-    """Columns up to the last real token of any row: what a padded batch can be trimmed to.
-
-    >>> real_width(torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]]))
-    2
-    """
-    positions = torch.arange(1, attention_mask.shape[1] + 1, device=attention_mask.device)
-    return int((attention_mask.bool() * positions).max())
-
-
-def length_sorted_sub_batches(attention_mask: torch.Tensor, min_size: int) -> list[torch.Tensor]:
-    """Row indices of a padded batch split into `len // min_size` sub-batches of equal size (at least `min_size`
-    rows each), longest rows first, so each sub-batch pads only to its own longest. One group (all rows, in order)
-    when the batch is too small to split or `min_size` is 0.
-
-    >>> length_sorted_sub_batches(torch.tensor([[1, 0, 0], [1, 1, 1], [1, 1, 0], [1, 1, 1]]), 2)
-    [tensor([1, 3]), tensor([2, 0])]
-    """
-    num_groups = attention_mask.shape[0] // min_size if min_size > 0 else 1
-    if num_groups <= 1:
-        return [torch.arange(attention_mask.shape[0], device=attention_mask.device)]
-    lengths = attention_mask.sum(dim=1)
-    return list(torch.argsort(lengths, descending=True, stable=True).tensor_split(num_groups))
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Scoring functions (pure)
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def dot_scores(queries: torch.Tensor, passages: torch.Tensor) -> torch.Tensor:
-    """Row-wise dot product of aligned vectors.
-
-    Args:
-        queries: (n, D) query vectors.
-        passages: (n, D) passage vectors.
-
-    Returns:
-        (n,) scores.
-
-    >>> dot_scores(torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 4.0]]))
-    tensor([11.])
-    """
-    return (queries * passages).sum(dim=-1)
-
-
-def maxsim_scores(
-    queries: torch.Tensor,
-    query_mask: torch.Tensor,
-    passages: torch.Tensor,
-    passage_mask: torch.Tensor,
-    mean: bool = False,
-) -> torch.Tensor:
-    """ColBERT late interaction: sum over query tokens of the max dot product over passage tokens.
-
-    Padding is masked on both sides: padded passage tokens never win the max, padded query tokens add nothing.
-
-    Args:
-        queries: (n, Lq, D) query token vectors; query_mask: (n, Lq) 1 for real tokens.
-        passages: (n, Lp, D) passage token vectors; passage_mask: (n, Lp) 1 for real tokens.
-        mean: divide by the number of real query tokens (MeanMaxSim) instead of summing.
-
-    Returns:
-        (n,) scores.
-
-    >>> q = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
-    >>> p = torch.tensor([[[2.0, 1.0], [0.0, 3.0], [9.0, 9.0]]])
-    >>> maxsim_scores(q, torch.tensor([[1, 1]]), p, torch.tensor([[1, 1, 0]]))
-    tensor([5.])
-    >>> maxsim_scores(q, torch.tensor([[1, 1]]), p, torch.tensor([[1, 1, 0]]), mean=True)
-    tensor([2.5000])
-    """
-    similarities = torch.einsum("nqd,npd->nqp", queries, passages)
-    similarities = similarities.masked_fill(~passage_mask.bool()[:, None, :], float("-inf"))
-    best = similarities.max(dim=-1).values
-    weights = query_mask.to(best.dtype)
-    total = (best * weights).sum(dim=-1)
-    return total / weights.sum(dim=-1) if mean else total
-
-
-def segment_mean_cosine(hidden: torch.Tensor, query_mask: torch.Tensor, passage_mask: torch.Tensor) -> torch.Tensor:
-    """The cosine of the mean query-token vector and the mean passage-token vector of each row of a joint sequence.
-
-    A sentence-transformers backbone (trained with mean pooling and cosine) ranks with this readout before any
-    training; the cross-encoders add it to their CLS head (`mean_cosine_score`) so that they start from it.
-
-    Args:
-        hidden: (n, L, D) token vectors; query_mask, passage_mask: (n, L) 1 where a token belongs to that segment.
-
-    Returns:
-        (n,) cosines.
-
-    >>> h = torch.tensor([[[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [5.0, 5.0]]])
-    >>> segment_mean_cosine(h, torch.tensor([[1, 1, 0, 0]]), torch.tensor([[0, 0, 1, 0]]))
-    tensor([0.])
-    """
-
-    def mean(mask: torch.Tensor) -> torch.Tensor:
-        weights = mask.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-
-    return nn.functional.cosine_similarity(mean(query_mask), mean(passage_mask), dim=-1)
-
-
-def kernel_pooling(
-    match_matrix: torch.Tensor,
-    query_mask: torch.Tensor,
-    passage_mask: torch.Tensor,
-    mus: torch.Tensor,
-    sigmas: torch.Tensor,
-    log_scale: float = 1.0,
-    chunk_size: int | None = None,
-) -> torch.Tensor:
-    """TK / KNRM log-sum kernel pooling.
-
-    `K_k(i, j) = exp(-(M_ij - mu_k)^2 / (2 sigma_k^2))` over real passage tokens j,
-    `phi_k = sum_i log(max(sum_j K_k(i, j), 1e-10)) * log_scale` over real query tokens i.
-
-    Args:
-        match_matrix: (n, Lq, Lp) cosine similarities.
-        query_mask: (n, Lq); passage_mask: (n, Lp), 1 for real tokens.
-        mus, sigmas: (K,) kernel centres and widths.
-        log_scale: factor applied to the log (TK uses 0.01).
-        chunk_size: kernels evaluated at once. `None` (or 0) evaluates all K in one (n, Lq, Lp, K) tensor; 1 keeps
-            the working memory at about one match matrix, whatever K (the features are the same).
-
-    Returns:
-        (n, K) pooled kernel features.
-
-    >>> m = torch.tensor([[[1.0, 0.0]]])
-    >>> kernel_pooling(m, torch.ones(1, 1), torch.ones(1, 2), torch.tensor([1.0]), torch.tensor([0.1]))
-    tensor([[0.]])
-    """
-    chunk_size = chunk_size or len(mus)
-    passage_mask = passage_mask.to(match_matrix.dtype)[None, :, None, :]
-    pooled = []  # (chunk, n, Lq) each: kernels first, so the sum runs over the last, contiguous dimension
-    for start in range(0, len(mus), chunk_size):
-        mu = mus[start : start + chunk_size, None, None, None]
-        sigma = sigmas[start : start + chunk_size, None, None, None]
-        kernels = torch.exp(-((match_matrix.unsqueeze(0) - mu) ** 2) / (2 * sigma**2)) * passage_mask
-        pooled.append(torch.log(torch.clamp(kernels.sum(dim=-1), min=1e-10)) * log_scale)
-    per_query_token = torch.cat(pooled) if len(pooled) > 1 else pooled[0]
-    return (per_query_token * query_mask.to(per_query_token.dtype)[None]).sum(dim=-1).T
-
-
-def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """(length, dim) sine/cosine position features of "Attention is all you need", as TK adds them."""
-    positions = torch.arange(length, device=device, dtype=torch.float32)[:, None]
-    freqs = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(length, dim, device=device)
-    table[:, 0::2] = torch.sin(positions * freqs)
-    table[:, 1::2] = torch.cos(positions * freqs)[:, : dim // 2]
-    return table.to(dtype)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -395,19 +173,6 @@ def inference(method):
     return wrapper
 
 
-def write_json_atomic(path: str, content: Any) -> None:
-    """Writes JSON through a temporary file in the same folder, so a crash never leaves a half-written file."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(content, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Base models
 # --------------------------------------------------------------------------------------------------------------------
@@ -477,11 +242,6 @@ class RankingPreTrainedModel(PreTrainedModel):
             scores.append(self(**inputs).scores.float().cpu())
         return torch.cat(scores)
 
-    def sentence_transformers_layout(self) -> dict[str, Any]:
-        """Files (relative path -> JSON content) that make the checkpoint folder loadable by sentence-transformers
-        as well; empty for architectures it has no class for."""
-        return {}
-
     def save_pretrained(self, save_directory, *args, tokenizer=None, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors, config with `auto_map`, the modeling code), plus the
         tokenizer when given and the sentence-transformers files where the architecture has them, so the folder is
@@ -491,8 +251,7 @@ class RankingPreTrainedModel(PreTrainedModel):
             tokenizer.save_pretrained(save_directory)
         is_main_process = kwargs.get("is_main_process", True)
         if is_main_process:
-            for relative_path, content in self.sentence_transformers_layout().items():
-                write_json_atomic(os.path.join(save_directory, relative_path), content)
+            write_sentence_transformers_files(self, save_directory)
         return result
 
 
@@ -614,13 +373,4 @@ class SplitRankingModel(RankingPreTrainedModel):
         return self.score_pairs(queries.to(device), passages.to(device)).float().cpu()
 
 
-__all__ = [
-    "EncodedBatch",
-    "RankingOutput",
-    "RankingPreTrainedModel",
-    "SplitRankingModel",
-    "dot_scores",
-    "maxsim_scores",
-    "kernel_pooling",
-    "segment_mean_cosine",
-]
+__all__ = ["EncodedBatch", "RankingOutput", "RankingPreTrainedModel", "SplitRankingModel"]

@@ -10,7 +10,8 @@ from transformers import AutoModel
 from transformers import initialization as init
 
 from .configuration_tk import TKConfig
-from .modeling_ranking import EncodedBatch, SplitRankingModel, kernel_pooling, sinusoidal_positions, tokenize_texts
+from .modeling_ranking import EncodedBatch, SplitRankingModel
+from .ranking_functions import kernel_pooling, sinusoidal_positions, tokenize_texts
 
 
 def match_matrix(queries: torch.Tensor, passages: torch.Tensor) -> torch.Tensor:
