@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from hf_kd.data.errors import DataFormatError
-from hf_kd.data.ir_files import read_beir, read_qrels, read_run
-from hf_kd.evaluation.commands import add_subcommands
+from hf_kd.data.ir_files import read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run
+from hf_kd.evaluation.commands import add_subcommands, load_model
+from hf_kd.evaluation.dense import DenseIndex, dense_retrieve, encode_texts
 from hf_kd.evaluation.metrics import METRIC_NAMES, compute_metrics
 from hf_kd.evaluation.reports import EvaluationReport
 
@@ -175,6 +176,20 @@ def test_evaluate_index_retrieve_benchmark(tmp_path, dl20, model_dir, capsys):
         None,
     )
     assert dense_report.index_factory == "HNSW8,Flat" and dense_report.dataset == "msmarco-dl20"
+
+    sharded_dir, sharded_run = tmp_path / "sharded", tmp_path / "sharded-run"
+    args = ("--model", model_dir, "--collection", dl20["collection"], "--out", sharded_dir, "--index-shards", "3")
+    assert run_command("index", *args) == 0
+    assert json.loads((sharded_dir / "index_config.json").read_text())["shards"] == 3
+    args = ("--model", model_dir, "--index", sharded_dir, "--queries", dl20["queries"], "--out", sharded_run)
+    assert run_command("retrieve", *args, "--k", "100") == 0
+    model, tokenizer = load_model(str(model_dir), "cpu")
+    collection = read_collection_tsv(dl20["collection"])
+    vectors = encode_texts(model, tokenizer, list(collection.values()), "passages", show_progress=False)
+    queries = read_queries_tsv(dl20["queries"])
+    flat = dense_retrieve(model, tokenizer, DenseIndex.build(vectors, list(collection)), queries, show_progress=False)
+    sharded = read_run(sharded_run / "run.trec")
+    assert {qid: list(ranked)[:100] for qid, ranked in flat.items()} == {qid: list(r) for qid, r in sharded.items()}
 
     bench = tmp_path / "bench"
     assert (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import faiss
 import numpy as np
 import pytest
 import torch
@@ -98,6 +99,33 @@ def test_dense_retrieve_scores_are_the_model_scores(dot_model, tokenizer, ci_tex
     qid, candidates = next(iter(run.items()))
     model_scores = dot_model.score([subset[qid]] * 5, [collection[pid] for pid in candidates], tokenizer)
     np.testing.assert_allclose(list(candidates.values()), model_scores.numpy(), rtol=1e-4, atol=1e-3)
+
+
+def test_sharded_search_equals_one_flat_index_and_survives_save_load(tmp_path, dot_model, tokenizer, ci_texts, encoded):
+    queries, _ = ci_texts
+    ids, vectors = encoded
+    query_vectors = encode_texts(dot_model, tokenizer, list(queries.values()), "queries", show_progress=False)
+    flat_scores, flat_found = DenseIndex.build(vectors, ids).search(query_vectors, k=50)
+
+    sharded = DenseIndex.build(vectors, ids, num_shards=4)
+    assert [shard.ntotal for shard in sharded.shards] == [75, 75, 75, 75] and len(sharded) == 300
+    scores, found = sharded.search(query_vectors, k=50)
+    assert found == flat_found  # the per-shard top 50 merge into the global top 50, rows numbered across shards
+    np.testing.assert_array_equal(scores, flat_scores)
+
+    sharded.save(tmp_path / "sharded")
+    names = sorted(p.name for p in (tmp_path / "sharded").iterdir())
+    assert names == sorted([f"index-0000{i}-of-00004.faiss" for i in range(4)] + ["ids.json", "index_config.json"])
+    config = json.loads((tmp_path / "sharded" / "index_config.json").read_text())
+    assert config["shards"] == 4 and config["index_bytes"] == sharded.nbytes() >= 300 * 32 * 4
+    loaded = DenseIndex.load(tmp_path / "sharded")
+    assert loaded.search(query_vectors, k=50)[1] == flat_found
+
+    hnsw = DenseIndex.build(vectors, ids, index_factory_string("hnsw", hnsw_m=16), ef_search=123, num_shards=3)
+    assert [faiss.downcast_index(shard).hnsw.efSearch for shard in hnsw.shards] == [123, 123, 123]
+    for bad in (0, 301, 2.5):
+        with pytest.raises(ValueError, match="num_shards must be an integer from 1 to the number of vectors"):
+            DenseIndex.build(vectors, ids, num_shards=bad)
 
 
 def test_approximate_indexes(tmp_path, dot_model, tokenizer, ci_texts, encoded):

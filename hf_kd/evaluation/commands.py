@@ -221,6 +221,7 @@ def run_index(args: argparse.Namespace) -> int:
         ef_construction=args.ef_construction,
         ef_search=args.ef_search,
         nprobe=args.nprobe,
+        index_shards=args.index_shards,
         fp16=args.fp16,
         batch_size=args.batch_size,
         shard_size=args.shard_size,
@@ -232,7 +233,11 @@ def run_index(args: argparse.Namespace) -> int:
     if index is None:  # another process of `accelerate launch`: the main process built the index and reports it
         return 0
     resumed = f", {result.resumed_passages} resumed from an earlier run" if result.resumed_passages else ""
-    print(f"indexed {len(index)} passages ({factory}, {index.dim}-d{resumed}): {index.nbytes()} bytes in {args.out}")
+    sharded = f" in {len(index.shards)} shards" if len(index.shards) > 1 else ""
+    print(
+        f"indexed {len(index)} passages ({factory}{sharded}, {index.dim}-d{resumed}): {index.nbytes()} bytes in "
+        f"{args.out}"
+    )
     return 0
 
 
@@ -252,6 +257,13 @@ def _add_index(subparsers) -> None:
     parser.add_argument("--pq-m", type=int, default=16, help="PQ sub-quantisers, divides the vector size (default: 16)")
     parser.add_argument("--pq-nbits", type=int, default=8, help="bits per PQ code (default: 8)")
     parser.add_argument("--nprobe", type=int, default=None, help="IVF lists visited per query (faiss default: 1)")
+    parser.add_argument(
+        "--index-shards",
+        type=int,
+        default=1,
+        help="faiss indexes over consecutive slices of the collection, each built on its own and searched in "
+        "parallel with an exact merge of their top-k (default: 1)",
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="passages per forward pass (default: 64)")
     parser.add_argument(
         "--shard-size",

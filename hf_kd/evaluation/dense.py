@@ -125,12 +125,29 @@ class DenseIndex:
         ids (`list[str]`): passage id of each row of the index.
         factory (`str`): the `faiss.index_factory` description the index was built from.
         search_params (`dict`, *optional*): search-time parameters (`efSearch`, `nprobe`), applied now and saved.
+        shards (`list[faiss.Index]`, *optional*): indexes over consecutive slices of the rows, searched together
+            instead of `index` (pass `index=None`): `faiss.IndexShards` searches each and merges their top-k
+            exactly, so sharded exact search returns what one flat index returns.
     """
 
-    def __init__(self, index: faiss.Index, ids: list[str], factory: str, search_params: dict | None = None):
+    def __init__(
+        self,
+        index: faiss.Index | None,
+        ids: list[str],
+        factory: str,
+        search_params: dict | None = None,
+        shards: list[faiss.Index] | None = None,
+    ):
+        if (index is None) == (not shards):
+            raise ValueError("pass either one faiss index or a list of shards")
+        if shards:
+            index = faiss.IndexShards(shards[0].d, True, True)  # threaded, ids numbered on across the shards
+            for shard in shards:
+                index.add_shard(shard)
         if index.ntotal != len(ids):
             raise ValueError(f"the index holds {index.ntotal} vectors but {len(ids)} ids were given")
         self.index = index
+        self.shards = list(shards) if shards else [index]  # the sharded index does not keep its shards alive
         self.ids = list(ids)
         self.factory = factory
         self.search_params = dict(search_params or {})
@@ -148,6 +165,7 @@ class DenseIndex:
         ef_search: int | None = None,
         nprobe: int | None = None,
         add_batch_size: int = 65536,
+        num_shards: int = 1,
     ) -> DenseIndex:
         """Builds (trains where needed) an inner-product index over `vectors`.
 
@@ -160,9 +178,22 @@ class DenseIndex:
             ef_search (`int`, *optional*): HNSW search-time beam width.
             nprobe (`int`, *optional*): IVF lists visited per query.
             add_batch_size (`int`, *optional*, defaults to 65536): vectors converted and added at a time.
+            num_shards (`int`, *optional*, defaults to 1): indexes over consecutive slices of the vectors, each built
+                (and trained) on its own slice and searched in parallel; the per-shard top-k are merged exactly.
 
         Returns:
             [`DenseIndex`]
+
+        Example:
+            ```python
+            >>> import numpy as np
+            >>> vectors = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
+            >>> ids = [f"p{i}" for i in range(100)]
+            >>> one, sharded = DenseIndex.build(vectors, ids), DenseIndex.build(vectors, ids, num_shards=3)
+            >>> one.search(vectors[:2], k=5)[1] == sharded.search(vectors[:2], k=5)[1]
+            True
+
+            ```
         """
         if vectors.ndim != 2 or len(vectors) == 0:
             raise ValueError(f"vectors must be a non-empty (n, D) array, got shape {vectors.shape}")
@@ -170,25 +201,21 @@ class DenseIndex:
             raise ValueError(f"got {len(vectors)} vectors but {len(ids)} ids")
         if len(set(ids)) != len(ids):
             raise ValueError("passage ids must be unique")
-        index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-        if ef_construction is not None:
-            faiss.ParameterSpace().set_index_parameter(index, "efConstruction", ef_construction)
-        if not index.is_trained:
-            ivf = faiss.try_extract_index_ivf(index)
-            if ivf is not None and len(vectors) < ivf.nlist:
-                raise ValueError(
-                    f"{factory!r} needs at least nlist={ivf.nlist} vectors to train its lists, got {len(vectors)}; "
-                    "use a smaller nlist or an exact index"
-                )
-            index.train(np.ascontiguousarray(vectors, dtype=np.float32))
-        for start in range(0, len(vectors), add_batch_size):
-            index.add(np.ascontiguousarray(vectors[start : start + add_batch_size], dtype=np.float32))
+        if not isinstance(num_shards, int) or isinstance(num_shards, bool) or not 1 <= num_shards <= len(vectors):
+            raise ValueError(f"num_shards must be an integer from 1 to the number of vectors, got {num_shards!r}")
+        bounds = np.linspace(0, len(vectors), num_shards + 1).astype(int)
+        shards = [
+            _build_faiss_index(vectors[start:stop], factory, ef_construction, add_batch_size)
+            for start, stop in zip(bounds[:-1], bounds[1:])
+        ]
         search_params = {}
         if ef_search is not None:
             search_params["efSearch"] = ef_search
         if nprobe is not None:
             search_params["nprobe"] = nprobe
-        return cls(index, list(ids), factory, search_params)
+        if num_shards == 1:
+            return cls(shards[0], list(ids), factory, search_params)
+        return cls(None, list(ids), factory, search_params, shards=shards)
 
     def __len__(self) -> int:
         return self.index.ntotal
@@ -199,7 +226,7 @@ class DenseIndex:
 
     def nbytes(self) -> int:
         """Size of the serialised faiss index in bytes (the passage ids not included)."""
-        return int(faiss.serialize_index(self.index).nbytes)
+        return sum(int(faiss.serialize_index(shard).nbytes) for shard in self.shards)
 
     def search(self, query_vectors: np.ndarray, k: int = 1000) -> tuple[np.ndarray, list[list[str]]]:
         """Top-`k` passages by inner product for each query vector.
@@ -219,14 +246,16 @@ class DenseIndex:
         return scores, ids
 
     def save(self, folder: str | os.PathLike) -> None:
-        """Saves `index.faiss`, `ids.json` and `index_config.json` into `folder`, each file atomically.
+        """Saves `index.faiss` (a sharded index: `index-00000-of-00004.faiss`, ...), `ids.json` and
+        `index_config.json` into `folder`, each file atomically.
 
         The configuration is written last, so a folder with a configuration holds a complete index.
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / INDEX_FILE) as tmp_path:
-            faiss.write_index(self.index, str(tmp_path))
+        for name, shard in zip(_index_files(len(self.shards)), self.shards):
+            with atomic_path(folder / name) as tmp_path:
+                faiss.write_index(shard, str(tmp_path))
         write_json_atomic(folder / IDS_FILE, self.ids)
         config = {
             "factory": self.factory,
@@ -235,6 +264,7 @@ class DenseIndex:
             "num_vectors": len(self),
             "search_params": self.search_params,
             "index_bytes": self.nbytes(),
+            "shards": len(self.shards),
         }
         write_json_atomic(folder / CONFIG_FILE, config)
 
@@ -246,9 +276,38 @@ class DenseIndex:
         if not config_path.is_file():
             raise FileNotFoundError(f"{config_path} not found: {folder} does not hold a saved index")
         config = json.loads(config_path.read_text(encoding="utf-8"))
-        index = faiss.read_index(str(folder / INDEX_FILE))
+        shards = [faiss.read_index(str(folder / name)) for name in _index_files(config.get("shards", 1))]
         ids = json.loads((folder / IDS_FILE).read_text(encoding="utf-8"))
-        return cls(index, ids, config["factory"], config.get("search_params"))
+        if len(shards) == 1:
+            return cls(shards[0], ids, config["factory"], config.get("search_params"))
+        return cls(None, ids, config["factory"], config.get("search_params"), shards=shards)
+
+
+def _index_files(num_shards: int) -> list[str]:
+    """The faiss files of an index folder: `index.faiss`, or one `index-XXXXX-of-YYYYY.faiss` per shard."""
+    if num_shards == 1:
+        return [INDEX_FILE]
+    return [f"index-{i:05d}-of-{num_shards:05d}.faiss" for i in range(num_shards)]
+
+
+def _build_faiss_index(
+    vectors: np.ndarray, factory: str, ef_construction: int | None, add_batch_size: int
+) -> faiss.Index:
+    """One inner-product index of `factory` over `vectors`, trained on them where the type needs training."""
+    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    if ef_construction is not None:
+        faiss.ParameterSpace().set_index_parameter(index, "efConstruction", ef_construction)
+    if not index.is_trained:
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None and len(vectors) < ivf.nlist:
+            raise ValueError(
+                f"{factory!r} needs at least nlist={ivf.nlist} vectors to train its lists, got {len(vectors)}; "
+                "use a smaller nlist, fewer index shards or an exact index"
+            )
+        index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+    for start in range(0, len(vectors), add_batch_size):
+        index.add(np.ascontiguousarray(vectors[start : start + add_batch_size], dtype=np.float32))
+    return index
 
 
 def dense_retrieve(

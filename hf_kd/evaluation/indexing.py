@@ -135,6 +135,7 @@ def build_dense_index(
     ef_construction: int | None = None,
     ef_search: int | None = None,
     nprobe: int | None = None,
+    index_shards: int = 1,
     fp16: bool = False,
     batch_size: int = 64,
     shard_size: int = DEFAULT_SHARD_SIZE,
@@ -152,6 +153,8 @@ def build_dense_index(
         factory (`str`, *optional*, defaults to `"Flat"`): the `faiss.index_factory` description (see
             `hf_kd.evaluation.index_factory_string`).
         ef_construction, ef_search, nprobe (`int`, *optional*): HNSW and IVF parameters (see `DenseIndex.build`).
+        index_shards (`int`, *optional*, defaults to 1): faiss indexes over consecutive slices of the collection,
+            searched together with an exact merge of their top-k (`DenseIndex.build`'s `num_shards`).
         fp16 (`bool`, *optional*, defaults to `False`): encode into float16 vectors.
         batch_size (`int`, *optional*, defaults to 64): passages per forward pass.
         shard_size (`int`, *optional*, defaults to 100,000): passages per resumable shard.
@@ -196,7 +199,13 @@ def build_dense_index(
         def assemble() -> None:
             vectors = _read_shards(work, len(texts), shard_size, np.dtype(np.float16 if fp16 else np.float32))
             index = DenseIndex.build(
-                vectors, list(collection), factory, ef_construction=ef_construction, ef_search=ef_search, nprobe=nprobe
+                vectors,
+                list(collection),
+                factory,
+                ef_construction=ef_construction,
+                ef_search=ef_search,
+                nprobe=nprobe,
+                num_shards=index_shards,
             )
             with atomic_folder(out) as staging:
                 index.save(staging)
