@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from sentence_transformers import CrossEncoder
 
-    from hf_kd.teachers import load_teacher, load_teacher_scores, score_pairs, score_triples
+    from hf_kd.data import ScoreDataset
+    from hf_kd.teachers import load_teacher, score_pairs, score_triples
 
     workloads = load_workloads(args.data, args.pairs, args.triples, args.seed, args.run)
     rows, comparisons = [], []
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             table = pa.table({name: [triple[i] for triple in triples] for i, name in enumerate(columns)})
             out = Path(tempfile.mkdtemp(dir=tmp)) / "scores"
             score_triples([teacher], table, out, batch_size=args.batch_size, bf16=bf16, show_progress_bar=False)
-            scores, _ = load_teacher_scores(out)
+            scores = ScoreDataset.open(out).table()
             return np.concatenate([scores.column("pos_score").to_numpy(), scores.column("neg_score").to_numpy()])
 
         warmup = workloads["bm25-pairs"]["pairs"][:64]

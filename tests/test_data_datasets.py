@@ -17,12 +17,11 @@ from hf_kd.data import (
     TEXT_SCHEMAS,
     TEXTS_FEATURES,
     DataFormatError,
+    ScoreDataset,
     convert,
     detect_schema,
     join_texts,
-    load_scores,
     read_collection_tsv,
-    read_provenance,
     read_queries_tsv,
     text_schema_of,
 )
@@ -114,8 +113,8 @@ def test_round_trip_streaming_equals_in_memory(ci_data, tmp_path, save_to_disk):
         "paper-text", source, out, shard_rows=32, save_to_disk=save_to_disk, teachers=["bert-cat", "bert-cat-large"]
     )
     assert report.rows == 100
-    in_memory = load_scores(out, cache_dir=tmp_path / "cache")
-    streamed = load_scores(out, streaming=True, cache_dir=tmp_path / "cache")
+    in_memory = ScoreDataset.open(out).load(cache_dir=tmp_path / "cache")
+    streamed = ScoreDataset.open(out).load(streaming=True, cache_dir=tmp_path / "cache")
     assert isinstance(in_memory, Dataset) and isinstance(streamed, IterableDataset)
     rows = list(in_memory)
     assert list(streamed) == rows
@@ -131,7 +130,7 @@ def test_round_trip_streaming_equals_in_memory(ci_data, tmp_path, save_to_disk):
     assert rows[99]["pos_score"] == 10 + 99 / 8
     shards = list(out.glob("data-*.arrow")) if save_to_disk else list((out / "data").glob("train-*-of-00004.parquet"))
     assert len(shards) == 4
-    provenance = read_provenance(out)
+    provenance = ScoreDataset.open(out).provenance
     assert provenance.teachers == ["bert-cat", "bert-cat-large"]
     assert provenance.format == "paper-text" and provenance.schema == "scored_triples"
     assert provenance.source_files == [str(source.resolve())]
@@ -158,7 +157,7 @@ def test_id_form_stores_only_the_texts_it_uses(tmp_path, ci_data, dl20_texts):
     stored = pq.read_table(out / "texts" / "collection.parquet").to_pylist()
     assert stored == [{"id": pid, "text": collection[pid]} for pid in ("85987", "104800", "104801")]
     assert pq.read_table(out / "texts" / "queries.parquet").to_pylist() == [{"id": "23849", "text": queries["23849"]}]
-    ids_only = load_scores(out, with_texts=False, cache_dir=tmp_path / "cache")
+    ids_only = ScoreDataset.open(out).load(with_texts=False, cache_dir=tmp_path / "cache")
     assert ids_only[1] == {
         "query_id": "23849",
         "positive_id": "104801",
@@ -166,7 +165,7 @@ def test_id_form_stores_only_the_texts_it_uses(tmp_path, ci_data, dl20_texts):
         "pos_score": 6.5,
         "neg_score": 0.5,
     }
-    assert load_scores(out, cache_dir=tmp_path / "cache")[1]["negative"] == collection["85987"]
+    assert ScoreDataset.open(out).load(cache_dir=tmp_path / "cache")[1]["negative"] == collection["85987"]
 
 
 def test_existing_output_is_kept_unless_overwrite(ci_data, tmp_path):
@@ -197,7 +196,7 @@ def test_texts_are_refused_for_text_formats(ci_data, tmp_path):
 def test_per_teacher_columns_ride_along_with_the_schema(tmp_path):
     import pyarrow as pa
 
-    from hf_kd.data import SCORED_TRIPLES_FEATURES, Provenance, detect_schema, load_scores, write_scores
+    from hf_kd.data import SCORED_TRIPLES_FEATURES, Provenance, detect_schema
 
     table = pa.table(
         {
@@ -214,9 +213,9 @@ def test_per_teacher_columns_ride_along_with_the_schema(tmp_path):
     features["pos_score_a"] = features["pos_score"]
     features["neg_score_a"] = features["neg_score"]
     provenance = Provenance(format="hf-kd-score", schema="scored_triples", source_files=[], teachers=["a", "b"])
-    write_scores(table.to_batches(), tmp_path / "scores", features=features, provenance=provenance)
-    dataset = load_scores(tmp_path / "scores")
+    ScoreDataset.write(tmp_path / "scores", table.to_batches(), features=features, provenance=provenance)
+    dataset = ScoreDataset.open(tmp_path / "scores").load()
     assert detect_schema(dataset) == "scored_triples"
     assert dataset["pos_score_a"] == [1.0, 2.0]
-    streamed = list(load_scores(tmp_path / "scores", streaming=True))
+    streamed = list(ScoreDataset.open(tmp_path / "scores").load(streaming=True))
     assert [row["neg_score_a"] for row in streamed] == [0.0, 0.5]

@@ -15,11 +15,11 @@ from hf_kd.data import (
     PaperIdsReader,
     PaperTextReader,
     RejectedRows,
+    ScoreDataset,
     StMarginMseReader,
     StMseReader,
     TriplesReader,
     convert,
-    load_scores,
     read_collection_tsv,
     read_qrels,
     read_queries_tsv,
@@ -106,7 +106,7 @@ def test_paper_ids_convert_joins_the_original_texts(id_files, ci_triples, tmp_pa
         teachers=["bert-cat-ensemble"],
     )
     assert (report.input_lines, report.rows, report.rejected) == (100, 100, 0)
-    dataset = load_scores(tmp_path / "scores", cache_dir=tmp_path / "cache")
+    dataset = ScoreDataset.open(tmp_path / "scores").load(cache_dir=tmp_path / "cache")
     assert [(row["query"], row["positive"], row["negative"]) for row in dataset] == [tuple(t) for t in ci_triples]
     assert dataset[3]["pos_score"] == id_files["expected"][3]["pos_score"]
 
@@ -337,7 +337,7 @@ def test_skip_bad_rows_accounts_for_every_line(id_files, tmp_path):
     assert [(int(r[1]), r[2]) for r in rejected[1:]] == [(n, kind) for n, (_, kind) in sorted(bad.items())]
     assert rejected[5][4] == "9.5\\t1.0\\t1000\\t7000000\\t1"  # the raw line, tabs escaped
     assert rejected[6][4] == "9.5\\t1.0\\t1000\\t7000000\\t7\\\\xc3"  # invalid bytes escaped
-    dataset = load_scores(out, with_texts=False, cache_dir=tmp_path / "cache")
+    dataset = ScoreDataset.open(out).load(with_texts=False, cache_dir=tmp_path / "cache")
     assert dataset["negative_id"] == [e["negative_id"] for e in id_files["expected"]]
     assert len(list((out / "data").glob("*.parquet"))) == 4
 

@@ -9,11 +9,10 @@ import bm25s
 import pytest
 
 from hf_kd.data import (
+    ScoreDataset,
     build_triples,
-    load_scores,
     read_beir,
     read_collection_tsv,
-    read_provenance,
     read_qrels,
     read_queries_tsv,
     read_run,
@@ -148,12 +147,12 @@ def test_build_triples_command_dl20(dl20, tmp_path, capsys):
         dl20, min_grade=2, negatives_per_positive=2, seed=7, exclude_queries={"23849", "42255"}
     )
     assert f"{stats.triples:,} triples from 8 queries" in capsys.readouterr().out
-    dataset = load_scores(out, cache_dir=tmp_path / "cache")
+    dataset = ScoreDataset.open(out).load(cache_dir=tmp_path / "cache")
     collection, queries = dl20["collection"], dl20["queries"]
     assert list(dataset) == [
         {"query": queries[q], "positive": collection[p], "negative": collection[n]} for q, p, n in expected
     ]
-    provenance = read_provenance(out)
+    provenance = ScoreDataset.open(out).provenance
     assert provenance.format == "build-triples" and provenance.parameters["seed"] == 7
     assert _run([*argv]) == 1  # the folder exists: refused
     assert "already exists" in capsys.readouterr().err
@@ -164,7 +163,7 @@ def test_build_triples_command_beir(ci_data, scifact_run, tmp_path):
     argv = ["data", "build-triples", "--beir", str(ci_data / "scifact-small"), "--split", "train"]
     assert _run([*argv, "--run", str(scifact_run), "--out", str(out), "--save-to-disk"]) == 0
     train = read_beir(ci_data / "scifact-small", split="train")
-    rows = list(load_scores(out, streaming=True))
+    rows = list(ScoreDataset.open(out).load(streaming=True))
     assert len(rows) == 45
     assert all(row["query"] in train.queries.values() and row["positive"] in train.corpus.values() for row in rows)
 
@@ -183,7 +182,7 @@ def test_convert_command(ci_data, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "input lines: 101  converted: 100  rejected: 1" in printed
     assert "column-count: 1" in printed and f"{out}.rejected.tsv" in printed
-    assert len(load_scores(out, cache_dir=tmp_path / "cache")) == 100
+    assert len(ScoreDataset.open(out).load(cache_dir=tmp_path / "cache")) == 100
 
 
 def test_commands_parse_the_documented_options():

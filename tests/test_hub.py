@@ -503,7 +503,22 @@ def test_push_scores_id_form_with_texts(hub_server, tmp_path, staging_under_tmp_
     queries = datasets.load_dataset("org/score-ids", "queries", split="train")
     assert queries.to_dict() == {"id": ["q1", "q2"], "text": ["cat?", "dog?"]}
     card = DatasetCard(hub_server.repo_files("org/score-ids", repo_type="dataset")["README.md"].decode())
-    assert "load_scores" in card.text
+    assert "ScoreDataset.open(" in card.text
+
+
+def test_push_scores_keeps_each_teachers_columns(hub_server, tmp_path, staging_under_tmp_path):
+    folder = tmp_path / "ensemble"
+    rows = {**SCORE_ROWS, "pos_score_a": [1.0, 2.0, 3.0, 4.0, 5.0], "neg_score_a": [0.5, 1.5, 2.5, 3.5, 4.5]}
+    rows.update(pos_score_b=[2.0] * 5, neg_score_b=[0.0] * 5)
+    datasets.Dataset.from_dict(rows).save_to_disk(str(folder))
+
+    push_scores(folder, "org/ensemble")
+    loaded = datasets.load_dataset("org/ensemble", split="train")
+    assert loaded.to_dict() == rows
+    assert loaded.features["pos_score_b"] == datasets.Value("float32")
+    card = DatasetCard(hub_server.repo_files("org/ensemble", repo_type="dataset")["README.md"].decode())
+    assert "teacher `a`'s raw score of (query, positive)" in card.text
+    card.validate()
 
 
 def test_push_scores_rejects_unknown_columns(hub_server, tmp_path):

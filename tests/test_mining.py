@@ -8,7 +8,7 @@ import torch
 
 from hf_kd import BertDotModel
 from hf_kd.cli import main
-from hf_kd.data import load_scores, read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run
+from hf_kd.data import ScoreDataset, read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run
 from hf_kd.evaluation.bm25 import bm25_search
 from hf_kd.evaluation.commands import load_model
 from hf_kd.evaluation.dense import DenseIndex, dense_retrieve, encode_texts
@@ -264,12 +264,12 @@ def test_mined_triples_are_scored_and_n_way_rows_train(dl20, tmp_path, tiny_dot,
     assert "triples from 48 positives of 10 queries" in capsys.readouterr().out
     assert main([str(a) for a in [*common, "--format", "triples-tsv", "--out", tmp_path / "mined.tsv"]]) == 0
     lines = (tmp_path / "mined.tsv").read_text(encoding="utf-8").splitlines()
-    assert len(lines) == len(load_scores(tmp_path / "mined")) and all(line.count("\t") == 2 for line in lines)
+    assert len(lines) == ScoreDataset.open(tmp_path / "mined").num_rows and all(line.count("\t") == 2 for line in lines)
     for triples in (tmp_path / "mined", tmp_path / "mined.tsv"):
         out = tmp_path / f"scores-{triples.name}"
         argv = ["score", "--teacher", f"run:{dl20['run']}", "--queries", dl20["queries"], "--collection"]
         assert main([str(a) for a in [*argv, dl20["collection"], "--triples", triples, "--out", out]]) == 0
-        scored = load_scores(out)
+        scored = ScoreDataset.open(out).load()
         assert 0 < len(scored) <= len(lines)  # triples whose positive the run lacks are dropped by the run teacher
         check_dataset_for_loss(load_train_dataset([str(out)]), "margin_mse")
     check_dataset_for_loss(load_train_dataset([str(tmp_path / "mined.tsv")]), "ranknet")

@@ -7,12 +7,11 @@ import json
 import pytest
 
 from hf_kd.data import (
-    PROVENANCE_FILENAME,
     DataFormatError,
     NwayJsonlReader,
     PaperTextReader,
+    ScoreDataset,
     convert,
-    load_scores,
     read_run,
 )
 from hf_kd.files import UTF8_BOM
@@ -43,7 +42,7 @@ def test_bom_first_line_is_data_and_bad_line_keeps_its_number(tmp_path, paper_te
     convert("paper-text", path, tmp_path / "out", skip_bad_rows=True)
     rejected = (tmp_path / "out.rejected.tsv").read_text(encoding="utf-8").splitlines()
     assert [line.split("\t")[1] for line in rejected[1:]] == ["7"]
-    kept = load_scores(tmp_path / "out")
+    kept = ScoreDataset.open(tmp_path / "out").load()
     assert len(kept) == 9
     assert kept[0]["query"] == paper_text_lines[0].split("\t")[2]  # the BOM is not part of the first row
 
@@ -93,6 +92,6 @@ def test_duplicates_are_counted_and_dropped_on_request(tmp_path, paper_text_line
     assert "duplicate rows (equal to an earlier row in every column): 4, kept" in kept.summary()
     dropped = convert("paper-text", path, tmp_path / "dropped", drop_duplicates=True)
     assert (dropped.rows, dropped.duplicates) == (10, 4)
-    assert load_scores(tmp_path / "dropped").to_list() == load_scores(tmp_path / "kept").select(range(10)).to_list()
-    provenance = json.loads((tmp_path / "dropped" / PROVENANCE_FILENAME).read_text(encoding="utf-8"))
-    assert provenance["parameters"]["duplicate_rows"] == 4
+    kept = ScoreDataset.open(tmp_path / "kept").load()
+    assert ScoreDataset.open(tmp_path / "dropped").load().to_list() == kept.select(range(10)).to_list()
+    assert ScoreDataset.open(tmp_path / "dropped").provenance.parameters["duplicate_rows"] == 4

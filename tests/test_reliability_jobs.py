@@ -18,8 +18,9 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from hf_kd.cli import main
+from hf_kd.data import ScoreDataset
 from hf_kd.jobs import JobLockedError, fingerprint_changes, hash_files, output_lock
-from hf_kd.teachers import load_teacher, load_teacher_scores, score_triples
+from hf_kd.teachers import load_teacher, score_triples
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +58,7 @@ def _error(capsys) -> str:
 
 
 def _scores(folder: Path) -> np.ndarray:
-    table, _ = load_teacher_scores(folder)
+    table = ScoreDataset.open(folder).table()
     return np.stack([table.column("pos_score").to_numpy(), table.column("neg_score").to_numpy()])
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from hf_kd.cli import main
-from hf_kd.data import convert, load_scores
+from hf_kd.data import ScoreDataset, convert
 from hf_kd.files import atomic_folder, remove_staging_leftovers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def test_convert_killed_before_its_rename_leaves_no_output_and_holds_off_a_secon
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".scores.")]
     fresh = convert("paper-text", paper_text, tmp_path / "fresh", shard_rows=7)
     assert fresh.rows == 40
-    assert load_scores(out).to_list() == load_scores(tmp_path / "fresh").to_list()
+    assert ScoreDataset.open(out).load().to_list() == ScoreDataset.open(tmp_path / "fresh").load().to_list()
 
 
 def test_convert_with_overwrite_killed_keeps_the_previous_output(paper_text, tmp_path):
@@ -107,9 +107,9 @@ def test_convert_with_overwrite_killed_keeps_the_previous_output(paper_text, tmp
     convert("paper-text", previous, out)
     job = _stalled_convert(tmp_path, paper_text, out, overwrite=True)
     _kill(job)
-    assert len(load_scores(out)) == 5
+    assert len(ScoreDataset.open(out).load()) == 5
     assert convert("paper-text", paper_text, out, overwrite=True).rows == 40
-    assert len(load_scores(out)) == 40
+    assert len(ScoreDataset.open(out).load()) == 40
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".scores.")]
 
 

@@ -13,9 +13,9 @@ from conftest import launch_two_processes
 from transformers import BertConfig
 
 from hf_kd import BertCatConfig, BertCatModel
-from hf_kd.data.provenance import read_provenance
+from hf_kd.data import ScoreDataset
 from hf_kd.processes import job_processes
-from hf_kd.teachers import load_teacher, load_teacher_scores, score_triples, scoring, shards
+from hf_kd.teachers import load_teacher, score_triples, scoring, shards
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARD_SIZE = 30  # 200 distinct pairs: shards 0-5 of 30 pairs and shard 6 of 20
@@ -84,8 +84,8 @@ def score_args(teacher: Path, triples: Path, out: Path) -> list[str]:
 
 
 def assert_same_dataset(out: Path, reference: Path) -> None:
-    table, _ = load_teacher_scores(out)
-    expected, _ = load_teacher_scores(reference)
+    table = ScoreDataset.open(out).table()
+    expected = ScoreDataset.open(reference).table()
     assert table.num_rows == expected.num_rows == 100
     for column in ("query", "positive", "negative"):
         assert table.column(column).equals(expected.column(column))
@@ -96,7 +96,7 @@ def assert_same_dataset(out: Path, reference: Path) -> None:
 def test_one_process_leaves_the_accelerate_state_alone(monkeypatch, reference):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert job_processes("cpu") is None
-    assert read_provenance(reference).parameters["scoring"]["processes"] == [{"rank": 0, "pairs": 200}]
+    assert ScoreDataset.open(reference).provenance.parameters["scoring"]["processes"] == [{"rank": 0, "pairs": 200}]
 
 
 def test_two_processes_write_the_dataset_of_one_process(teachers, triples_tsv, reference, tmp_path):
@@ -108,7 +108,7 @@ def test_two_processes_write_the_dataset_of_one_process(teachers, triples_tsv, r
 
     assert_same_dataset(out, reference)
     # shards 0, 2, 4, 6 to the main process, 1, 3, 5 to the other
-    processes = read_provenance(out).parameters["scoring"]["processes"]
+    processes = ScoreDataset.open(out).provenance.parameters["scoring"]["processes"]
     assert processes == [{"rank": 0, "pairs": 110}, {"rank": 1, "pairs": 90}]
     assert not (tmp_path / "scores.partial").exists()
 
@@ -132,7 +132,7 @@ def test_killed_run_scores_only_the_missing_shards(teachers, triples_tsv, refere
 
     assert_same_dataset(out, reference)
     # the missing shards 1, 3, 5 dealt out in turn: 1 and 5 to the main process, 3 to the other
-    processes = read_provenance(out).parameters["scoring"]["processes"]
+    processes = ScoreDataset.open(out).provenance.parameters["scoring"]["processes"]
     assert processes == [{"rank": 0, "pairs": 60}, {"rank": 1, "pairs": 30}]
     assert not work.exists()
 

@@ -11,18 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from hf_kd.data import read_collection_tsv, read_queries_tsv, read_run
-from hf_kd.data.provenance import read_provenance
+from hf_kd.data import ScoreDataset, read_collection_tsv, read_queries_tsv, read_run
 from hf_kd.teachers import (
     RunTeacher,
     SentenceTransformerTeacher,
     load_teacher,
-    load_teacher_scores,
     mean_ensemble,
     normalize_scores,
     score_pairs,
     score_triples,
-    split_teacher_scores,
 )
 from hf_kd.teachers.commands import add_subcommands
 
@@ -107,11 +104,11 @@ def test_scoring_with_a_run_teacher_drops_and_counts_triples_it_cannot_score(dl2
     assert result.dropped_triples == lacking and result.triples == len(rows) - lacking
     assert result.missing_by_teacher == {"bm25.top30": lacking}
 
-    table, _ = load_teacher_scores(tmp_path / "scores")
+    table = ScoreDataset.open(tmp_path / "scores").table()
     kept = [(q, p, n) for q, p, n in ids if n in dl20["run"][q]]
     np.testing.assert_allclose(table.column("pos_score").to_numpy(), [dl20["run"][q][p] for q, p, _ in kept], 1e-6)
     np.testing.assert_allclose(table.column("neg_score").to_numpy(), [dl20["run"][q][n] for q, _, n in kept], 1e-6)
-    parameters = read_provenance(tmp_path / "scores").parameters
+    parameters = ScoreDataset.open(tmp_path / "scores").provenance.parameters
     assert parameters["dropped_triples"] == lacking and parameters["triples_in"] == len(rows)
     assert parameters["teachers"][0]["kind"] == "run" and len(parameters["teachers"][0]["sha256"]) == 64
 
@@ -125,10 +122,11 @@ def test_ensemble_of_a_bi_encoder_and_a_run_normalised_per_query(dl20, run_tripl
     score_triples(
         [minilm_teacher, run_teacher], path, tmp_path / "ens", normalize="query_zscore", show_progress_bar=False
     )
-    table, provenance = load_teacher_scores(tmp_path / "ens")
-    assert provenance.parameters["normalize"] == "query_zscore"
+    scores = ScoreDataset.open(tmp_path / "ens")
+    table = scores.table()
+    assert scores.provenance.parameters["normalize"] == "query_zscore"
     groups = table.column("query").to_numpy(zero_copy_only=False)
-    members = split_teacher_scores(table, provenance)
+    members = scores.teacher_scores(table)
     assert list(members) == ["model", "bm25.top30"]  # the bi-encoder is named after its folder
     expected_pos, expected_neg = mean_ensemble(members, "query_zscore", groups)
     np.testing.assert_allclose(table.column("pos_score").to_numpy(), expected_pos, atol=1e-5)
@@ -170,11 +168,12 @@ def test_partial_ensemble_keeps_triples_another_teacher_scores(dl20, run_triples
     assert result.triples == len(rows) and result.dropped_triples == 0
     assert result.missing_by_teacher == {"model": 0, "bm25.top30": lacking}
 
-    table, provenance = load_teacher_scores(tmp_path / "partial")
+    scores = ScoreDataset.open(tmp_path / "partial")
+    table, provenance = scores.table(), scores.provenance
     assert provenance.parameters["missing"] == "partial" and provenance.parameters["rescale_to"] == "model"
     run_neg = table.column("neg_score_bm25.top30").to_numpy()
     assert np.isnan(run_neg).sum() == lacking
-    members = split_teacher_scores(table, provenance)
+    members = scores.teacher_scores(table)
     groups = table.column("query").to_numpy(zero_copy_only=False)
     expected_pos, expected_neg = mean_ensemble(members, "query_zscore", groups, rescale_to="model")
     ensemble_neg = table.column("neg_score").to_numpy()

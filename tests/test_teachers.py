@@ -19,7 +19,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
 from hf_kd import BertCatConfig, BertCatModel
-from hf_kd.data.provenance import read_provenance
+from hf_kd.data import ScoreDataset
 from hf_kd.jobs import JobLockedError, output_lock
 from hf_kd.teachers import (
     CrossEncoderTeacher,
@@ -29,7 +29,6 @@ from hf_kd.teachers import (
     ensemble_score_datasets,
     find_distinct_pairs,
     load_teacher,
-    load_teacher_scores,
     mean_ensemble,
     normalize_scores,
     read_triples,
@@ -244,7 +243,8 @@ def test_find_distinct_pairs_numbers_pairs_in_order_of_first_appearance():
 
 def test_scores_equal_calling_the_model_directly(teacher_a, checkpoints, triples_tsv, tokenizer, tmp_path):
     result = score_triples([teacher_a], triples_tsv, tmp_path / "scores", batch_size=16, show_progress_bar=False)
-    table, provenance = load_teacher_scores(result.out)
+    scores = ScoreDataset.open(result.out)
+    table, provenance = scores.table(), scores.provenance
 
     triples = read_tsv_triples(triples_tsv)
     assert table.column("query").to_pylist() == [t[0] for t in triples]
@@ -287,7 +287,7 @@ def test_every_distinct_pair_is_scored_exactly_once_in_length_sorted_batches(tea
         start += count
     assert start == len(counting.batch_lengths)
 
-    table, _ = load_teacher_scores(result.out)
+    table = ScoreDataset.open(result.out).table()
     pos, neg = table.column("pos_score").to_numpy(), table.column("neg_score").to_numpy()
     np.testing.assert_array_equal(pos[100:200], neg[:100])  # swapped triples reuse the same pair scores
     np.testing.assert_array_equal(pos[200:], pos[:50])  # repeated triples too
@@ -392,8 +392,8 @@ def test_run_killed_with_sigkill_resumes_to_the_same_dataset(teacher_a, checkpoi
 
     uninterrupted = score_triples([teacher_a], triples_tsv, tmp_path / "reference", batch_size=10, shard_size=20,
                                   show_progress_bar=False)  # fmt: skip
-    table, _ = load_teacher_scores(resumed.out)
-    reference, _ = load_teacher_scores(uninterrupted.out)
+    table = ScoreDataset.open(resumed.out).table()
+    reference = ScoreDataset.open(uninterrupted.out).table()
     assert table.num_rows == reference.num_rows == 100
     for column in ("query", "positive", "negative"):
         assert table.column(column).equals(reference.column(column))
@@ -423,7 +423,8 @@ def test_normalize_scores_numbers():
 
 def test_ensemble_is_the_mean_of_the_teachers(teacher_a, teacher_b, triples_tsv, tmp_path):
     both = score_triples([teacher_a, teacher_b], triples_tsv, tmp_path / "both", show_progress_bar=False)
-    table, provenance = load_teacher_scores(both.out)
+    scores = ScoreDataset.open(both.out)
+    table, provenance = scores.table(), scores.provenance
     assert table.column_names == [
         "query", "positive", "negative", "pos_score", "neg_score",
         "pos_score_cat_a", "neg_score_cat_a", "pos_score_cat_b", "neg_score_cat_b",
@@ -438,17 +439,17 @@ def test_ensemble_is_the_mean_of_the_teachers(teacher_a, teacher_b, triples_tsv,
 
     # per-teacher columns are each teacher's own scores
     alone = score_triples([teacher_a], triples_tsv, tmp_path / "a", show_progress_bar=False)
-    alone_table, _ = load_teacher_scores(alone.out)
+    alone_table = ScoreDataset.open(alone.out).table()
     np.testing.assert_array_equal(alone_table.column("pos_score").to_numpy(), columns["pos_score_cat_a"])
 
     # hf-kd ensemble of two single-teacher datasets == scoring with both, and z-scores re-ensemble per teacher
     score_triples([teacher_b], triples_tsv, tmp_path / "b", show_progress_bar=False)
     ensemble_score_datasets([tmp_path / "a", tmp_path / "b"], tmp_path / "ab")
-    ab, ab_provenance = load_teacher_scores(tmp_path / "ab")
-    np.testing.assert_allclose(ab.column("pos_score").to_numpy(), columns["pos_score"], rtol=1e-6)
-    assert ab_provenance.parameters["normalize"] == "none"
+    ab = ScoreDataset.open(tmp_path / "ab")
+    np.testing.assert_allclose(ab.table().column("pos_score").to_numpy(), columns["pos_score"], rtol=1e-6)
+    assert ab.provenance.parameters["normalize"] == "none"
     ensemble_score_datasets([tmp_path / "both"], tmp_path / "zscored", normalize="zscore")
-    zscored, _ = load_teacher_scores(tmp_path / "zscored")
+    zscored = ScoreDataset.open(tmp_path / "zscored").table()
     a = normalize_scores(columns["pos_score_cat_a"], columns["neg_score_cat_a"], "zscore")
     b = normalize_scores(columns["pos_score_cat_b"], columns["neg_score_cat_b"], "zscore")
     np.testing.assert_allclose(zscored.column("neg_score").to_numpy(), (a[1] + b[1]) / 2, rtol=1e-5, atol=1e-6)
@@ -502,7 +503,7 @@ def test_cli_score_ensemble_and_analyze(checkpoints, triples_tsv, tmp_path):
     args = parser.parse_args(["ensemble", "--scores", str(tmp_path / "t2"), "--out", str(tmp_path / "minmax"),
                               "--normalize", "minmax"])  # fmt: skip
     assert args.func(args) == 0
-    assert read_provenance(tmp_path / "minmax").parameters["normalize"] == "minmax"
+    assert ScoreDataset.open(tmp_path / "minmax").provenance.parameters["normalize"] == "minmax"
 
     args = parser.parse_args(["analyze-scores", "--scores", str(tmp_path / "t2"), "--out", str(tmp_path / "plots"),
                               "--model", a, "--device", "cpu"])  # fmt: skip
@@ -513,7 +514,7 @@ def test_cli_score_ensemble_and_analyze(checkpoints, triples_tsv, tmp_path):
     assert list(summary["scorers"]) == ["cat_a", "cat_b", "ensemble", "cat_a_2"]
     assert summary["triples"] == 100
 
-    table, _ = load_teacher_scores(tmp_path / "t2")
+    table = ScoreDataset.open(tmp_path / "t2").table()
     pos, neg = table.column("pos_score_cat_b").to_numpy(), table.column("neg_score_cat_b").to_numpy()
     cat_b = summary["scorers"]["cat_b"]
     assert cat_b["positive_ranked_first"] == pytest.approx(float(np.mean(pos > neg)))
@@ -542,7 +543,8 @@ def test_pyarrow_table_input_and_multi_teacher_rows_align(teacher_a, teacher_b, 
     )
     result = score_triples([teacher_a, teacher_b], table, tmp_path / "scores", show_progress_bar=False)
     assert result.distinct_pairs == 5  # (kd, distillation) is shared by two triples
-    scores, provenance = load_teacher_scores(result.out)
+    written = ScoreDataset.open(result.out)
+    scores, provenance = written.table(), written.provenance
     assert provenance.source_files == []
     expected = score_pairs(teacher_b, ["what is kd", "cats"], ["a cat purrs", "what is kd"])
     np.testing.assert_allclose(scores.column("neg_score_cat_b").to_numpy()[[0, 2]], expected, atol=1e-5)

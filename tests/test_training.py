@@ -641,7 +641,7 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(backbone
 def test_one_teacher_of_an_ensemble_dataset_can_be_trained_from(tmp_path):
     import pyarrow as pa
 
-    from hf_kd.data import SCORED_TRIPLES_FEATURES, Provenance, write_scores
+    from hf_kd.data import SCORED_TRIPLES_FEATURES, Provenance, ScoreDataset
     from hf_kd.training.data import load_train_dataset
 
     features = SCORED_TRIPLES_FEATURES.copy()
@@ -661,7 +661,7 @@ def test_one_teacher_of_an_ensemble_dataset_can_be_trained_from(tmp_path):
         }
     )
     provenance = Provenance(format="hf-kd-score", schema="scored_triples", source_files=[], teachers=["a", "b"])
-    write_scores(table.to_batches(), tmp_path / "scores", features=features, provenance=provenance)
+    ScoreDataset.write(tmp_path / "scores", table.to_batches(), features=features, provenance=provenance)
     ensemble = load_train_dataset([str(tmp_path / "scores")])
     assert ensemble.column_names == ["query", "positive", "negative", "pos_score", "neg_score"]
     assert (ensemble[0]["pos_score"], ensemble[0]["neg_score"]) == (2.0, 1.0)

@@ -1,4 +1,5 @@
-"""Teacher-score data: IR file readers, the dataset schemas, format readers and writers, triple building."""
+"""Teacher-score data: IR file readers, the dataset schemas, format readers, the teacher-score dataset folder
+([`ScoreDataset`]), triple building."""
 
 from .convert import ConversionReport, convert, rejected_path_for
 from .errors import DataFormatError
@@ -13,7 +14,7 @@ from .ir_files import (
 )
 from .jsonl_readers import NwayJsonlReader
 from .parquet_readers import StMarginMseReader, StMseReader
-from .provenance import PROVENANCE_FILENAME, Provenance, read_provenance
+from .provenance import Provenance
 from .reader_base import RejectedRows, ScoreReader
 from .readers import READERS, open_reader
 from .schemas import (
@@ -36,11 +37,12 @@ from .schemas import (
     text_schema_of,
     with_per_teacher_columns,
 )
+from .score_dataset import ScoreDataset, TeacherScores
 from .text_join import join_texts, joined_columns
 from .texts import MissingIdError, TextStore
 from .triples import TripleStats, build_triples, read_query_id_list, save_triples
 from .tsv_readers import PaperIdsReader, PaperTextReader, TriplesReader
-from .writers import DEFAULT_SHARD_ROWS, load_scores, write_scores, write_texts
+from .writers import DEFAULT_SHARD_ROWS, write_texts
 
 __all__ = [
     "DEFAULT_SHARD_ROWS",
@@ -52,7 +54,6 @@ __all__ = [
     "NWAY_ID_FEATURES",
     "POINTWISE_FEATURES",
     "POINTWISE_ID_FEATURES",
-    "PROVENANCE_FILENAME",
     "READERS",
     "SCHEMAS",
     "SCORED_ID_TRIPLES_FEATURES",
@@ -68,9 +69,11 @@ __all__ = [
     "PaperTextReader",
     "Provenance",
     "RejectedRows",
+    "ScoreDataset",
     "ScoreReader",
     "StMarginMseReader",
     "StMseReader",
+    "TeacherScores",
     "TripleStats",
     "TriplesReader",
     "build_triples",
@@ -82,11 +85,9 @@ __all__ = [
     "joined_columns",
     "MissingIdError",
     "TextStore",
-    "load_scores",
     "open_reader",
     "read_beir",
     "read_collection_tsv",
-    "read_provenance",
     "read_qrels",
     "read_queries_tsv",
     "read_query_id_list",
@@ -95,6 +96,5 @@ __all__ = [
     "save_triples",
     "text_schema_of",
     "write_run",
-    "write_scores",
     "write_texts",
 ]

@@ -21,7 +21,8 @@ from .provenance import Provenance
 from .reader_base import RejectedRows, ScoreReader
 from .readers import READERS, open_reader
 from .schemas import ID_SCHEMAS, detect_schema
-from .writers import DEFAULT_SHARD_ROWS, check_output_folder, write_scores
+from .score_dataset import ScoreDataset
+from .writers import DEFAULT_SHARD_ROWS, check_output_folder
 
 __all__ = ["ConversionReport", "convert", "rejected_path_for"]
 
@@ -285,9 +286,9 @@ def _convert_locked(
     )
     duplicates = _Duplicates(drop_duplicates)
     try:
-        rows = write_scores(
-            _stream(reader, provenance, seen_queries, seen_passages, duplicates),
+        rows = ScoreDataset.write(
             out,
+            _stream(reader, provenance, seen_queries, seen_passages, duplicates),
             features=reader_class.features,
             provenance=provenance,
             queries=_ReferencedTexts(query_texts, seen_queries) if query_texts is not None else None,
@@ -295,7 +296,7 @@ def _convert_locked(
             shard_rows=shard_rows,
             save_to_disk=save_to_disk,
             overwrite=overwrite,
-        )
+        ).num_rows
     finally:
         if rejected is not None:
             rejected.close()

@@ -12,13 +12,13 @@ import os
 import random
 from collections.abc import Collection, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 
 from .provenance import Provenance
 from .schemas import ID_TRIPLES_FEATURES
-from .writers import DEFAULT_SHARD_ROWS, write_scores
+from .score_dataset import ScoreDataset
+from .writers import DEFAULT_SHARD_ROWS
 
 __all__ = ["TripleStats", "build_triples", "read_query_id_list", "save_triples"]
 
@@ -174,16 +174,16 @@ def save_triples(
         queries (`Mapping[str, str]`): query texts; those used are stored in `texts/queries.parquet`.
         collection (`Mapping[str, str]`): passage texts; those used are stored in `texts/collection.parquet`.
         provenance (`Provenance`): recorded with the dataset.
-        shard_rows, save_to_disk, overwrite: see `hf_kd.data.write_scores`.
+        shard_rows, save_to_disk, overwrite: see `hf_kd.data.ScoreDataset.write`.
 
     Returns:
         `int`: rows written.
     """
     used_queries = {qid for qid, _, _ in triples}
     used_passages = {pid for _, pos, neg in triples for pid in (pos, neg)}
-    return write_scores(
+    return ScoreDataset.write(
+        out,
         _batches(triples),
-        Path(out),
         features=ID_TRIPLES_FEATURES,
         provenance=provenance,
         queries={qid: text for qid, text in queries.items() if qid in used_queries},
@@ -191,4 +191,4 @@ def save_triples(
         shard_rows=shard_rows,
         save_to_disk=save_to_disk,
         overwrite=overwrite,
-    )
+    ).num_rows

@@ -1,4 +1,5 @@
-"""Writing teacher-score datasets (Parquet shards or `save_to_disk`) and loading them back.
+"""Writing teacher-score dataset folders (Parquet shards or `save_to_disk`); `hf_kd.data.ScoreDataset` reads and
+writes them through this module.
 
 A dataset folder written here holds:
 
@@ -14,8 +15,7 @@ The provenance is also kept in the metadata: in each Parquet shard's schema (`hf
 before the row counts are known) and in the `DatasetInfo.description` of the `save_to_disk` layout.
 
 The folder is written under a temporary name beside `OUT` and renamed at the end, so a failed run
-leaves no partial dataset. [`load_scores`] reads either layout, in memory-mapped or streaming mode, and
-joins texts to an id form lazily.
+leaves no partial dataset.
 """
 
 from __future__ import annotations
@@ -31,24 +31,18 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import Dataset, DatasetInfo, Features, IterableDataset, load_dataset, load_from_disk
+from datasets import Dataset, DatasetInfo, Features
 from datasets.arrow_writer import ArrowWriter
 
 from ..files import atomic_folder
-from .provenance import Provenance, read_provenance
-from .schemas import SCHEMAS, TEXTS_FEATURES, with_per_teacher_columns
-from .text_join import join_texts
-from .texts import TextStore
+from .provenance import Provenance
+from .schemas import TEXTS_FEATURES
 
 __all__ = [
     "DEFAULT_SHARD_ROWS",
+    "TEXT_FILES",
     "ParquetShardWriter",
     "check_output_folder",
-    "is_scores_folder",
-    "load_scores",
-    "load_texts",
-    "score_shards",
-    "text_files",
     "write_scores",
     "write_texts",
 ]
@@ -56,6 +50,8 @@ __all__ = [
 DEFAULT_SHARD_ROWS = 1_000_000
 ROW_GROUP_ROWS = 131_072
 _PROVENANCE_METADATA_KEY = b"hf_kd_provenance"
+TEXT_FILES = {"queries": "texts/queries.parquet", "collection": "texts/collection.parquet"}
+"""Where an id form's folder keeps its texts, by kind."""
 
 
 def _schema_with_provenance(features: Features, provenance: Provenance) -> pa.Schema:
@@ -252,85 +248,3 @@ def _write_save_to_disk(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return rows
-
-
-TEXT_FILES = {"queries": "texts/queries.parquet", "collection": "texts/collection.parquet"}
-"""Where an id form's folder keeps its texts, by kind."""
-
-
-def is_scores_folder(path: str | os.PathLike) -> bool:
-    """Whether `path` is a teacher-score dataset folder written by hf-kd (it has `hf_kd_provenance.json`)."""
-    from .provenance import PROVENANCE_FILENAME
-
-    return Path(path).is_dir() and (Path(path) / PROVENANCE_FILENAME).is_file()
-
-
-def score_shards(path: str | os.PathLike) -> list[Path]:
-    """The Parquet shards of a dataset folder in the Parquet layout (`data/*.parquet`, or `*.parquet` beside)."""
-    path = Path(path)
-    return sorted((path / "data").glob("*.parquet")) or sorted(path.glob("*.parquet"))
-
-
-def text_files(path: str | os.PathLike) -> dict[str, Path]:
-    """The texts an id form's folder stores, by kind (`queries`, `collection`): only those present."""
-    return {kind: Path(path) / name for kind, name in TEXT_FILES.items() if (Path(path) / name).is_file()}
-
-
-def load_texts(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> dict[str, TextStore]:
-    """The stored texts of an id form's folder as memory-mapped [`TextStore`]s, by kind."""
-    cache = str(cache_dir) if cache_dir is not None else None
-    return {kind: TextStore.from_parquet(file, kind, cache) for kind, file in text_files(path).items()}
-
-
-def load_scores(
-    path: str | os.PathLike,
-    *,
-    streaming: bool = False,
-    with_texts: bool = True,
-    cache_dir: str | os.PathLike | None = None,
-) -> Dataset | IterableDataset:
-    """Loads a teacher-score dataset folder written by [`write_scores`].
-
-    Args:
-        path (`str` or `os.PathLike`): the dataset folder.
-        streaming (`bool`, *optional*, defaults to `False`): return an `IterableDataset` that reads the
-            shards lazily instead of a memory-mapped `Dataset`; both yield the same rows in the same order.
-        with_texts (`bool`, *optional*, defaults to `True`): for an id form whose folder stores texts, join
-            them lazily, batch by batch, from memory-mapped Arrow (see `hf_kd.data.join_texts`), giving the
-            text form the trainer reads.
-        cache_dir (`str` or `os.PathLike`, *optional*): the `datasets` cache for the Parquet layout (the
-            non-streaming mode converts the shards to Arrow there); defaults to the `datasets` cache.
-
-    Returns:
-        `Dataset` or `IterableDataset` whose `info.description` holds the provenance JSON.
-    """
-    path = Path(path)
-    provenance = read_provenance(path)
-    features = SCHEMAS[provenance.schema]
-    if (path / "state.json").is_file():
-        dataset = load_from_disk(str(path))
-        if streaming:
-            dataset = dataset.to_iterable_dataset()
-    else:
-        files = [str(f) for f in score_shards(path)]
-        if not files:
-            raise FileNotFoundError(f"no Parquet shards in {path / 'data'}")
-        features = with_per_teacher_columns(features, pq.read_schema(files[0]).names)
-        cache = str(cache_dir) if cache_dir is not None else None
-        if streaming:
-            dataset = load_dataset(
-                "parquet",
-                data_files={"train": files},
-                split="train",
-                features=features,
-                streaming=True,
-                cache_dir=cache,
-            )
-        else:
-            dataset = Dataset.from_parquet(files, features=features, cache_dir=cache)
-    stored = text_files(path)
-    if with_texts and len(stored) == len(TEXT_FILES):
-        texts = load_texts(path, cache_dir)
-        dataset = join_texts(dataset, texts["queries"], texts["collection"], source=str(path))
-    dataset.info.description = provenance.to_json()
-    return dataset

@@ -185,21 +185,15 @@ def build_dense_index(
         work = out.with_name(f"{out.name}.partial")
         shards = list(enumerate(range(0, len(collection), shard_size)))
         todo = processes.from_main(lambda: _open_work(work, manifest, overwrite, shards))
-        texts = list(collection.values())
-        encoded = 0
-        for shard, start in processes.share(todo):
-            shard_texts = texts[start : start + shard_size]
-            show = show_progress and processes.is_main
-            vectors = encode_texts(model, tokenizer, shard_texts, "passages", batch_size, fp16, show)
-            _write_shard(_shard_path(work, shard), vectors)
-            encoded += len(shard_texts)
-        encoded = sum(processes.gather(encoded))
+        texts, show = list(collection.values()), show_progress and processes.is_main
+        done = _encode_shards(model, tokenizer, texts, processes.share(todo), work, shard_size, batch_size, fp16, show)
+        encoded = sum(processes.gather(done))
         built: dict[str, DenseIndex] = {}
 
         def assemble() -> None:
-            vectors = _read_shards(work, len(texts), shard_size, np.dtype(np.float16 if fp16 else np.float32))
-            index = DenseIndex.build(
-                vectors,
+            dtype = np.dtype(np.float16 if fp16 else np.float32)
+            built["index"] = DenseIndex.build(
+                _read_shards(work, len(texts), shard_size, dtype),
                 list(collection),
                 factory,
                 ef_construction=ef_construction,
@@ -207,14 +201,29 @@ def build_dense_index(
                 nprobe=nprobe,
                 num_shards=index_shards,
             )
-            with atomic_folder(out) as staging:
-                index.save(staging)
-                write_json_atomic(staging / BUILD_FILE, manifest)
-            shutil.rmtree(work)
-            built["index"] = index
+            _save_index(built["index"], manifest, out, work)
 
         processes.from_main(assemble)
     return IndexBuildResult(out, built.get("index"), encoded, len(collection) - encoded, time.perf_counter() - started)
+
+
+def _encode_shards(model, tokenizer, texts, todo, work: Path, shard_size: int, batch_size: int, fp16, show) -> int:
+    """Encodes the shards `todo` (index, first passage) and writes each as it is done; returns the passages encoded."""
+    encoded = 0
+    for shard, start in todo:
+        shard_texts = texts[start : start + shard_size]
+        vectors = encode_texts(model, tokenizer, shard_texts, "passages", batch_size, fp16, show)
+        _write_shard(_shard_path(work, shard), vectors)
+        encoded += len(shard_texts)
+    return encoded
+
+
+def _save_index(index: DenseIndex, manifest: dict, out: Path, work: Path) -> None:
+    """Saves the index with its build manifest into `out` (whole or absent), then removes the work folder."""
+    with atomic_folder(out) as staging:
+        index.save(staging)
+        write_json_atomic(staging / BUILD_FILE, manifest)
+    shutil.rmtree(work)
 
 
 def _manifest(model_dir: str, model, collection, fp16: bool, shard_size: int, source) -> dict:

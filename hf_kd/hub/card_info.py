@@ -296,16 +296,16 @@ def _training_info(folder: Path) -> tuple[str | None, dict[str, Any], dict[str, 
 
 def _recorded_teachers(train_files: list[str], folder: Path) -> list[str]:
     """Teachers named in the provenance of local teacher-score datasets the model was trained on."""
-    from ..data.provenance import PROVENANCE_FILENAME, read_provenance
+    from ..data.score_dataset import ScoreDataset
 
     teachers = []
     for train_file in train_files:
         # a relative path is relative to where training ran, or to the checkpoint folder
         paths = [Path(train_file)] if Path(train_file).is_absolute() else [Path(train_file), folder / train_file]
         candidates = [c for path in paths for c in (path, path.parent, path.parent.parent)]
-        recorded = next((c for c in candidates if (c / PROVENANCE_FILENAME).is_file()), None)
+        recorded = next((c for c in candidates if ScoreDataset.is_score_dataset(c)), None)
         if recorded is not None:
-            teachers.extend(read_provenance(recorded).teachers)
+            teachers.extend(ScoreDataset.open(recorded).provenance.teachers)
     return list(dict.fromkeys(teachers))
 
 

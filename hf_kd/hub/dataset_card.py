@@ -12,6 +12,8 @@ from ..losses import CITATION
 from .cards import MODEL_CARDS_DIR
 
 if TYPE_CHECKING:
+    from datasets import Features
+
     from ..data.provenance import Provenance
 
 __all__ = ["COLUMN_DESCRIPTIONS", "dataset_card_data", "render_dataset_card"]
@@ -34,6 +36,17 @@ COLUMN_DESCRIPTIONS = {
     "passage_ids": "ids of the query's passages, the first one relevant",
 }
 TEMPLATE_NAME = "teacher_scores.md"
+
+
+def _column_description(name: str) -> str:
+    """What a column holds; a per-teacher column (`pos_score_<teacher>`, ...) says whose scores it holds."""
+    from ..data.schemas import PER_TEACHER_PREFIXES
+
+    for prefix in PER_TEACHER_PREFIXES:
+        if name.startswith(prefix):
+            teacher = name[len(prefix) :]
+            return COLUMN_DESCRIPTIONS[prefix[:-1]].replace("the teacher's", f"teacher `{teacher}`'s")
+    return COLUMN_DESCRIPTIONS.get(name, "")
 
 
 def _type_name(feature) -> str:
@@ -61,9 +74,11 @@ def dataset_card_data(
     license: str = "other",
     pretty_name: str | None = None,
     language: str = "en",
+    features: Features | None = None,
 ) -> DatasetCardData:
     """The YAML metadata: license, tags, task, size, the `configs` (data files) and `dataset_info` (features),
-    written with the functions `datasets.push_to_hub` uses, so `load_dataset` reads them as it reads its own."""
+    written with the functions `datasets.push_to_hub` uses, so `load_dataset` reads them as it reads its own.
+    `features` defaults to the schema's own (pass them with per-teacher score columns)."""
     from datasets import DatasetInfo, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
     from datasets.utils.metadata import MetadataConfigs
@@ -84,9 +99,8 @@ def dataset_card_data(
     MetadataConfigs(configs).to_dataset_card_data(card_data)
     splits = SplitDict()
     splits.add(SplitInfo(name="train", num_examples=num_rows))
-    DatasetInfosDict({"default": DatasetInfo(features=SCHEMAS[schema_name], splits=splits)}).to_dataset_card_data(
-        card_data
-    )
+    info = DatasetInfo(features=features or SCHEMAS[schema_name], splits=splits)
+    DatasetInfosDict({"default": info}).to_dataset_card_data(card_data)
     return card_data
 
 
@@ -104,6 +118,7 @@ def render_dataset_card(
     teachers: list[str] | None = None,
     language: str = "en",
     template_dir: str | os.PathLike | None = None,
+    features: Features | None = None,
 ) -> DatasetCard:
     """Renders the card of a teacher-score dataset repository.
 
@@ -121,6 +136,8 @@ def render_dataset_card(
         teachers (`list[str]`, *optional*): the teacher models (with revisions), overriding the provenance's.
         language (`str`, *optional*, defaults to `"en"`).
         template_dir (`str` or `os.PathLike`, *optional*): folder of `teacher_scores.md`.
+        features (`datasets.Features`, *optional*): the columns, when there are more than the schema's own (each
+            teacher's scores beside an ensemble's); defaults to the schema's.
     """
     from ..data.schemas import SCHEMAS
 
@@ -128,8 +145,8 @@ def render_dataset_card(
     template = Path(template_dir or MODEL_CARDS_DIR) / TEMPLATE_NAME
     if not template.is_file():
         raise FileNotFoundError(f"dataset card template {template} not found (set HF_KD_MODEL_CARDS to its folder)")
-    features = SCHEMAS[schema_name]
-    columns = [(name, _type_name(features[name]), COLUMN_DESCRIPTIONS.get(name, "")) for name in features]
+    features = features or SCHEMAS[schema_name]
+    columns = [(name, _type_name(features[name]), _column_description(name)) for name in features]
     source: dict[str, Any] = {}
     if provenance is not None:
         source = {
@@ -141,7 +158,7 @@ def render_dataset_card(
             "parameters": provenance.parameters,
         }
     return DatasetCard.from_template(
-        dataset_card_data(schema_name, num_rows, text_files, license, pretty_name, language),
+        dataset_card_data(schema_name, num_rows, text_files, license, pretty_name, language, features),
         template_path=str(template),
         repo_id=repo_id,
         revision=revision,

@@ -11,7 +11,7 @@ import fnmatch
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -233,59 +233,6 @@ def push_model(
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _score_source(dataset_dir: Path):
-    """(features, record batches, number of rows) of a teacher-score dataset folder in either layout."""
-    import pyarrow.parquet as pq
-    from datasets import Features, load_from_disk
-
-    if (dataset_dir / "state.json").is_file():
-        dataset = load_from_disk(str(dataset_dir))
-        return dataset.features, iter(dataset.data.to_batches()), dataset.num_rows
-    from ..data.writers import score_shards
-
-    files = score_shards(dataset_dir)
-    if not files:
-        raise FileNotFoundError(
-            f"{dataset_dir} holds no teacher scores: expected Parquet shards (data/*.parquet or *.parquet) or a "
-            "save_to_disk folder (state.json)"
-        )
-    schema = pq.read_schema(files[0])
-    rows = sum(pq.ParquetFile(file).metadata.num_rows for file in files)
-
-    def batches() -> Iterator:
-        for file in files:
-            yield from pq.ParquetFile(file).iter_batches()
-
-    return Features.from_arrow_schema(schema), batches(), rows
-
-
-def _schema_name(features) -> str:
-    """The hf-kd schema whose columns the dataset has (types are cast to it when written)."""
-    from ..data.schemas import SCHEMAS
-
-    for name, schema in SCHEMAS.items():
-        if set(features) == set(schema):
-            return name
-    expected = {name: list(schema) for name, schema in SCHEMAS.items()}
-    raise ValueError(f"columns {sorted(features)} match no teacher-score schema; expected one of {expected}")
-
-
-def write_parquet_shards(batches, features, out: Path, max_shard_rows: int) -> list[str]:
-    """Writes record batches cast to `features` as `data/train-XXXXX-of-YYYYY.parquet` shards of at most
-    `max_shard_rows` rows (the shard writer of `hf_kd.data`), at constant memory; returns the shard paths relative
-    to `out`."""
-    import pyarrow as pa
-
-    from ..data.writers import ParquetShardWriter
-
-    schema = features.arrow_schema
-    writer = ParquetShardWriter(out, schema, max_shard_rows)
-    for batch in batches:
-        for cast in pa.Table.from_batches([batch]).select(list(features)).cast(schema).to_batches():
-            writer.write(cast)
-    return [path.relative_to(out).as_posix() for path in writer.close()]
-
-
 def push_scores(
     dataset_dir: str | os.PathLike,
     repo_id: str,
@@ -326,24 +273,24 @@ def push_scores(
         huggingface_hub.errors.HfHubHTTPError: the repository cannot be created or written to (e.g. 401, 403).
         HubUploadError: the upload itself failed (server error, broken connection); the folder is unchanged.
     """
-    from ..data.provenance import PROVENANCE_FILENAME, read_provenance
-    from ..data.schemas import SCHEMAS
-    from ..data.writers import text_files
+    from ..data.schemas import SCHEMAS, schema_of_columns, with_per_teacher_columns
+    from ..data.score_dataset import ScoreDataset
 
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
         raise FileNotFoundError(f"dataset folder {dataset_dir} does not exist")
-    features, batches, rows = _score_source(dataset_dir)
-    schema_name = _schema_name(features)
-    features = SCHEMAS[schema_name]
-    provenance = read_provenance(dataset_dir) if (dataset_dir / PROVENANCE_FILENAME).is_file() else None
+    scores = ScoreDataset(dataset_dir)
+    features = scores.features
+    schema_name = schema_of_columns(features)
+    features = with_per_teacher_columns(SCHEMAS[schema_name], features)
+    provenance = scores.provenance
     token = _require_token(token)
-    texts = [path.relative_to(dataset_dir).as_posix() for path in text_files(dataset_dir).values()]
+    texts = [path.relative_to(dataset_dir).as_posix() for path in scores.text_files().values()]
     api = HfApi(token=token)
     _create_repo(api, repo_id, "dataset", private, revision)
     with tempfile.TemporaryDirectory(prefix="hf-kd-push-scores-") as staging:
         staging = Path(staging)
-        shards = write_parquet_shards(batches, features, staging, max_shard_rows)
+        shards = ScoreDataset.write_shards(scores.record_batches(), features, staging, max_shard_rows)
         for text_file in texts:
             _link_or_copy(_inside(dataset_dir / text_file, dataset_dir), staging / text_file)
         if provenance is not None:
@@ -353,11 +300,12 @@ def push_scores(
             card = render_dataset_card(
                 repo_id,
                 schema_name=schema_name,
-                num_rows=rows,
+                num_rows=scores.num_rows,
                 shards=shards,
                 text_files=texts,
                 provenance=provenance,
                 revision=revision or "main",
+                features=features,
                 **card_fields,
             )
         (staging / "README.md").write_text(str(card), encoding="utf-8")

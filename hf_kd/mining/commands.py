@@ -32,7 +32,7 @@ def _read_inputs(args: argparse.Namespace) -> tuple[dict, dict, dict, str, dict[
     return queries, collection, qrels, str(qrels_path), sources, files
 
 
-def _load_teacher(args: argparse.Namespace, queries, collection):
+def _load_teacher(args: argparse.Namespace, queries, collection, device):
     if args.teacher is None:
         return None
     from ..files import naming_weight_files
@@ -46,7 +46,7 @@ def _load_teacher(args: argparse.Namespace, queries, collection):
     ):
         raise FileNotFoundError(f"teacher folder not found: {args.teacher}")
     with naming_weight_files(args.teacher):
-        return load_teacher(args.teacher, device=args.device, queries=queries, collection=collection)
+        return load_teacher(args.teacher, device=device, queries=queries, collection=collection)
 
 
 def run_mine(args: argparse.Namespace) -> int:
@@ -57,7 +57,11 @@ def run_mine(args: argparse.Namespace) -> int:
     run = read_run(args.run) if args.run is not None else None
     check = {"min_grade": args.min_grade, "skip_missing": args.skip_missing, "qrels_path": qrels_path}
     find_positives(qrels, queries, collection, sources=sources, **check)  # bad judgements fail before a model loads
-    teacher = _load_teacher(args, queries, collection)
+    from ..processes import JobProcesses, job_processes
+
+    processes = JobProcesses(job_processes(args.device))  # under `accelerate launch`: one device per process
+    device = processes.device or args.device
+    teacher = _load_teacher(args, queries, collection, device)
     result = mine_hard_negatives(
         queries,
         collection,
@@ -76,9 +80,12 @@ def run_mine(args: argparse.Namespace) -> int:
         qrels_path=qrels_path,
         sources=sources,
         batch_size=args.batch_size,
-        device=args.device,
+        device=device,
         index=args.index,
+        show_progress=processes.is_main,
     )
+    if not processes.is_main:  # the main process writes the output and reports
+        return 0
     extra = [args.run] if args.run is not None else []
     rows, left_out = write_mined(
         result,
@@ -92,6 +99,9 @@ def run_mine(args: argparse.Namespace) -> int:
     stats = result.stats
     what = "n-way rows" if args.format == "nway" else "triples"
     print(f"{rows:,} {what} from {stats.positives:,} positives of {stats.queries:,} queries -> {args.out}")
+    shares = stats.parameters.get("scoring", {}).get("processes", [])
+    if len(shares) > 1:
+        print("  teacher pairs scored: " + ", ".join(f"{s['pairs']:,} by process {s['rank']}" for s in shares))
     filtered = ""
     if teacher is not None:
         filtered = f", within the teacher's margin or unscored {stats.teacher_filtered:,}"

@@ -204,17 +204,29 @@ def _teacher_scores(
     pairs: list[tuple[str, str]],
     batch_size: int,
     show_progress: bool,
+    device: str | None,
+    stats: MiningStats,
 ) -> dict[tuple[str, str], float]:
+    """The teacher's score of every pair. Under `accelerate launch --num_processes N` each process scores every N-th
+    pair on its own device and every process gets all the scores; `stats` records the pairs of each process."""
+    from ..processes import JobProcesses, job_processes
     from ..teachers.scoring import score_pairs
 
+    processes = JobProcesses(job_processes(device))
+    share = processes.share(pairs)
     scores = score_pairs(
         teacher,
-        [queries[qid] for qid, _ in pairs],
-        [collection[pid] for _, pid in pairs],
+        [queries[qid] for qid, _ in share],
+        [collection[pid] for _, pid in share],
         batch_size=batch_size,
-        show_progress_bar=show_progress,
+        show_progress_bar=show_progress and processes.is_main,
     )
-    return dict(zip(pairs, scores.tolist()))
+    scored: dict[tuple[str, str], float] = {}
+    for part in processes.gather(dict(zip(share, scores.tolist()))):
+        scored.update(part)
+    counts = processes.gather(len(share))
+    stats.parameters["scoring"] = {"processes": [{"rank": r, "pairs": n} for r, n in enumerate(counts)]}
+    return {pair: scored[pair] for pair in pairs}
 
 
 def _below_margin(negative: float, positive: float, margin: float | None, relative_margin: float | None) -> bool:
@@ -339,13 +351,15 @@ def _score_positives_and_candidates(
     windows: Mapping[str, list[str]],
     batch_size: int,
     show_progress: bool,
+    device: str | None,
+    stats: MiningStats,
 ) -> dict[tuple[str, str], float] | None:
     """The teacher's scores of every positive and of every unjudged candidate of its query (None without a
     teacher)."""
     if teacher is None:
         return None
     pairs = [(q, p) for q in positives for p in [*positives[q], *_unjudged(windows[q], qrels.get(q, {}))]]
-    return _teacher_scores(teacher, queries, collection, pairs, batch_size, show_progress)
+    return _teacher_scores(teacher, queries, collection, pairs, batch_size, show_progress, device, stats)
 
 
 def _mine_queries(positives, windows, qrels, collection, scores, options, stats, show_progress) -> list[MinedRow]:
@@ -412,7 +426,8 @@ def mine_hard_negatives(
             text instead of failing (see [`find_positives`]).
         qrels_path, sources: the files named in errors (see [`find_positives`]).
         batch_size (`int`, *optional*, defaults to 64): texts or pairs per forward pass.
-        device (`str`, *optional*): torch device of a dense retriever.
+        device (`str`, *optional*): torch device of a dense retriever. Under `accelerate launch --num_processes N`
+            the processes share the teacher's pairs (on CPUs where `device` is a CPU), and each gets all the scores.
         index (`str` or `os.PathLike`, *optional*): the `hf-kd index` folder of the dense retriever over this
             collection, searched instead of encoding the collection (see [`retrieve_candidates`]).
         show_progress (`bool`, *optional*, defaults to `True`): show progress bars.
@@ -439,7 +454,7 @@ def mine_hard_negatives(
         candidates, retriever, queries, collection, positives, rank_range, batch_size, device, index, show_progress
     )
     scores = _score_positives_and_candidates(
-        teacher, queries, collection, qrels, positives, windows, batch_size, show_progress
+        teacher, queries, collection, qrels, positives, windows, batch_size, show_progress, device, stats
     )
     rows = _mine_queries(positives, windows, qrels, collection, scores, options, stats, show_progress)
     return MiningResult(rows, stats)

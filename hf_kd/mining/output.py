@@ -11,8 +11,9 @@ import pyarrow as pa
 
 from ..data.provenance import Provenance
 from ..data.schemas import NWAY_ID_FEATURES
+from ..data.score_dataset import ScoreDataset
 from ..data.triples import save_triples
-from ..data.writers import check_output_folder, write_scores
+from ..data.writers import check_output_folder
 from ..files import atomic_path, remove_staging_leftovers
 from ..jobs import output_lock
 from .negatives import MinedRow, MiningResult
@@ -50,15 +51,16 @@ def _nway_batch(rows: list[MinedRow]) -> pa.RecordBatch:
 def _write_nway(rows: list[MinedRow], out: Path, queries, collection, provenance: Provenance, overwrite) -> int:
     used_passages = {pid for row in rows for pid in (row.positive_id, *row.negative_ids)}
     used_queries = {row.query_id for row in rows}
-    return write_scores(
-        [_nway_batch(rows)] if rows else [],
+    written = ScoreDataset.write(
         out,
+        [_nway_batch(rows)] if rows else [],
         features=NWAY_ID_FEATURES,
         provenance=provenance,
         queries={qid: text for qid, text in queries.items() if qid in used_queries},
         collection={pid: text for pid, text in collection.items() if pid in used_passages},
         overwrite=overwrite,
     )
+    return written.num_rows
 
 
 def write_mined(

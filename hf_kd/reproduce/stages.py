@@ -16,15 +16,14 @@ import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, TrainingArguments
 
 from .. import model_class_for
-from ..data.writers import is_scores_folder
+from ..data.score_dataset import ScoreDataset
 from ..evaluation.latency import measure_rerank_latency
 from ..evaluation.reports import EvaluationReport, write_reports
 from ..evaluation.rerank import top_candidates
 from ..evaluation.rerank_set import RerankSet
 from ..files import write_json_atomic
 from ..pretrained import all_mpnet_base_v2_path, minilm_path
-from ..teachers import Teacher, load_teacher, load_teacher_scores, score_triples, split_teacher_scores
-from ..teachers.score_dataset import score_columns
+from ..teachers import Teacher, load_teacher, score_triples
 from ..training.arguments import HfKdArguments
 from ..training.run import run_training
 from ..training.summary import TrainSummary
@@ -158,13 +157,13 @@ def _loss_for(setting: str) -> str:
 def _teacher_columns(scores_dir: Path, teacher_names: list[str]) -> dict[str, tuple[str, str]]:
     """Score columns of T1 (the first teacher) and T2 (the mean) in the teacher-score dataset."""
     if len(teacher_names) == 1:
-        return {"T1": score_columns()}
-    table, provenance = load_teacher_scores(scores_dir)
-    if teacher_names[0] not in split_teacher_scores(table, provenance):
+        return {"T1": ScoreDataset.score_columns()}
+    scores = ScoreDataset.open(scores_dir)
+    if teacher_names[0] not in scores.teachers:
         raise ValueError(
-            f"{scores_dir}: no scores of the first teacher {teacher_names[0]}; columns: {table.column_names}"
+            f"{scores_dir}: no scores of the first teacher {teacher_names[0]}; columns: {list(scores.features)}"
         )
-    return {"T1": score_columns(teacher_names[0]), "T2": score_columns()}
+    return {"T1": ScoreDataset.score_columns(teacher_names[0]), "T2": ScoreDataset.score_columns()}
 
 
 def _latency_models(budget: Budget, teachers: dict[str, str], students: dict[str, str]) -> dict[str, str]:
@@ -293,7 +292,7 @@ def train_teachers(run: Reproduction) -> None:
 
 def score_training_triples(run: Reproduction) -> None:
     """Every teacher scores the training triples into one teacher-score dataset (T2 is the normalised mean)."""
-    if not is_scores_folder(run.scores_dir):
+    if not ScoreDataset.is_score_dataset(run.scores_dir):
         loaded = [_load_recipe_teacher(run.budget, name, path) for name, path in run.teachers.items()]
         normalize = run.budget.teacher_normalize if len(loaded) > 1 else "none"
         score_triples(
@@ -307,7 +306,7 @@ def train_students(run: Reproduction) -> None:
     budget = run.budget
     for name, architecture, setting, loss in run.student_runs():
         folder = run.out / "students" / name
-        pos_column, neg_column = run.teacher_columns[setting] if setting != "none" else score_columns()
+        pos_column, neg_column = run.teacher_columns[setting] if setting != "none" else ScoreDataset.score_columns()
         train_model(
             budget,
             folder,

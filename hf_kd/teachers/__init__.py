@@ -12,7 +12,6 @@ from .loading import (
     load_teacher,
 )
 from .run_teacher import RUN_PREFIX, RunTeacher
-from .score_dataset import load_teacher_scores, split_teacher_scores, write_teacher_scores
 from .scoring import ScoringResult, score_pairs, score_triples
 from .triples import DistinctPairs, find_distinct_pairs, read_triples
 
@@ -31,13 +30,10 @@ __all__ = [
     "ensemble_score_datasets",
     "find_distinct_pairs",
     "load_teacher",
-    "load_teacher_scores",
     "mean_ensemble",
     "normalize_scores",
     "read_triples",
     "score_pairs",
     "score_statistics",
     "score_triples",
-    "split_teacher_scores",
-    "write_teacher_scores",
 ]

@@ -17,9 +17,9 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..data.score_dataset import ScoreDataset
 from ..files import atomic_path, write_json_atomic
 from .loading import load_teacher
-from .score_dataset import load_teacher_scores, split_teacher_scores
 from .scoring import DEFAULT_BATCH_SIZE, score_pairs
 
 __all__ = [
@@ -175,23 +175,25 @@ def analyze_scores(
     Returns:
         `dict`: the summary written to `score_summary.json`.
     """
-    table, provenance = load_teacher_scores(scores_path)
+    dataset = ScoreDataset.open(scores_path)
+    table, provenance = dataset.table(), dataset.provenance
+    teacher_scores = dataset.teacher_scores(table)
     if max_triples is not None:
         if max_triples < 1:
             raise ValueError(f"max_triples must be >= 1, got {max_triples}")
         table = table.slice(0, max_triples)
+        teacher_scores = {name: (pos[:max_triples], neg[:max_triples]) for name, (pos, neg) in teacher_scores.items()}
     if table.num_rows == 0:
         raise ValueError(f"{scores_path} holds no triples to analyse")
     described = {d.get("name"): d for d in provenance.parameters.get("teachers", [])}
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     sources: dict[str, dict] = {}
-    teacher_scores = split_teacher_scores(table, provenance)
     for name, pair in teacher_scores.items():
         scores[name] = pair
         sources[name] = {"kind": "teacher", "name_or_path": described.get(name, {}).get("name_or_path")}
     if len(teacher_scores) > 1:
         name = _distinct_name("ensemble", scores)
-        scores[name] = (table.column("pos_score").to_numpy(), table.column("neg_score").to_numpy())
+        scores[name] = tuple(table.column(column).to_numpy() for column in ScoreDataset.score_columns())
         sources[name] = {"kind": "ensemble", "normalize": provenance.parameters.get("normalize")}
 
     queries = table.column("query").to_pylist()

@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..data.provenance import Provenance
+from ..data.score_dataset import ScoreDataset, TeacherScores
 from ..jobs import output_lock
-from .score_dataset import TeacherScores, load_teacher_scores, split_teacher_scores, write_teacher_scores
 
 __all__ = [
     "NORMALIZATIONS",
@@ -268,15 +268,17 @@ def ensemble_score_datasets(
     teacher_scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     descriptions, teachers = [], []
     for path in map(Path, paths):
-        table, provenance = load_teacher_scores(path)
+        scores = ScoreDataset.open(path)
+        table, provenance = scores.table(), scores.provenance
+        members = scores.teacher_scores(table)
         if reference is None:
             reference, reference_path = table, path
         else:
             _check_same_triples(reference, reference_path, table, path)
         described = {d.get("name"): d for d in provenance.parameters.get("teachers", [])}
-        for name, scores in split_teacher_scores(table, provenance).items():
+        for name, member_scores in members.items():
             column_name = _distinct_name(name, set(teacher_scores))
-            teacher_scores[column_name] = scores
+            teacher_scores[column_name] = member_scores
             descriptions.append({**described.get(name, {"name_or_path": str(path)}), "name": column_name})
         teachers.extend(provenance.teachers)
     check_normalization(normalize, len(teacher_scores))
@@ -296,4 +298,7 @@ def ensemble_score_datasets(
     groups = reference.column("query").to_numpy(zero_copy_only=False) if normalize.startswith("query_") else None
     ensemble = mean_ensemble(teacher_scores, normalize, groups, rescale_to) if len(teacher_scores) > 1 else None
     with output_lock(out):
-        return write_teacher_scores(out, reference, teacher_scores, provenance, ensemble=ensemble, overwrite=overwrite)
+        written = ScoreDataset.write_teacher_scores(
+            out, reference, teacher_scores, provenance, ensemble=ensemble, overwrite=overwrite
+        )
+        return written.num_rows

@@ -18,7 +18,7 @@ A killed run started again with the same arguments skips the finished shards; a 
 (a teacher swapped at the same path, other triples, bf16) refuses with the list of what changed, or starts over
 with `overwrite=True`. A work folder without a manifest is never resumed from. `OUT.lock` keeps a second run off
 the same output (see `hf_kd.jobs.output_lock`). When every shard is there, the dataset is written to `OUT` (see
-[`write_teacher_scores`]) and the work folder is removed.
+`hf_kd.data.ScoreDataset.write_teacher_scores`) and the work folder is removed.
 
 Under `accelerate launch --num_processes N` (or `torchrun`), the processes share the work: the main process takes
 the lock and opens the work folder, the shards left to do are dealt out in turn to the N processes, each writes its
@@ -44,11 +44,11 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from ..data.provenance import Provenance
+from ..data.score_dataset import ScoreDataset
 from ..processes import JobProcesses, job_processes, lock_job_output
 from .base import Teacher
 from .ensemble import check_normalization, check_rescale, mean_ensemble
 from .loading import load_teacher
-from .score_dataset import write_teacher_scores
 from .shards import (
     _manifest,
     _merge_shards,
@@ -409,5 +409,7 @@ def _write_scores(
     )
     groups = pairs.query_index[triple_pairs[keep, 0]] if normalize.startswith("query_") else None
     ensemble = mean_ensemble(teacher_scores, normalize, groups, rescale_to) if len(descriptions) > 1 else None
-    rows = write_teacher_scores(out, triples, teacher_scores, provenance, ensemble=ensemble, overwrite=overwrite)
-    return rows, int((~keep).sum()), missing_counts
+    written = ScoreDataset.write_teacher_scores(
+        out, triples, teacher_scores, provenance, ensemble=ensemble, overwrite=overwrite
+    )
+    return written.num_rows, int((~keep).sum()), missing_counts

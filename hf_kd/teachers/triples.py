@@ -14,10 +14,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets import Dataset, load_from_disk
 
-from ..data.provenance import PROVENANCE_FILENAME, read_provenance
 from ..data.schemas import ID_SCHEMAS, TRIPLES_FEATURES
+from ..data.score_dataset import ScoreDataset
 from ..data.tsv_readers import TriplesReader
-from ..data.writers import load_scores
 
 __all__ = ["DistinctPairs", "find_distinct_pairs", "read_triples"]
 
@@ -197,8 +196,10 @@ def read_triples(source: str | os.PathLike | Dataset | pa.Table) -> tuple[pa.Tab
     if not path.exists():
         raise FileNotFoundError(f"triples not found: {path}")
     if path.is_dir():
-        if (path / PROVENANCE_FILENAME).is_file() and read_provenance(path).schema in ID_SCHEMAS:
-            table = _triples_of_dataset(load_scores(path), str(path))  # joins the stored texts
+        if ScoreDataset.is_score_dataset(path):
+            scores = ScoreDataset.open(path)
+            # an id form is joined to its stored texts
+            table = _triples_of_dataset(scores.load(), str(path)) if scores.schema in ID_SCHEMAS else scores.table()
         elif (path / "state.json").is_file():
             table = _triples_of_dataset(load_from_disk(str(path)), str(path))
         else:

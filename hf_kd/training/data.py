@@ -24,6 +24,7 @@ from datasets.exceptions import DatasetGenerationError
 
 from ..data.errors import DataFormatError
 from ..data.schemas import ID_SCHEMAS, TEXT_SCHEMAS, per_teacher_columns, schema_of_columns, with_per_teacher_columns
+from ..data.score_dataset import ScoreDataset
 from ..data.sources import (
     TEXT_SUBSETS,
     DataSourceError,
@@ -35,7 +36,6 @@ from ..data.sources import (
 )
 from ..data.text_join import join_texts, joined_columns
 from ..data.texts import MissingIdRows, TextStore, check_ids
-from ..data.writers import is_scores_folder, load_scores, load_texts
 from ..losses import LOSSES
 from .arguments import ConfigError
 
@@ -132,9 +132,9 @@ def _open_source(path: str, streaming: bool) -> _Source:
         return _Source(
             rows, str(hub_id), lambda kind: load_hub_texts(hub_id.with_subset(None), kind, available=available)
         )
-    if is_scores_folder(path):  # a teacher-score dataset folder of hf_kd.data
-        rows = load_scores(path, streaming=streaming, with_texts=False)
-        return _Source(rows, path, lambda kind: load_texts(path).get(kind))
+    if ScoreDataset.is_score_dataset(path):
+        scores = ScoreDataset.open(path)
+        return _Source(scores.load(streaming=streaming, with_texts=False), path, lambda kind: scores.texts().get(kind))
     return _Source(normalize_columns(_read_rows(path, streaming))[0], path)
 
 

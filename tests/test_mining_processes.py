@@ -1,0 +1,58 @@
+"""`hf-kd mine` under `accelerate launch --num_processes 2` on CPU: the processes share the teacher's pairs and the
+main process writes the rows of a one-process run."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from conftest import launch_two_processes
+from transformers import BertConfig
+
+from hf_kd import BertCatConfig, BertCatModel
+from hf_kd.cli import main
+from hf_kd.data import ScoreDataset
+
+
+def _wide_random_teacher(folder, tokenizer):
+    backbone = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    torch.manual_seed(0)
+    model = BertCatModel(BertCatConfig(backbone_config=backbone))
+    with torch.no_grad():  # wide random weights, so that scores differ between pairs
+        for name, parameter in model.named_parameters():
+            if "LayerNorm" not in name:
+                parameter.normal_(0.0, 0.3)
+    model.save_pretrained(folder, tokenizer=tokenizer)
+    return folder
+
+
+def test_two_processes_mine_the_rows_of_one_process(ci_data, tokenizer, tmp_path, capsys):
+    dl20 = ci_data / "msmarco-dl20"
+    teacher = _wide_random_teacher(tmp_path / "teacher", tokenizer)
+    args = [
+        "mine", "--queries", dl20 / "queries.tsv", "--collection", dl20 / "collection.tsv", "--qrels",
+        dl20 / "qrels.txt", "--run", dl20 / "runs" / "bm25.top30.trec", "--min-grade", "2", "--skip-missing",
+        "--range", "3:30", "--num-negatives", "3", "--format", "nway", "--teacher", teacher, "--margin", "0.0",
+        "--device", "cpu", "--batch-size", "16",
+    ]  # fmt: skip
+    args = [str(a) for a in args]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    capsys.readouterr()
+    done = launch_two_processes(["-m", "hf_kd.cli", *args, "--out", str(tmp_path / "two")], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("n-way rows from") == 1  # the main process alone writes and reports
+
+    one, two = ScoreDataset.open(tmp_path / "one"), ScoreDataset.open(tmp_path / "two")
+    pairs = one.provenance.parameters["scoring"]["processes"][0]["pairs"]
+    shares = two.provenance.parameters["scoring"]["processes"]
+    assert shares == [{"rank": 0, "pairs": (pairs + 1) // 2}, {"rank": 1, "pairs": pairs // 2}]
+    assert f"{shares[0]['pairs']:,} by process 0, {shares[1]['pairs']:,} by process 1" in done.stdout
+    rows_one, rows_two = one.table(), two.table()
+    assert rows_one.num_rows == rows_two.num_rows > 10
+    for column in ("query", "passages"):
+        assert rows_one.column(column).equals(rows_two.column(column))
+    scores_one = np.array(rows_one.column("scores").to_pylist())
+    # other batch-mates, other padding: equal to float32 rounding
+    np.testing.assert_allclose(np.array(rows_two.column("scores").to_pylist()), scores_one, atol=1e-5)
+    assert (scores_one[:, 1:] < scores_one[:, :1]).all()  # the margin filter: every negative below its positive
