@@ -89,6 +89,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wide_random_cat_teacher(folder: Path, tokenizer, seed: int) -> Path:
+    """A tiny BERT_CAT saved as a teacher checkpoint, with wide random weights so that its scores differ between
+    pairs."""
+    import torch
+    from transformers import BertConfig
+
+    from hf_kd import BertCatConfig, BertCatModel
+
+    backbone = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    model = BertCatModel(BertCatConfig(backbone_config=backbone))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "LayerNorm" not in name:
+                parameter.normal_(0.0, 0.3)
+    model.save_pretrained(folder, tokenizer=tokenizer)
+    return folder
+
+
 def launch_two_processes(program: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     """Runs `program` (a script or `-m module`, with its arguments) in two CPU processes with `accelerate launch`."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]

@@ -4,32 +4,15 @@ main process writes the rows of a one-process run."""
 from __future__ import annotations
 
 import numpy as np
-import torch
-from conftest import launch_two_processes
-from transformers import BertConfig
+from conftest import launch_two_processes, wide_random_cat_teacher
 
-from hf_kd import BertCatConfig, BertCatModel
 from hf_kd.cli import main
 from hf_kd.data import ScoreDataset
 
 
-def _wide_random_teacher(folder, tokenizer):
-    backbone = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
-    torch.manual_seed(0)
-    model = BertCatModel(BertCatConfig(backbone_config=backbone))
-    with torch.no_grad():  # wide random weights, so that scores differ between pairs
-        for name, parameter in model.named_parameters():
-            if "LayerNorm" not in name:
-                parameter.normal_(0.0, 0.3)
-    model.save_pretrained(folder, tokenizer=tokenizer)
-    return folder
-
-
 def test_two_processes_mine_the_rows_of_one_process(ci_data, tokenizer, tmp_path, capsys):
     dl20 = ci_data / "msmarco-dl20"
-    teacher = _wide_random_teacher(tmp_path / "teacher", tokenizer)
+    teacher = wide_random_cat_teacher(tmp_path / "teacher", tokenizer, seed=0)
     args = [
         "mine", "--queries", dl20 / "queries.tsv", "--collection", dl20 / "collection.tsv", "--qrels",
         dl20 / "qrels.txt", "--run", dl20 / "runs" / "bm25.top30.trec", "--min-grade", "2", "--skip-missing",

@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import launch_two_processes
-from transformers import BertConfig
+from conftest import launch_two_processes, wide_random_cat_teacher
 
-from hf_kd import BertCatConfig, BertCatModel
 from hf_kd.data import ScoreDataset
 from hf_kd.processes import job_processes
 from hf_kd.teachers import load_teacher, score_triples, scoring, shards
@@ -45,24 +43,10 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_teacher(folder: Path, tokenizer, seed: int) -> Path:
-    backbone = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
-    model = BertCatModel(BertCatConfig(backbone_config=backbone))
-    torch.manual_seed(seed)
-    with torch.no_grad():  # wide random weights, so that scores differ between pairs
-        for name, parameter in model.named_parameters():
-            if "LayerNorm" not in name:
-                parameter.normal_(0.0, 0.3)
-    model.save_pretrained(folder, tokenizer=tokenizer)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory, tokenizer) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("teachers")
-    return {name: tiny_teacher(root / name, tokenizer, seed) for seed, name in enumerate(("cat_a", "cat_b"))}
+    return {name: wide_random_cat_teacher(root / name, tokenizer, seed) for seed, name in enumerate(("cat_a", "cat_b"))}
 
 
 @pytest.fixture(scope="module")
