@@ -10,6 +10,7 @@ import pytest
 
 from hf_kd.data import (
     ScoreDataset,
+    build_candidate_pairs,
     build_triples,
     read_beir,
     read_collection_tsv,
@@ -102,6 +103,44 @@ def test_max_rank_limits_the_candidate_pool(dl20):
         assert ranked.index(negative) < 10
 
 
+def test_candidate_pairs_are_distinct_pairs_of_the_top_candidates(dl20):
+    run = dl20["run"]
+    pairs, stats = build_candidate_pairs(
+        [run], pairs_per_query=12, max_rank=10, seed=3, query_ids=dl20["queries"], passage_ids=dl20["collection"]
+    )
+    assert stats.queries == len(run) and stats.triples == len(pairs) == 12 * len(run)
+    for qid in run:
+        top10 = sorted(run[qid], key=lambda pid: (-run[qid][pid], pid))[:10]
+        mine = [(a, b) for q, a, b in pairs if q == qid]
+        assert len(mine) == 12
+        assert all(a != b and a in top10 and b in top10 for a, b in mine)
+        assert len({frozenset(pair) for pair in mine}) == 12  # no pair twice, in either order
+    # random order of the two sides: the better-ranked candidate is first about half the time
+    first_better = sum(run[q][a] > run[q][b] for q, a, b in pairs) / len(pairs)
+    assert 0.3 < first_better < 0.7
+    again, _ = build_candidate_pairs(
+        [run], pairs_per_query=12, max_rank=10, seed=3, query_ids=dl20["queries"], passage_ids=dl20["collection"]
+    )
+    assert again == pairs
+    other, _ = build_candidate_pairs([run], pairs_per_query=12, max_rank=10, seed=4)
+    assert other != pairs
+
+
+def test_candidate_pairs_take_every_pair_of_a_small_pool_and_add_judged_positives(dl20):
+    qid = next(q for q in dl20["qrels"] if q in dl20["run"])
+    run = {qid: dict(list(dl20["run"][qid].items())[:3])}
+    missing = next(p for p, g in dl20["qrels"][qid].items() if g >= 2 and p not in run[qid] and p in dl20["collection"])
+    pairs, stats = build_candidate_pairs([run], pairs_per_query=10_000, qrels=dl20["qrels"], min_grade=2)
+    pool = set(run[qid]) | {p for p, g in dl20["qrels"][qid].items() if g >= 2}
+    assert {frozenset((a, b)) for _, a, b in pairs} == {frozenset((a, b)) for a in pool for b in pool if a != b}
+    assert missing in {p for _, a, b in pairs for p in (a, b)}
+    assert stats.short_of_pairs == 1
+    lone, stats = build_candidate_pairs([{qid: {missing: 1.0}}], pairs_per_query=5)
+    assert lone == [] and stats.queries_without_negative == 1
+    with pytest.raises(ValueError, match="pairs_per_query must be >= 1"):
+        build_candidate_pairs([run], pairs_per_query=0)
+
+
 def test_scifact_triples_from_a_caller_run(ci_data, scifact_run):
     train = read_beir(ci_data / "scifact-small", split="train")
     run = read_run(scifact_run)
@@ -156,6 +195,30 @@ def test_build_triples_command_dl20(dl20, tmp_path, capsys):
     assert provenance.format == "build-triples" and provenance.parameters["seed"] == 7
     assert _run([*argv]) == 1  # the folder exists: refused
     assert "already exists" in capsys.readouterr().err
+
+
+def test_build_triples_command_candidate_pairs_without_qrels(dl20, tmp_path, capsys):
+    folder, out = dl20["folder"], tmp_path / "pairs"
+    argv = ["data", "build-triples", "--run", str(folder / "runs" / "bm25.top30.trec"), "--pairs-per-query", "5"]
+    argv += ["--collection", str(folder / "collection.tsv"), "--queries", str(folder / "queries.tsv")]
+    assert _run([*argv, "--out", str(out), "--max-rank", "8", "--negatives-per-positive", "2"]) == 1
+    assert "do not combine it with --negatives-per-positive" in capsys.readouterr().err
+    assert _run([*argv, "--out", str(out), "--max-rank", "8", "--seed", "2"]) == 0
+    expected, _ = build_candidate_pairs(
+        [dl20["run"]],
+        pairs_per_query=5,
+        max_rank=8,
+        seed=2,
+        query_ids=dl20["queries"],
+        passage_ids=dl20["collection"],
+    )
+    assert f"{len(expected):,} triples from {len(dl20['run'])} queries" in capsys.readouterr().out
+    collection, queries = dl20["collection"], dl20["queries"]
+    assert list(ScoreDataset.open(out).load(cache_dir=tmp_path / "cache")) == [
+        {"query": queries[q], "positive": collection[a], "negative": collection[b]} for q, a, b in expected
+    ]
+    parameters = ScoreDataset.open(out).provenance.parameters
+    assert (parameters["pairs_per_query"], parameters["pair_order"]) == (5, "random")
 
 
 def test_build_triples_command_beir(ci_data, scifact_run, tmp_path):

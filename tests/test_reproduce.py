@@ -9,6 +9,7 @@ from transformers import AutoModel
 
 import hf_kd
 from hf_kd.cli import main
+from hf_kd.data import ScoreDataset
 from hf_kd.reproduce import get_budget
 from hf_kd.reproduce.data import dl20_split
 
@@ -33,6 +34,10 @@ def test_bad_budget_settings_are_rejected():
         get_budget("ci", {"student_learning_rates": {"cat": 1e-4}})
     with pytest.raises(ValueError, match="student_learning_rates: tk must be a positive number, got 0"):
         get_budget("ci", {"student_learning_rates": {"tk": 0}})
+    with pytest.raises(ValueError, match="teacher_pairs_per_query: unknown source 'dl19'"):
+        get_budget("ci", {"teacher_pairs_per_query": {"dl19": 3}})
+    with pytest.raises(ValueError, match="teacher_pairs_per_query: scifact-train must be a positive integer, got 0"):
+        get_budget("ci", {"teacher_pairs_per_query": {"scifact-train": 0}})
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +62,12 @@ def test_every_stage_runs_and_every_cell_is_filled(ci_reproduction):
     # the dev queries are never trained on, and BM25 on them matches its known order of magnitude
     assert results["data"]["dl20_dev"]["num_queries"] == 5
     assert metrics["BM25"]["dl20-dev"]["nDCG@10"] > 0.2
+    # the teachers label random pairs of the candidates of the 5 DL20 and 39 SciFact training queries; the
+    # no-teacher students train on the judged triples
+    counts = results["data"]["teacher_triple_counts"]
+    assert counts == {"msmarco-dl20-train-queries": 6 * 5, "msmarco-train-100": 100, "scifact-train": 3 * 39}
+    assert ScoreDataset.open(out / "teacher_scores").num_rows == sum(counts.values())
+    assert sum(results["data"]["triple_counts"].values()) != sum(counts.values())
     assert {row["name"] for row in results["latency"]} >= {"BERT_DOT", "ColBERT", "PreTT", "TK"}
     assert set(results["environment"]) >= {"torch", "transformers", "hf_kd", "device"}
     tables = (out / "tables.md").read_text()

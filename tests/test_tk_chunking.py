@@ -40,6 +40,55 @@ def test_chunked_kernel_pooling_equals_all_kernels_at_once(chunk_size):
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
 
 
+def reference_kernel_pooling(match, query_mask, passage_mask, mus, sigmas, log_scale):
+    """The formula of the docstring, written out with loops over pairs, kernels and query tokens."""
+    features = torch.zeros(match.shape[0], len(mus), dtype=torch.float64)
+    for n in range(match.shape[0]):
+        real = match[n][:, passage_mask[n].bool()].double()
+        for k, (mu, sigma) in enumerate(zip(mus.tolist(), sigmas.tolist())):
+            for i in range(match.shape[1]):
+                if query_mask[n, i]:
+                    kernel_sum = torch.exp(-((real[i] - mu) ** 2) / (2 * sigma**2)).sum()
+                    features[n, k] += torch.log(torch.clamp(kernel_sum, min=1e-10)) * log_scale
+    return features
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_kernel_pooling_equals_the_formula_with_and_without_gradients(grad):
+    generator = torch.Generator().manual_seed(3)
+    match = (torch.rand(4, 5, 9, generator=generator) * 2 - 1).requires_grad_(grad)
+    query_mask, passage_mask = random_masks(4, 5, generator), random_masks(4, 9, generator)
+    mus = torch.cat([MUS, torch.tensor([0.2])])
+    sigmas = torch.cat([torch.full_like(MUS, 0.1), torch.tensor([0.5])])
+    sigmas[0] = 1e-3  # TK's exact-match kernel
+    expected = reference_kernel_pooling(match.detach(), query_mask, passage_mask, mus, sigmas, 0.01)
+    with torch.set_grad_enabled(grad):
+        got = kernel_pooling(match, query_mask, passage_mask, mus, sigmas, log_scale=0.01, chunk_size=2)
+    torch.testing.assert_close(got.double(), expected, atol=1e-6, rtol=1e-5)
+    if grad:  # padded passage tokens get no gradient; real ones get the formula's
+        got.sum().backward()
+        assert match.grad[~passage_mask.bool()[:, None, :].expand_as(match)].abs().max() == 0
+        reference = match.detach().double().requires_grad_(True)
+        dense = torch.where(passage_mask.bool()[:, None, :], reference, torch.full_like(reference, 1e4))
+        kernels = torch.exp(
+            -((dense[None] - mus.double()[:, None, None, None]) ** 2) / (2 * sigmas.double()[:, None, None, None] ** 2)
+        )
+        pooled = (torch.log(kernels.sum(-1).clamp(min=1e-10)) * 0.01 * query_mask[None]).sum()
+        pooled.backward()
+        torch.testing.assert_close(match.grad.double(), reference.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_kernel_pooling_in_half_precision_ignores_padding():
+    generator = torch.Generator().manual_seed(4)
+    match = torch.rand(3, 4, 6, generator=generator) * 2 - 1
+    query_mask, passage_mask = random_masks(3, 4, generator), random_masks(3, 6, generator)
+    sigmas = torch.full_like(MUS, 0.1)
+    expected = reference_kernel_pooling(match, query_mask, passage_mask, MUS, sigmas, 1.0)
+    got = kernel_pooling(match.bfloat16(), query_mask, passage_mask, MUS.bfloat16(), sigmas.bfloat16())
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), expected, atol=0.5, rtol=0.05)
+
+
 def test_one_query_match_matrix_equals_aligned_pairs():
     generator = torch.Generator().manual_seed(0)
     query = torch.randn(1, 4, 8, generator=generator)

@@ -40,7 +40,7 @@ from .schemas import (
 from .score_dataset import ScoreDataset, TeacherScores
 from .text_join import join_texts, joined_columns
 from .texts import MissingIdError, TextStore
-from .triples import TripleStats, build_triples, read_query_id_list, save_triples
+from .triples import TripleStats, build_candidate_pairs, build_triples, read_query_id_list, save_triples
 from .tsv_readers import PaperIdsReader, PaperTextReader, TriplesReader
 from .writers import DEFAULT_SHARD_ROWS, write_texts
 
@@ -76,6 +76,7 @@ __all__ = [
     "TeacherScores",
     "TripleStats",
     "TriplesReader",
+    "build_candidate_pairs",
     "build_triples",
     "convert",
     "detect_schema",

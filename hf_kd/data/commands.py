@@ -12,7 +12,7 @@ from .errors import DataFormatError
 from .ir_files import read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run
 from .provenance import Provenance
 from .readers import READERS
-from .triples import build_triples, read_query_id_list, save_triples
+from .triples import build_candidate_pairs, build_triples, read_query_id_list, save_triples
 from .writers import DEFAULT_SHARD_ROWS
 
 __all__ = ["add_subcommands"]
@@ -66,7 +66,7 @@ def _run_build_triples(args: argparse.Namespace) -> int:
                 args.beir / "qrels" / f"{args.split}.tsv",
             ]
         else:
-            if args.queries is None or args.collection is None or args.qrels is None:
+            if args.queries is None or args.collection is None or (args.qrels is None and not args.pairs_per_query):
                 raise ValueError("give --qrels, --queries and --collection, or a BEIR folder with --beir")
             queries, collection = read_queries_tsv(args.queries), read_collection_tsv(args.collection)
             qrels, sources = None, [args.queries, args.collection]
@@ -74,11 +74,8 @@ def _run_build_triples(args: argparse.Namespace) -> int:
             qrels = read_qrels(args.qrels)
             sources.append(args.qrels)
         runs = [read_run(path) for path in args.run]
-        triples, stats = build_triples(
-            qrels,
-            runs,
+        selection = dict(
             min_grade=args.min_grade,
-            negatives_per_positive=args.negatives_per_positive,
             seed=args.seed,
             query_ids=queries,
             passage_ids=collection,
@@ -86,6 +83,16 @@ def _run_build_triples(args: argparse.Namespace) -> int:
             exclude_queries=read_query_id_list(args.exclude_queries) if args.exclude_queries else None,
             max_rank=args.max_rank,
         )
+        if args.pairs_per_query:
+            if args.negatives_per_positive is not None:
+                raise ValueError(
+                    "--pairs-per-query draws candidate pairs; do not combine it with --negatives-per-positive"
+                )
+            triples, stats = build_candidate_pairs(runs, pairs_per_query=args.pairs_per_query, qrels=qrels, **selection)
+        else:
+            triples, stats = build_triples(
+                qrels, runs, negatives_per_positive=args.negatives_per_positive or 1, **selection
+            )
         provenance = Provenance(
             format="build-triples",
             schema="triples_ids",
@@ -112,6 +119,7 @@ def _run_build_triples(args: argparse.Namespace) -> int:
         f"{stats.queries_without_positive:,} without a positive, {stats.queries_without_negative:,} without a "
         f"negative; positives without text: {stats.positives_without_text:,}; positives short of negatives: "
         f"{stats.short_of_negatives:,}"
+        + (f"; queries short of pairs: {stats.short_of_pairs:,}" if args.pairs_per_query else "")
     )
     return 0
 
@@ -151,7 +159,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         "build-triples",
         help="build training triples from qrels and candidate runs",
         description="Positives: judged passages of grade >= --min-grade. Negatives: candidates of the runs "
-        "not judged relevant, sampled deterministically by --seed.",
+        "not judged relevant, sampled deterministically by --seed. With --pairs-per-query: random pairs of the runs' "
+        "candidates (judged positives join them) for a teacher to label, in random order; no qrels needed.",
     )
     triples_parser.add_argument("--qrels", type=Path, help="TREC or BEIR qrels (default with --beir: its split)")
     triples_parser.add_argument(
@@ -162,8 +171,12 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     triples_parser.add_argument("--beir", type=Path, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
     triples_parser.add_argument("--split", default="train", help="BEIR qrels split (default: %(default)s)")
     triples_parser.add_argument("--min-grade", type=int, default=1, help="lowest relevant grade (default: 1)")
+    triples_parser.add_argument("--negatives-per-positive", type=int, help="negatives per positive (default: 1)")
     triples_parser.add_argument(
-        "--negatives-per-positive", type=int, default=1, help="negatives per positive (default: 1)"
+        "--pairs-per-query",
+        type=int,
+        help="instead of judged triples, this many random pairs of each query's candidates, for a teacher to label "
+        "(train them with a teacher loss: the two sides are in random order)",
     )
     triples_parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     triples_parser.add_argument("--max-rank", type=int, help="use only each run's top candidates")

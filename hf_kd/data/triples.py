@@ -1,9 +1,11 @@
 """Building training triples from relevance judgements and candidate runs (`hf-kd data build-triples`).
 
-Positives are the judged passages of grade >= `min_grade`; negatives are drawn from the candidates of
-one or more runs that are not judged relevant (unjudged, or judged below `min_grade`). Sampling uses one
-random generator per query seeded from `(seed, query id)`, so a query's triples do not depend on which
-other queries are built, and the same inputs and seed always give the same triples.
+Judged triples ([`build_triples`]): positives are the judged passages of grade >= `min_grade`; negatives are drawn
+from the candidates of one or more runs that are not judged relevant (unjudged, or judged below `min_grade`).
+Candidate pairs ([`build_candidate_pairs`]): two candidates of the same query, drawn at random, for a teacher to
+label; no judgement is needed. Sampling uses one random generator per query seeded from `(seed, query id)`, so a
+query's triples do not depend on which other queries are built, and the same inputs and seed always give the same
+triples.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from .schemas import ID_TRIPLES_FEATURES
 from .score_dataset import ScoreDataset
 from .writers import DEFAULT_SHARD_ROWS
 
-__all__ = ["TripleStats", "build_triples", "read_query_id_list", "save_triples"]
+__all__ = ["TripleStats", "build_candidate_pairs", "build_triples", "read_query_id_list", "save_triples"]
 
 
 @dataclass
 class TripleStats:
-    """What [`build_triples`] kept and skipped, per query."""
+    """What [`build_triples`] or [`build_candidate_pairs`] kept and skipped, per query."""
 
     queries: int = 0
     triples: int = 0
@@ -36,6 +38,8 @@ class TripleStats:
     positives_without_text: int = 0
     short_of_negatives: int = 0
     """Positives that got fewer than `negatives_per_positive` negatives because the pool was smaller."""
+    short_of_pairs: int = 0
+    """Queries that got fewer than `pairs_per_query` candidate pairs because they have few candidates."""
     parameters: dict = field(default_factory=dict)
 
 
@@ -119,9 +123,7 @@ def build_triples(
     )
     triples: list[tuple[str, str, str]] = []
     for qid, judged in qrels.items():
-        if (include_queries is not None and qid not in include_queries) or (
-            exclude_queries is not None and qid in exclude_queries
-        ):
+        if not _selected(qid, include_queries, exclude_queries):
             stats.excluded_queries += 1
             continue
         if query_ids is not None and qid not in query_ids:
@@ -142,6 +144,104 @@ def build_triples(
         for positive in positives:
             stats.short_of_negatives += take < negatives_per_positive
             triples.extend((qid, positive, negative) for negative in rng.sample(pool, take))
+        stats.queries += 1
+    stats.triples = len(triples)
+    return triples, stats
+
+
+def _selected(qid: str, include_queries: Collection[str] | None, exclude_queries: Collection[str] | None) -> bool:
+    return (include_queries is None or qid in include_queries) and (
+        exclude_queries is None or qid not in exclude_queries
+    )
+
+
+def _random_pairs(pool: Sequence[str], count: int, rng: random.Random) -> list[tuple[str, str]]:
+    """`count` distinct unordered pairs of `pool` (all of them when there are fewer), each side in random order."""
+    n = len(pool)
+    total = n * (n - 1) // 2
+    if count >= total:
+        chosen = [(i, j) for i in range(n) for j in range(i + 1, n)]
+        rng.shuffle(chosen)
+    else:
+        seen: set[tuple[int, int]] = set()
+        chosen = []
+        while len(chosen) < count:
+            i, j = rng.sample(range(n), 2)
+            if (min(i, j), max(i, j)) not in seen:
+                seen.add((min(i, j), max(i, j)))
+                chosen.append((i, j))
+    return [(pool[i], pool[j]) if rng.random() < 0.5 else (pool[j], pool[i]) for i, j in chosen]
+
+
+def build_candidate_pairs(
+    runs: Sequence[Mapping[str, Mapping[str, float]]],
+    *,
+    pairs_per_query: int,
+    qrels: Mapping[str, Mapping[str, int]] | None = None,
+    min_grade: int = 1,
+    seed: int = 0,
+    query_ids: Container[str] | None = None,
+    passage_ids: Container[str] | None = None,
+    include_queries: Collection[str] | None = None,
+    exclude_queries: Collection[str] | None = None,
+    max_rank: int | None = None,
+) -> tuple[list[tuple[str, str, str]], TripleStats]:
+    """Builds `(query_id, passage_a, passage_b)` pairs of candidates for a teacher to label.
+
+    A teacher scores any pair, judged or not, so its training data need not be anchored on judged positives: the
+    candidates of a query are the union of the runs' top `max_rank` (plus, with `qrels`, its judged passages of
+    grade >= `min_grade`), and `pairs_per_query` distinct pairs of them are drawn at random. The two sides of a
+    pair are in random order (stored as `positive_id` / `negative_id`): the teacher's margin says which is better,
+    so train them with a teacher loss (`margin_mse`, `pointwise_mse`, `weighted_ranknet` with
+    `negative_margins="flip"`), not with judgement-only RankNet.
+
+    Args:
+        runs (`Sequence[Mapping[str, Mapping[str, float]]]`): candidate runs (see `read_run`); their queries, in
+            order of first appearance, are the queries built.
+        pairs_per_query (`int`): pairs drawn per query (all pairs when a query has fewer).
+        qrels (`Mapping[str, Mapping[str, int]]`, *optional*): judged passages of grade >= `min_grade` join the
+            candidates (a judged positive that no run retrieved is still worth a teacher's label).
+        min_grade, seed, query_ids, passage_ids, include_queries, exclude_queries, max_rank: as in
+            [`build_triples`].
+
+    Returns:
+        `(triples, stats)`: pairs grouped by query, and a [`TripleStats`] (`queries_without_negative` counts
+        queries with fewer than two candidates).
+    """
+    if pairs_per_query < 1:
+        raise ValueError(f"pairs_per_query must be >= 1, got {pairs_per_query}")
+    if max_rank is not None and max_rank < 1:
+        raise ValueError(f"max_rank must be >= 1, got {max_rank}")
+    stats = TripleStats(
+        parameters={
+            "pairs_per_query": pairs_per_query,
+            "pair_order": "random",
+            "min_grade": min_grade if qrels is not None else None,
+            "seed": seed,
+            "max_rank": max_rank,
+        }
+    )
+    triples: list[tuple[str, str, str]] = []
+    for qid in dict.fromkeys(qid for run in runs for qid in run):
+        if not _selected(qid, include_queries, exclude_queries):
+            stats.excluded_queries += 1
+            continue
+        if query_ids is not None and qid not in query_ids:
+            stats.queries_without_text += 1
+            continue
+        pool = _candidate_pool(qid, runs, {}, min_grade, passage_ids, max_rank)
+        judged = (qrels or {}).get(qid, {})
+        pool += sorted(
+            pid
+            for pid, grade in judged.items()
+            if grade >= min_grade and pid not in pool and (passage_ids is None or pid in passage_ids)
+        )
+        if len(pool) < 2:
+            stats.queries_without_negative += 1
+            continue
+        pairs = _random_pairs(pool, pairs_per_query, random.Random(f"{seed}/{qid}"))
+        stats.short_of_pairs += len(pairs) < pairs_per_query
+        triples.extend((qid, a, b) for a, b in pairs)
         stats.queries += 1
     stats.triples = len(triples)
     return triples, stats

@@ -195,6 +195,9 @@ def segment_mean_cosine(hidden: torch.Tensor, query_mask: torch.Tensor, passage_
     return nn.functional.cosine_similarity(mean(query_mask), mean(passage_mask), dim=-1)
 
 
+_FAR_FROM_EVERY_KERNEL = 1e4
+
+
 def kernel_pooling(
     match_matrix: torch.Tensor,
     query_mask: torch.Tensor,
@@ -225,12 +228,19 @@ def kernel_pooling(
     tensor([[0.]])
     """
     chunk_size = chunk_size or len(mus)
-    passage_mask = passage_mask.to(match_matrix.dtype)[None, :, None, :]
+    # Padded passage tokens are moved far from every kernel centre: their kernel values are exactly 0 (and so are
+    # their gradients), which saves a mask multiply per kernel.
+    match = match_matrix.masked_fill(~passage_mask.bool()[:, None, :], _FAR_FROM_EVERY_KERNEL).unsqueeze(0)
+    scales = -1.0 / (2 * sigmas**2)
+    in_place = not (torch.is_grad_enabled() and match.requires_grad)
     pooled = []  # (chunk, n, Lq) each: kernels first, so the sum runs over the last, contiguous dimension
     for start in range(0, len(mus), chunk_size):
-        mu = mus[start : start + chunk_size, None, None, None]
-        sigma = sigmas[start : start + chunk_size, None, None, None]
-        kernels = torch.exp(-((match_matrix.unsqueeze(0) - mu) ** 2) / (2 * sigma**2)) * passage_mask
+        distance = match - mus[start : start + chunk_size, None, None, None]
+        scale = scales[start : start + chunk_size, None, None, None]
+        if in_place:  # nothing keeps `distance` for a backward pass: one buffer for the whole kernel evaluation
+            kernels = distance.square_().mul_(scale).exp_()
+        else:
+            kernels = torch.exp(distance.square() * scale)
         pooled.append(torch.log(torch.clamp(kernels.sum(dim=-1), min=1e-10)) * log_scale)
     per_query_token = torch.cat(pooled) if len(pooled) > 1 else pooled[0]
     return (per_query_token * query_mask.to(per_query_token.dtype)[None]).sum(dim=-1).T

@@ -12,6 +12,7 @@ STUDENTS = ("bert_dot", "colbert", "prett", "tk", "bert_cat")
 SETTINGS = ("none", "T1", "T2")
 LOSS_COMPARISON = ("pointwise_mse", "weighted_ranknet")
 PRETRAINED_TEACHERS = ("mpnet", "minilm")
+CANDIDATE_PAIR_SOURCES = ("msmarco-dl20-train-queries", "scifact-train")
 
 
 @dataclass
@@ -54,6 +55,14 @@ class Budget:
             `splade_p_p_ensemble_distil` (SPLADE++), `bm25_rm3`, `open_ai_ada2`. The teacher scores whatever is
             drawn, judged or not.
         negatives_max_rank: candidates of each run that negatives are drawn from (None: `rerank_top_k`).
+        teacher_pairs_per_query: what the teachers label. Empty: the judged training triples, as in the paper.
+            Otherwise, per source, random pairs of each training query's candidates (`build_candidate_pairs`): for
+            `msmarco-dl20-train-queries` the top `candidate_max_rank` of each of `candidate_runs` and its judged
+            positives, for `scifact-train` BM25's top `candidate_max_rank` and its judged passages; the 100 MS MARCO
+            triples are labelled as they are. A teacher's edge over the student lies in how it orders the
+            candidates, and most of those pairs were never judged. The no-teacher students train on the judged
+            triples either way.
+        candidate_runs / candidate_max_rank: the DL20 runs and depth the candidate pairs come from.
         scifact_train_queries / scifact_test_queries: caps (None: all).
         rerank_top_k: BM25 candidates re-ranked per query.
         latency_queries / latency_candidates: size of the latency measurement.
@@ -83,6 +92,9 @@ class Budget:
     negatives_per_positive: int = 4
     train_runs: list[str] = field(default_factory=lambda: ["bm25"])
     negatives_max_rank: int | None = None
+    teacher_pairs_per_query: dict[str, int] = field(default_factory=dict)
+    candidate_runs: list[str] = field(default_factory=lambda: ["bm25"])
+    candidate_max_rank: int = 30
     scifact_train_queries: int | None = None
     scifact_test_queries: int | None = None
     rerank_top_k: int = 100
@@ -114,6 +126,12 @@ class Budget:
                 )
             if not isinstance(rate, (int, float)) or rate <= 0:
                 raise ValueError(f"student_learning_rates: {architecture} must be a positive number, got {rate!r}")
+        for source, count in self.teacher_pairs_per_query.items():
+            if source not in CANDIDATE_PAIR_SOURCES:
+                choices = ", ".join(CANDIDATE_PAIR_SOURCES)
+                raise ValueError(f"teacher_pairs_per_query: unknown source {source!r}; choose from {choices}")
+            if not isinstance(count, int) or count < 1:
+                raise ValueError(f"teacher_pairs_per_query: {source} must be a positive integer, got {count!r}")
         for setting in self.settings:
             if setting not in SETTINGS:
                 raise ValueError(f"unknown setting {setting!r}; choose from {', '.join(SETTINGS)}")
@@ -133,6 +151,7 @@ class Budget:
             "negatives_per_positive",
             "rerank_top_k",
             "max_passage_length",
+            "candidate_max_rank",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -166,6 +185,7 @@ BUDGETS: dict[str, Budget] = {
         student_learning_rates={"bert_cat": 2e-3},
         non_backbone_learning_rate=1e-3,
         negatives_per_positive=2,
+        teacher_pairs_per_query={"msmarco-dl20-train-queries": 6, "scifact-train": 3},
         rerank_top_k=30,
         latency_queries=2,
         latency_candidates=30,

@@ -5,18 +5,22 @@ sorted query id: even positions form the **dev set that every table reports**, o
 triples (judged positives at grade >= 2, negatives from the BM25 candidates not judged relevant). The 100 MS MARCO
 training triples are added as they are. Second domain: SciFact's train split, with BM25 negatives; SciFact's
 test split is a second, out-of-domain evaluation. No reported query is ever trained on.
+
+With a budget's `teacher_pairs_per_query`, the teachers label random pairs of the training queries' candidates
+instead of the judged triples (`teacher_triples`); the no-teacher students keep the judged triples.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from datasets import Dataset
 
 from ..data import (
     TRIPLES_FEATURES,
+    build_candidate_pairs,
     build_triples,
     read_beir,
     read_collection_tsv,
@@ -50,6 +54,9 @@ class PreparedData:
     dl20_dev: EvalSet
     scifact_test: EvalSet
     dev_query_ids: list[str]
+    teacher_triples: str | None = None
+    """What the teachers label, when it is not `train_triples` (candidate pairs)."""
+    teacher_triple_counts: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,24 +118,24 @@ def prepare_data(budget: Budget, data_dir: Path, out: Path) -> PreparedData:
     root = data_dir / "ci" if budget.data == "ci" else data_dir
     dl20 = root / "msmarco-dl20"
     scifact = root / ("scifact-small" if budget.data == "ci" else "scifact")
-    train_100 = root / ("msmarco-train-100.triples.tsv" if budget.data == "ci" else "msmarco-train-100/triples.tsv")
-    for path in (dl20, scifact, train_100):
+    train_100_file = root / (
+        "msmarco-train-100.triples.tsv" if budget.data == "ci" else "msmarco-train-100/triples.tsv"
+    )
+    for path in (dl20, scifact, train_100_file):
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: pass --data-dir pointing at the shared data folder")
 
     dl20_data = _DL20.read(dl20)
     dev_ids, train_ids = dl20_split([q for q in dl20_data.queries if q in dl20_data.qrels])
+    scifact_train = _SciFactTrain.read(budget, scifact)
+    train_100 = _plain_triples(train_100_file)
     sources = {
         "msmarco-dl20-train-queries": _dl20_train_triples(budget, dl20_data, train_ids),
-        "msmarco-train-100": _plain_triples(train_100),
-        "scifact-train": _scifact_train_triples(budget, scifact),
+        "msmarco-train-100": train_100,
+        "scifact-train": _scifact_train_triples(budget, scifact_train),
     }
-    texts = [triple for triples in sources.values() for triple in triples]
-    train_path = out / "train_triples.parquet"
-    Dataset.from_dict(
-        {"query": [t[0] for t in texts], "positive": [t[1] for t in texts], "negative": [t[2] for t in texts]},
-        features=TRIPLES_FEATURES,
-    ).to_parquet(str(train_path))
+    train_path = _write_text_triples(out / "train_triples.parquet", sources)
+    teacher_sources = _teacher_sources(budget, dl20_data, train_ids, scifact_train, train_100)
 
     prepared = PreparedData(
         train_triples=str(train_path),
@@ -136,6 +143,10 @@ def prepare_data(budget: Budget, data_dir: Path, out: Path) -> PreparedData:
         dl20_dev=_dl20_dev_set(dl20_data, dev_ids, out),
         scifact_test=_scifact_test_set(budget, scifact, out),
         dev_query_ids=dev_ids,
+        teacher_triples=str(_write_text_triples(out / "teacher_triples.parquet", teacher_sources))
+        if teacher_sources
+        else None,
+        teacher_triple_counts={name: len(triples) for name, triples in teacher_sources.items()},
     )
     write_json_atomic(str(manifest), prepared.to_dict())  # the stage's done-marker: whole or absent
     return prepared
@@ -187,21 +198,100 @@ def _plain_triples(path: Path) -> list[tuple[str, str, str]]:
         return [(query, positive, negative) for query, positive, negative in rows]
 
 
-def _scifact_train_triples(budget: Budget, scifact: Path) -> list[tuple[str, str, str]]:
+@dataclass
+class _SciFactTrain:
+    """SciFact's training queries (the budget's cap), corpus and judgements, and BM25's run over the corpus."""
+
+    queries: dict[str, str]
+    corpus: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    bm25: dict[str, dict[str, float]]
+
+    @classmethod
+    def read(cls, budget: Budget, scifact: Path) -> _SciFactTrain:
+        train = read_beir(scifact, split="train")
+        queries = {q: train.queries[q] for q in _first(list(train.qrels), budget.scifact_train_queries)}
+        run = bm25_search(train.corpus, queries, k=budget.rerank_top_k, show_progress=False)
+        return cls(queries, train.corpus, train.qrels, run)
+
+
+def _scifact_train_triples(budget: Budget, train: _SciFactTrain) -> list[tuple[str, str, str]]:
     """Triples of the SciFact training queries: judged positives, negatives from BM25 over the corpus."""
-    train = read_beir(scifact, split="train")
-    queries = {q: train.queries[q] for q in _first(list(train.qrels), budget.scifact_train_queries)}
-    run = bm25_search(train.corpus, queries, k=budget.rerank_top_k, show_progress=False)
     triples, _ = build_triples(
         train.qrels,
-        [run],
+        [train.bm25],
         min_grade=1,
         negatives_per_positive=budget.negatives_per_positive,
         seed=budget.seed,
-        query_ids=queries,
+        query_ids=train.queries,
         passage_ids=train.corpus,
     )
-    return [(queries[q], train.corpus[p], train.corpus[n]) for q, p, n in triples]
+    return [(train.queries[q], train.corpus[p], train.corpus[n]) for q, p, n in triples]
+
+
+def _scifact_candidate_pairs(budget: Budget, train: _SciFactTrain, count: int) -> list[tuple[str, str, str]]:
+    """Random pairs of BM25's top candidates (and the judged passages) of the SciFact training queries."""
+    pairs, _ = build_candidate_pairs(
+        [train.bm25],
+        pairs_per_query=count,
+        qrels=train.qrels,
+        min_grade=1,
+        seed=budget.seed,
+        query_ids=train.queries,
+        passage_ids=train.corpus,
+        max_rank=budget.candidate_max_rank,
+    )
+    return [(train.queries[q], train.corpus[a], train.corpus[b]) for q, a, b in pairs]
+
+
+def _dl20_candidate_pairs(budget: Budget, dl20: _DL20, train_ids: list[str], count: int) -> list[tuple[str, str, str]]:
+    """Random pairs of the candidate runs' top candidates (and the judged positives) of the DL20 training queries."""
+    runs = dl20.folder / "runs"
+    candidate_runs = [
+        dl20.bm25 if name == "bm25" else read_run(_run_file(runs, name)) for name in budget.candidate_runs
+    ]
+    pairs, _ = build_candidate_pairs(
+        candidate_runs,
+        pairs_per_query=count,
+        qrels=dl20.qrels,
+        min_grade=2,
+        seed=budget.seed,
+        query_ids=dl20.queries,
+        passage_ids=dl20.collection,
+        include_queries=set(train_ids),
+        max_rank=budget.candidate_max_rank,
+    )
+    return [(dl20.queries[q], dl20.collection[a], dl20.collection[b]) for q, a, b in pairs]
+
+
+def _teacher_sources(
+    budget: Budget,
+    dl20: _DL20,
+    train_ids: list[str],
+    scifact: _SciFactTrain,
+    train_100: list[tuple[str, str, str]],
+) -> dict[str, list[tuple[str, str, str]]]:
+    """What the teachers label with the budget's `teacher_pairs_per_query`: each source's candidate pairs (none for a
+    source it leaves out), and the 100 MS MARCO triples as they are. Empty without it."""
+    counts = budget.teacher_pairs_per_query
+    if not counts:
+        return {}
+    dl20_count, scifact_count = counts.get("msmarco-dl20-train-queries"), counts.get("scifact-train")
+    return {
+        "msmarco-dl20-train-queries": _dl20_candidate_pairs(budget, dl20, train_ids, dl20_count) if dl20_count else [],
+        "msmarco-train-100": train_100,
+        "scifact-train": _scifact_candidate_pairs(budget, scifact, scifact_count) if scifact_count else [],
+    }
+
+
+def _write_text_triples(path: Path, sources: dict[str, list[tuple[str, str, str]]]) -> Path:
+    """The text triples of every source, in source order, as one Parquet file."""
+    texts = [triple for triples in sources.values() for triple in triples]
+    Dataset.from_dict(
+        {"query": [t[0] for t in texts], "positive": [t[1] for t in texts], "negative": [t[2] for t in texts]},
+        features=TRIPLES_FEATURES,
+    ).to_parquet(str(path))
+    return path
 
 
 def _dl20_dev_set(dl20: _DL20, dev_ids: list[str], out: Path) -> EvalSet:

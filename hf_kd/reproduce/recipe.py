@@ -64,6 +64,8 @@ def _run_stages(budget: Budget, data_dir: Path, out: Path) -> dict[str, Any]:
     set_seed(budget.seed)
     data = stage("data", lambda: prepare_data(budget, data_dir, out / "data"))
     _log(f"training triples: {data.triple_counts}; DL20 dev queries: {len(data.dev_query_ids)}")
+    if data.teacher_triples:
+        _log(f"candidate pairs for the teachers to label: {data.teacher_triple_counts}")
     run = Reproduction(budget, out, data)
     stage("backbones", lambda: stages.build_backbones(run))
     stage("teachers", lambda: stages.train_teachers(run))

@@ -291,12 +291,18 @@ def train_teachers(run: Reproduction) -> None:
 
 
 def score_training_triples(run: Reproduction) -> None:
-    """Every teacher scores the training triples into one teacher-score dataset (T2 is the normalised mean)."""
+    """Every teacher scores the training triples (or the budget's candidate pairs) into one teacher-score dataset
+    (T2 is the normalised mean)."""
     if not ScoreDataset.is_score_dataset(run.scores_dir):
         loaded = [_load_recipe_teacher(run.budget, name, path) for name, path in run.teachers.items()]
         normalize = run.budget.teacher_normalize if len(loaded) > 1 else "none"
         score_triples(
-            loaded, run.data.train_triples, run.scores_dir, batch_size=32, normalize=normalize, overwrite=True
+            loaded,
+            run.data.teacher_triples or run.data.train_triples,
+            run.scores_dir,
+            batch_size=32,
+            normalize=normalize,
+            overwrite=True,
         )
     run.teacher_columns = _teacher_columns(run.scores_dir, list(run.teachers))
 
