@@ -13,6 +13,7 @@ SETTINGS = ("none", "T1", "T2")
 LOSS_COMPARISON = ("pointwise_mse", "weighted_ranknet")
 PRETRAINED_TEACHERS = ("mpnet", "minilm")
 CANDIDATE_PAIR_SOURCES = ("msmarco-dl20-train-queries", "scifact-train")
+DL20_RUNS = ("bm25", "bm25_rm3", "d_bert_kd_tasb", "splade_p_p_ensemble_distil", "open_ai_ada2")
 
 
 @dataclass
@@ -190,7 +191,10 @@ BUDGETS: dict[str, Budget] = {
         latency_queries=2,
         latency_candidates=30,
     ),
-    # the README's main job: all-mpnet-base-v2 teaches a MiniLM BERT_DOT; the same student without a teacher beside it
+    # the README's main job: all-mpnet-base-v2 teaches a MiniLM BERT_DOT; the same student without a teacher beside it.
+    # The teacher labels random pairs of the training queries' candidates (the five DL20 runs' top 30, BM25's top 30 on
+    # SciFact): on DL20 dev +0.019 and +0.021 nDCG@10 over zero-shot MiniLM with two samplings, against +0.005 from
+    # the judged triples
     "short": Budget(
         name="short",
         pretrained_teachers=["mpnet"],
@@ -205,6 +209,9 @@ BUDGETS: dict[str, Budget] = {
         learning_rate=2e-5,
         max_passage_length=128,
         negatives_per_positive=2,
+        teacher_pairs_per_query={"msmarco-dl20-train-queries": 30, "scifact-train": 6},
+        candidate_runs=list(DL20_RUNS),
+        candidate_max_rank=30,
         scifact_train_queries=100,
         scifact_test_queries=50,
     ),
