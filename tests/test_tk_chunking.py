@@ -125,3 +125,42 @@ def test_tk_scores_do_not_depend_on_the_chunk_size(tmp_path, tokenizer):
 def test_kernel_chunk_size_must_be_positive():
     with pytest.raises(ValueError, match="kernel_chunk_size"):
         TKConfig(backbone_config=BertConfig(**TINY), kernel_chunk_size=0)
+
+
+def test_compiled_kernel_pooling_scores_equal_eager_ones_and_training_stays_eager(tokenizer):
+    torch.manual_seed(0)
+    eager = TKModel(TKConfig(backbone_config=BertConfig(**TINY))).eval()
+    compiled = TKModel(TKConfig(backbone_config=BertConfig(**TINY), compile_kernel_pooling=True)).eval()
+    compiled.load_state_dict(eager.state_dict())
+    generator = torch.Generator().manual_seed(5)
+    queries = random_batch(1, 6, 32, generator)
+    for length in (30, 17):  # two passage widths: one compiled graph with dynamic shapes
+        passages = random_batch(25, length, 32, generator)
+        torch.testing.assert_close(
+            compiled.score_encoded(queries, passages), eager.score_encoded(queries, passages), atol=1e-5, rtol=1e-5
+        )
+    from hf_kd.models import ranking_functions
+
+    assert not ranking_functions._compilation_failed  # compiled indeed, not the eager fallback
+    # with gradients the model pools eagerly, so training is unchanged
+    passages = random_batch(4, 9, 32, generator)
+    features = compiled.kernel_features(queries.repeat_interleave(4), passages)
+    torch.testing.assert_close(features, eager.kernel_features(queries.repeat_interleave(4), passages))
+
+
+def test_compiled_kernel_pooling_falls_back_to_eager_with_a_warning(monkeypatch):
+    from hf_kd.models import ranking_functions
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(ranking_functions, "_compiled_kernel_pooling", broken)
+    monkeypatch.setattr(ranking_functions, "_compilation_failed", False)
+    generator = torch.Generator().manual_seed(6)
+    match = torch.rand(3, 4, 6, generator=generator) * 2 - 1
+    query_mask, passage_mask = random_masks(3, 4, generator), random_masks(3, 6, generator)
+    sigmas = torch.full_like(MUS, 0.1)
+    with pytest.warns(UserWarning, match="compiled kernel pooling failed .RuntimeError: no C.. compiler.; scoring"):
+        got = ranking_functions.compiled_kernel_pooling(match, query_mask, passage_mask, MUS, sigmas, 0.01)
+    torch.testing.assert_close(got, kernel_pooling(match, query_mask, passage_mask, MUS, sigmas, 0.01))
+    assert ranking_functions._compilation_failed  # later calls go straight to eager pooling

@@ -11,7 +11,7 @@ from transformers import initialization as init
 
 from .configuration_tk import TKConfig
 from .modeling_ranking import EncodedBatch, SplitRankingModel
-from .ranking_functions import kernel_pooling, sinusoidal_positions, tokenize_texts
+from .ranking_functions import compiled_kernel_pooling, kernel_pooling, sinusoidal_positions, tokenize_texts
 
 
 def match_matrix(queries: torch.Tensor, passages: torch.Tensor) -> torch.Tensor:
@@ -96,7 +96,10 @@ class TKModel(SplitRankingModel):
         mus = torch.tensor(self.config.kernel_mus, device=match.device, dtype=match.dtype)
         sigmas = torch.full_like(mus, self.config.kernel_sigma)
         chunk_size = self.config.kernel_chunk_size if chunk_size is None else chunk_size
-        return kernel_pooling(match, queries.mask, passages.mask, mus, sigmas, self.config.kernel_log_scale, chunk_size)
+        args = (match, queries.mask, passages.mask, mus, sigmas, self.config.kernel_log_scale)
+        if getattr(self.config, "compile_kernel_pooling", False) and not torch.is_grad_enabled():
+            return compiled_kernel_pooling(*args, fallback_chunk_size=chunk_size)
+        return kernel_pooling(*args, chunk_size)
 
     def score_pairs(self, queries: EncodedBatch, passages: EncodedBatch) -> torch.Tensor:
         return self.dense(self.kernel_features(queries, passages)).squeeze(-1)

@@ -7,6 +7,7 @@ Only torch and the standard library: this file is copied with the modeling code 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -246,6 +247,34 @@ def kernel_pooling(
     return (per_query_token * query_mask.to(per_query_token.dtype)[None]).sum(dim=-1).T
 
 
+_compiled_kernel_pooling = torch.compile(kernel_pooling, dynamic=True)
+_compilation_failed = False
+
+
+def compiled_kernel_pooling(
+    match_matrix: torch.Tensor,
+    query_mask: torch.Tensor,
+    passage_mask: torch.Tensor,
+    mus: torch.Tensor,
+    sigmas: torch.Tensor,
+    log_scale: float = 1.0,
+    fallback_chunk_size: int | None = 1,
+) -> torch.Tensor:
+    """[`kernel_pooling`] of all kernels at once through `torch.compile` (shapes dynamic): the kernels and the sum over
+    passage tokens fuse into one loop, so the (n, Lq, Lp, K) tensor is never built. Where compilation fails (no C++
+    compiler), a warning, then eager `kernel_pooling` with `fallback_chunk_size` from then on."""
+    global _compilation_failed
+    args = (match_matrix, query_mask, passage_mask, mus, sigmas, log_scale)
+    if not _compilation_failed:
+        try:
+            return _compiled_kernel_pooling(*args, 0)
+        except Exception as error:  # torch._dynamo / inductor raise many kinds; any of them means "run eagerly"
+            _compilation_failed = True
+            message = f"compiled kernel pooling failed ({type(error).__name__}: {error}); scoring eagerly"
+            warnings.warn(message, stacklevel=2)
+    return kernel_pooling(*args, fallback_chunk_size)
+
+
 def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """(length, dim) sine/cosine position features of "Attention is all you need", as TK adds them."""
     positions = torch.arange(length, device=device, dtype=torch.float32)[:, None]
@@ -261,6 +290,7 @@ __all__ = [
     "check_texts",
     "dot_scores",
     "inverse_permutation",
+    "compiled_kernel_pooling",
     "kernel_pooling",
     "length_sorted_order",
     "length_sorted_sub_batches",

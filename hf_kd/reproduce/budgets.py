@@ -57,12 +57,12 @@ class Budget:
             drawn, judged or not.
         negatives_max_rank: candidates of each run that negatives are drawn from (None: `rerank_top_k`).
         teacher_pairs_per_query: what the teachers label. Empty: the judged training triples, as in the paper.
-            Otherwise, per source, random pairs of each training query's candidates (`build_candidate_pairs`): for
-            `msmarco-dl20-train-queries` the top `candidate_max_rank` of each of `candidate_runs` and its judged
-            positives, for `scifact-train` BM25's top `candidate_max_rank` and its judged passages; the 100 MS MARCO
-            triples are labelled as they are. A teacher's edge over the student lies in how it orders the
-            candidates, and most of those pairs were never judged. The no-teacher students train on the judged
-            triples either way.
+            For each source it names, random pairs of each training query's candidates instead
+            (`build_candidate_pairs`): for `msmarco-dl20-train-queries` the top `candidate_max_rank` of each of
+            `candidate_runs` and its judged positives, for `scifact-train` BM25's top `candidate_max_rank` and its
+            judged passages; other sources (always the 100 MS MARCO triples) keep their judged triples. A teacher's
+            edge over the student lies in how it orders the candidates, and most of those pairs were never judged.
+            The no-teacher students train on the judged triples either way.
         candidate_runs / candidate_max_rank: the DL20 runs and depth the candidate pairs come from.
         scifact_train_queries / scifact_test_queries: caps (None: all).
         rerank_top_k: BM25 candidates re-ranked per query.

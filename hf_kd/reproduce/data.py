@@ -128,14 +128,13 @@ def prepare_data(budget: Budget, data_dir: Path, out: Path) -> PreparedData:
     dl20_data = _DL20.read(dl20)
     dev_ids, train_ids = dl20_split([q for q in dl20_data.queries if q in dl20_data.qrels])
     scifact_train = _SciFactTrain.read(budget, scifact)
-    train_100 = _plain_triples(train_100_file)
     sources = {
         "msmarco-dl20-train-queries": _dl20_train_triples(budget, dl20_data, train_ids),
-        "msmarco-train-100": train_100,
+        "msmarco-train-100": _plain_triples(train_100_file),
         "scifact-train": _scifact_train_triples(budget, scifact_train),
     }
     train_path = _write_text_triples(out / "train_triples.parquet", sources)
-    teacher_sources = _teacher_sources(budget, dl20_data, train_ids, scifact_train, train_100)
+    teacher_sources = _teacher_sources(budget, dl20_data, train_ids, scifact_train, sources)
 
     prepared = PreparedData(
         train_triples=str(train_path),
@@ -269,19 +268,18 @@ def _teacher_sources(
     dl20: _DL20,
     train_ids: list[str],
     scifact: _SciFactTrain,
-    train_100: list[tuple[str, str, str]],
+    judged: dict[str, list[tuple[str, str, str]]],
 ) -> dict[str, list[tuple[str, str, str]]]:
-    """What the teachers label with the budget's `teacher_pairs_per_query`: each source's candidate pairs (none for a
-    source it leaves out), and the 100 MS MARCO triples as they are. Empty without it."""
+    """What the teachers label with the budget's `teacher_pairs_per_query`: its candidate pairs for the sources it
+    names, the judged triples of the others (the 100 MS MARCO triples always). Empty without it."""
     counts = budget.teacher_pairs_per_query
     if not counts:
         return {}
-    dl20_count, scifact_count = counts.get("msmarco-dl20-train-queries"), counts.get("scifact-train")
-    return {
-        "msmarco-dl20-train-queries": _dl20_candidate_pairs(budget, dl20, train_ids, dl20_count) if dl20_count else [],
-        "msmarco-train-100": train_100,
-        "scifact-train": _scifact_candidate_pairs(budget, scifact, scifact_count) if scifact_count else [],
+    pairs = {
+        "msmarco-dl20-train-queries": lambda count: _dl20_candidate_pairs(budget, dl20, train_ids, count),
+        "scifact-train": lambda count: _scifact_candidate_pairs(budget, scifact, count),
     }
+    return {name: pairs[name](counts[name]) if name in counts else triples for name, triples in judged.items()}
 
 
 def _write_text_triples(path: Path, sources: dict[str, list[tuple[str, str, str]]]) -> Path:
