@@ -39,3 +39,31 @@ def test_two_processes_mine_the_rows_of_one_process(ci_data, tokenizer, tmp_path
     # other batch-mates, other padding: equal to float32 rounding
     np.testing.assert_allclose(np.array(rows_two.column("scores").to_pylist()), scores_one, atol=1e-5)
     assert (scores_one[:, 1:] < scores_one[:, :1]).all()  # the margin filter: every negative below its positive
+
+
+def test_two_processes_share_the_dense_first_stage(ci_data, tiny_dot_folder, tmp_path, capsys):
+    dl20 = ci_data / "msmarco-dl20"
+    args = [
+        "mine", "--queries", dl20 / "queries.tsv", "--collection", dl20 / "collection.tsv", "--qrels",
+        dl20 / "qrels.txt", "--retriever", tiny_dot_folder, "--min-grade", "2", "--skip-missing", "--range", "2:15",
+        "--num-negatives", "2", "--sampling", "top", "--device", "cpu", "--batch-size", "16",
+    ]  # fmt: skip
+    args = [str(a) for a in args]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    capsys.readouterr()
+    done = launch_two_processes(["-m", "hf_kd.cli", *args, "--out", str(tmp_path / "two")], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    one, two = ScoreDataset.open(tmp_path / "one"), ScoreDataset.open(tmp_path / "two")
+    passages = sum(1 for _ in open(dl20 / "collection.tsv", encoding="utf-8"))
+    record_one = one.provenance.parameters["retrieval"]["processes"]
+    record_two = two.provenance.parameters["retrieval"]["processes"]
+    queries = record_one[0]["queries"]
+    assert record_one == [{"rank": 0, "queries": queries, "passages": passages}]
+    assert record_two == [
+        {"rank": 0, "queries": (queries + 1) // 2, "passages": (passages + 1) // 2},
+        {"rank": 1, "queries": queries // 2, "passages": passages // 2},
+    ]
+    assert "first stage: " in done.stdout and " passages by process 1" in done.stdout
+    # each process encoded half the collection; the exact search over the whole gives the same top-ranked negatives
+    assert one.table().equals(two.table())

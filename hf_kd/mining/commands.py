@@ -102,6 +102,14 @@ def run_mine(args: argparse.Namespace) -> int:
     shares = stats.parameters.get("scoring", {}).get("processes", [])
     if len(shares) > 1:
         print("  teacher pairs scored: " + ", ".join(f"{s['pairs']:,} by process {s['rank']}" for s in shares))
+    searched = stats.parameters.get("retrieval", {}).get("processes", [])
+    if len(searched) > 1:
+        print(
+            "  first stage: "
+            + ", ".join(
+                f"{s['queries']:,} queries and {s['passages']:,} passages by process {s['rank']}" for s in searched
+            )
+        )
     filtered = ""
     if teacher is not None:
         filtered = f", within the teacher's margin or unscored {stats.teacher_filtered:,}"

@@ -300,8 +300,10 @@ def _first_stage_candidates(
     device: str | None,
     index: str | os.PathLike | None,
     show_progress: bool,
+    stats: MiningStats,
 ) -> dict[str, dict[str, float]]:
-    """The first stage's `depth` best candidates of every query with positives (see [`retrieve_candidates`])."""
+    """The first stage's `depth` best candidates of every query with positives (see [`retrieve_candidates`]); what
+    each process did goes to `stats.parameters["retrieval"]`."""
     mined_queries = {qid: queries[qid] for qid in positives}
     if not mined_queries:
         return {}
@@ -314,6 +316,7 @@ def _first_stage_candidates(
         device=device,
         index=index,
         show_progress=show_progress,
+        record=stats.parameters.setdefault("retrieval", {}),
     )
 
 
@@ -328,12 +331,13 @@ def _candidate_windows(
     device: str | None,
     index: str | os.PathLike | None,
     show_progress: bool,
+    stats: MiningStats,
 ) -> dict[str, list[str]]:
     """The candidates in the rank range of every query with positives, from `candidates` or else retrieved by the
     first stage, checked to have text in the collection."""
     if candidates is None:
         candidates = _first_stage_candidates(
-            retriever, queries, collection, positives, rank_range[1], batch_size, device, index, show_progress
+            retriever, queries, collection, positives, rank_range[1], batch_size, device, index, show_progress, stats
         )
     windows = {qid: _window(candidates.get(qid, {}), rank_range) for qid in positives}
     unknown = sorted({pid for window in windows.values() for pid in window if pid not in collection})
@@ -451,7 +455,17 @@ def mine_hard_negatives(
         stats=stats,
     )
     windows = _candidate_windows(
-        candidates, retriever, queries, collection, positives, rank_range, batch_size, device, index, show_progress
+        candidates,
+        retriever,
+        queries,
+        collection,
+        positives,
+        rank_range,
+        batch_size,
+        device,
+        index,
+        show_progress,
+        stats,
     )
     scores = _score_positives_and_candidates(
         teacher, queries, collection, qrels, positives, windows, batch_size, show_progress, device, stats

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+
 
 class _SentenceTransformerEncoder:
     """A sentence-transformers bi-encoder behind the `encode_queries` / `encode_passages` interface of BERT_DOT that
@@ -83,8 +85,13 @@ def retrieve_candidates(
     device: str | None = None,
     index: str | os.PathLike | None = None,
     show_progress: bool = True,
+    record: dict | None = None,
 ) -> dict[str, dict[str, float]]:
     """The top `k` passages of the collection for every query.
+
+    Under `accelerate launch --num_processes N` the processes share the work: each encodes every N-th passage of the
+    collection for a dense retriever (all processes then search the whole, exactly), and each searches every N-th
+    query; every process returns the whole run.
 
     Args:
         retriever (`str` or `os.PathLike`): `"bm25"` (bm25s, see `hf_kd.evaluation.bm25_search`), or a dense
@@ -97,29 +104,63 @@ def retrieve_candidates(
             dense `retriever` over this `collection`; it is searched instead of encoding the collection again
             (checked against its `index_build.json`: same passages, same model files).
         show_progress (`bool`, *optional*, defaults to `True`): show progress bars.
+        record (`dict`, *optional*): receives `"processes"`: each process's rank, queries searched and passages
+            encoded or indexed (BM25: every process indexes the whole collection; a built `index`: none).
 
     Returns:
-        `dict[str, dict[str, float]]`: query id -> {passage id -> first-stage score}.
+        `dict[str, dict[str, float]]`: query id -> {passage id -> first-stage score}, in the order of `queries`.
     """
+    from ..processes import JobProcesses, job_processes
+
+    processes = JobProcesses(job_processes(device))
+    query_ids = processes.share(list(queries))
+    my_queries = {qid: queries[qid] for qid in query_ids}
     if str(retriever) == "bm25":
         if index is not None:
             raise ValueError("an index is searched with the dense model that built it: give it as the retriever")
         from ..evaluation.bm25 import bm25_search
 
-        return bm25_search(dict(collection), dict(queries), k=k, show_progress=show_progress)
+        run = bm25_search(dict(collection), my_queries, k=k, show_progress=show_progress) if my_queries else {}
+        return _merged_runs(processes, queries, run, len(collection), record)
     from ..evaluation.dense import DenseIndex, dense_retrieve, encode_texts
+
+    def search(model, tokenizer, dense_index) -> dict[str, dict[str, float]]:
+        if not my_queries:
+            return {}
+        return dense_retrieve(model, tokenizer, dense_index, my_queries, k, batch_size, show_progress=show_progress)
 
     if index is not None:
         from ..evaluation.indexing import check_index_build
 
         check_index_build(index, retriever, collection)  # before the model loads
-        model, tokenizer = load_dense_encoder(retriever, device)
-        return dense_retrieve(
-            model, tokenizer, DenseIndex.load(index), dict(queries), k, batch_size, show_progress=show_progress
-        )
-    model, tokenizer = load_dense_encoder(retriever, device)
+        model, tokenizer = load_dense_encoder(retriever, processes.device or device)
+        return _merged_runs(processes, queries, search(model, tokenizer, DenseIndex.load(index)), 0, record)
+    model, tokenizer = load_dense_encoder(retriever, processes.device or device)
     ids = list(collection)
-    texts = [collection[pid] for pid in ids]
-    vectors = encode_texts(model, tokenizer, texts, "passages", batch_size, show_progress=show_progress)
-    index = DenseIndex.build(vectors, ids, "Flat")
-    return dense_retrieve(model, tokenizer, index, dict(queries), k, batch_size, show_progress=show_progress)
+    mine = processes.share(ids)
+    vectors = encode_texts(model, tokenizer, [collection[pid] for pid in mine], "passages", batch_size, show_progress)
+    dense_index = DenseIndex.build(_interleaved(processes.gather(vectors), len(ids)), ids, "Flat")
+    return _merged_runs(processes, queries, search(model, tokenizer, dense_index), len(mine), record)
+
+
+def _interleaved(parts: list[np.ndarray], total: int) -> np.ndarray:
+    """The rows of every process's share (`JobProcesses.share`: every `count`-th row from its rank on), back in the
+    order of the whole."""
+    if len(parts) == 1:
+        return parts[0]
+    whole = np.empty((total, parts[0].shape[1]), dtype=parts[0].dtype)
+    for rank, part in enumerate(parts):
+        whole[rank :: len(parts)] = part
+    return whole
+
+
+def _merged_runs(processes, queries: Mapping[str, str], run: dict, passages: int, record: dict | None) -> dict:
+    """Every process's run merged, in the order of `queries`; `record["processes"]` says what each process did
+    (`passages`: encoded or indexed)."""
+    shares = processes.gather((run, passages))
+    merged = {qid: candidates for part, _ in shares for qid, candidates in part.items()}
+    if record is not None:
+        record["processes"] = [
+            {"rank": rank, "queries": len(part), "passages": count} for rank, (part, count) in enumerate(shares)
+        ]
+    return {qid: merged[qid] for qid in queries if qid in merged}
