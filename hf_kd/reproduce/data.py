@@ -171,14 +171,16 @@ class _DL20:
             bm25=read_run(_bm25_run_file(folder / "runs")),
         )
 
+    def runs(self, names: list[str]) -> list[dict[str, dict[str, float]]]:
+        """The named runs of `runs/` (`bm25` is the one already read)."""
+        return [self.bm25 if name == "bm25" else read_run(_run_file(self.folder / "runs", name)) for name in names]
+
 
 def _dl20_train_triples(budget: Budget, dl20: _DL20, train_ids: list[str]) -> list[tuple[str, str, str]]:
     """Triples of the DL20 training queries: judged positives (grade >= 2), negatives from the budget's runs."""
-    runs = dl20.folder / "runs"
-    train_runs = [dl20.bm25 if name == "bm25" else read_run(_run_file(runs, name)) for name in budget.train_runs]
     triples, _ = build_triples(
         dl20.qrels,
-        train_runs,
+        dl20.runs(budget.train_runs),
         min_grade=2,
         negatives_per_positive=budget.negatives_per_positive,
         seed=budget.seed,
@@ -245,12 +247,8 @@ def _scifact_candidate_pairs(budget: Budget, train: _SciFactTrain, count: int) -
 
 def _dl20_candidate_pairs(budget: Budget, dl20: _DL20, train_ids: list[str], count: int) -> list[tuple[str, str, str]]:
     """Random pairs of the candidate runs' top candidates (and the judged positives) of the DL20 training queries."""
-    runs = dl20.folder / "runs"
-    candidate_runs = [
-        dl20.bm25 if name == "bm25" else read_run(_run_file(runs, name)) for name in budget.candidate_runs
-    ]
     pairs, _ = build_candidate_pairs(
-        candidate_runs,
+        dl20.runs(budget.candidate_runs),
         pairs_per_query=count,
         qrels=dl20.qrels,
         min_grade=2,
