@@ -230,11 +230,12 @@ def build_candidate_pairs(
             stats.queries_without_text += 1
             continue
         pool = _candidate_pool(qid, runs, {}, min_grade, passage_ids, max_rank)
+        retrieved = set(pool)
         judged = (qrels or {}).get(qid, {})
         pool += sorted(
             pid
             for pid, grade in judged.items()
-            if grade >= min_grade and pid not in pool and (passage_ids is None or pid in passage_ids)
+            if grade >= min_grade and pid not in retrieved and (passage_ids is None or pid in passage_ids)
         )
         if len(pool) < 2:
             stats.queries_without_negative += 1

@@ -186,24 +186,8 @@ def write_scores(
     save_to_disk: bool = False,
     overwrite: bool = False,
 ) -> int:
-    """Writes a teacher-score dataset folder from a stream of record batches, at constant memory.
-
-    Args:
-        batches (`Iterable[pa.RecordBatch]`): rows whose schema is `features` (e.g. a `hf_kd.data` reader).
-        out (`str` or `os.PathLike`): the dataset folder to create.
-        features (`Features`): one of `hf_kd.data.SCHEMAS`.
-        provenance ([`Provenance`]): recorded in `hf_kd_provenance.json` and the file metadata; its `rows`
-            is filled in here.
-        queries (`Mapping[str, str]`, *optional*): query texts to store beside an id form.
-        collection (`Mapping[str, str]`, *optional*): passage texts to store beside an id form.
-        shard_rows (`int`, *optional*, defaults to 1,000,000): rows per Parquet or Arrow shard.
-        save_to_disk (`bool`, *optional*, defaults to `False`): write the `Dataset.save_to_disk` layout
-            instead of Parquet shards.
-        overwrite (`bool`, *optional*, defaults to `False`): replace an existing non-empty `out`.
-
-    Returns:
-        `int`: the number of rows written.
-    """
+    """The writer behind [`ScoreDataset.write`] (its arguments are documented there; `out` is its `path`).
+    Returns the number of rows written."""
     out = Path(out)
     check_output_folder(out, overwrite)
     with atomic_folder(out) as tmp:

@@ -97,7 +97,7 @@ class TKModel(SplitRankingModel):
         sigmas = torch.full_like(mus, self.config.kernel_sigma)
         chunk_size = self.config.kernel_chunk_size if chunk_size is None else chunk_size
         args = (match, queries.mask, passages.mask, mus, sigmas, self.config.kernel_log_scale)
-        if getattr(self.config, "compile_kernel_pooling", False) and not torch.is_grad_enabled():
+        if self.config.compile_kernel_pooling and not torch.is_grad_enabled():
             return compiled_kernel_pooling(*args, fallback_chunk_size=chunk_size)
         return kernel_pooling(*args, chunk_size)
 

@@ -247,7 +247,7 @@ def kernel_pooling(
     return (per_query_token * query_mask.to(per_query_token.dtype)[None]).sum(dim=-1).T
 
 
-_compiled_kernel_pooling = torch.compile(kernel_pooling, dynamic=True)
+_compiled_kernel_pooling = None  # built on first use: `torch.compile` costs seconds, too much for import time
 _compilation_failed = False
 
 
@@ -263,10 +263,12 @@ def compiled_kernel_pooling(
     """[`kernel_pooling`] of all kernels at once through `torch.compile` (shapes dynamic): the kernels and the sum over
     passage tokens fuse into one loop, so the (n, Lq, Lp, K) tensor is never built. Where compilation fails (no C++
     compiler), a warning, then eager `kernel_pooling` with `fallback_chunk_size` from then on."""
-    global _compilation_failed
+    global _compiled_kernel_pooling, _compilation_failed
     args = (match_matrix, query_mask, passage_mask, mus, sigmas, log_scale)
     if not _compilation_failed:
         try:
+            if _compiled_kernel_pooling is None:
+                _compiled_kernel_pooling = torch.compile(kernel_pooling, dynamic=True)
             return _compiled_kernel_pooling(*args, 0)
         except Exception as error:  # torch._dynamo / inductor raise many kinds; any of them means "run eagerly"
             _compilation_failed = True
