@@ -250,6 +250,35 @@ def test_cli_score_with_a_run_teacher_reports_the_dropped_triples(dl20, run_trip
     assert f"{len(dl20['run'])} triples left out: a teacher has no score for one of their pairs" in out
 
 
+def test_cli_score_truncates_a_model_teacher_at_max_length(minilm_path, run_triples, tmp_path):
+    """`--max-length 16` scores as the model with its inputs cut at 16 tokens, and records the length."""
+    from sentence_transformers import SentenceTransformer
+
+    path, rows, _ = run_triples
+    parser = argparse.ArgumentParser()
+    add_subcommands(parser.add_subparsers())
+    args = parser.parse_args(
+        ["score", "--teacher", str(minilm_path), "--max-length", "16", "--triples", str(path), "--out", str(tmp_path)]
+        + ["--device", "cpu"]
+    )
+    args.out = str(tmp_path / "scores")
+    assert args.func(args) == 0
+    scores = ScoreDataset.open(tmp_path / "scores")
+    table = scores.table()
+
+    reference = SentenceTransformer(minilm_path, device="cpu")
+    reference.max_seq_length = 16
+    queries = reference.encode_query([r[0] for r in rows])
+    expected_pos = reference.similarity_pairwise(queries, reference.encode_document([r[1] for r in rows]))
+    expected_neg = reference.similarity_pairwise(queries, reference.encode_document([r[2] for r in rows]))
+    np.testing.assert_allclose(table.column("pos_score").to_numpy(), expected_pos.numpy(), atol=1e-5)
+    np.testing.assert_allclose(table.column("neg_score").to_numpy(), expected_neg.numpy(), atol=1e-5)
+    reference.max_seq_length = 128  # the default length scores differently: the flag is what changed them
+    untruncated = reference.similarity_pairwise(queries, reference.encode_document([r[1] for r in rows]))
+    assert not np.allclose(untruncated.numpy(), expected_pos.numpy(), atol=1e-3)
+    assert scores.provenance.parameters["teachers"][0]["max_length"] == 16
+
+
 def test_all_mpnet_base_v2_is_joined_from_its_parts_once(tmp_path, monkeypatch, minilm_path):
     """The five-part zip layout, built here from a small sentence-transformers folder, unpacks into the cache."""
     import hf_kd.pretrained as pretrained

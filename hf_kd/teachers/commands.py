@@ -42,7 +42,15 @@ def _load_teachers(args: argparse.Namespace, device: str | None) -> list:
             if _looks_like_a_path(name_or_path):
                 raise FileNotFoundError(f"teacher folder not found: {name_or_path}")
         with naming_weight_files(name_or_path):
-            teachers.append(load_teacher(name_or_path, device=device, queries=args.queries, collection=args.collection))
+            teachers.append(
+                load_teacher(
+                    name_or_path,
+                    device=device,
+                    max_length=args.max_length,
+                    queries=args.queries,
+                    collection=args.collection,
+                )
+            )
     return teachers
 
 
@@ -171,6 +179,13 @@ def _add_score_parser(subparsers: argparse._SubParsersAction) -> None:
         "--shard-size", type=_positive_int, default=DEFAULT_SHARD_SIZE, help="distinct pairs per resumable shard"
     )
     score.add_argument("--bf16", action="store_true", help="run the teachers under bfloat16 autocast")
+    score.add_argument(
+        "--max-length",
+        type=_positive_int,
+        default=None,
+        help="the most tokens of a cross-encoder's or classification model's pair input, of a bi-encoder's query and "
+        "passage each (default: the model's own limit); hf-kd checkpoints keep their config's lengths",
+    )
     score.add_argument(
         "--normalize",
         choices=NORMALIZATIONS,
