@@ -27,6 +27,13 @@ def _dense_scale(paths: dict) -> list[str]:
     ]  # fmt: skip
 
 
+def _mining_scale(paths: dict) -> list[str]:
+    return [
+        "--data", str(paths["dl20"]), "--sizes", "200", "--candidates", "20", "--pairs", "8", "--query-repeats", "2",
+        "--threads", "1", "--backbone", str(paths["tiny"]), "--out", paths["out"],
+    ]  # fmt: skip
+
+
 def _encode_throughput(paths: dict) -> list[str]:
     return [
         "--data", str(paths["dl20"]), "--num-passages", "8", "--batch-size", "4", "--repeats", "1",
@@ -68,6 +75,7 @@ def _train_throughput(paths: dict) -> list[str]:
 SMOKE_RUNS = {
     "convert_scores": (_convert_scores, "rows/s", {"benchmark", "format", "data", "machine", "results"}),
     "dense_scale": (_dense_scale, "recall@100", {"benchmark", "models", "results", "at_scale", "assumptions"}),
+    "mining_scale": (_mining_scale, "search ms/q", {"benchmark", "results", "teacher_filter", "mining", "at_scale"}),
     "encode_throughput": (
         _encode_throughput,
         "passages/s",
