@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from ..data.writers import check_output_folder
 from ..files import atomic_folder
 from ..jobs import model_files_fingerprint, output_lock
 
@@ -86,8 +87,7 @@ def average_checkpoints(
     if len(weights) != len(paths) or any(w < 0 for w in weights) or sum(weights) <= 0:
         raise ValueError(f"expected {len(paths)} non-negative weights with a positive sum, got {list(weights)}")
     out = Path(out)
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} already exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+    check_output_folder(out, overwrite)
     _check_same_architecture(paths)
 
     total = float(sum(weights))
