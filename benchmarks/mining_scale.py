@@ -11,7 +11,7 @@ Measured here, on this machine:
    depend on the weights) on real (query, BM25 candidate) pairs;
 3. `mine_hard_negatives` end to end on the real DL20 collection: BM25 over its passages, the teacher scoring every
    judged positive and the candidates at ranks 1..`--candidates`, a margin filter, `--num-negatives` negatives per
-   positive; seconds per mined query, beside the sum the model predicts for it.
+   positive; seconds per mined query.
 
 Then a cost model for `--target-passages` passages (MS MARCO: 8.8M) and `--target-queries` training queries (MS
 MARCO's judged training queries: 502,939) on 1 and on `--processes` processes. Its assumptions: BM25 indexing grows
