@@ -1,10 +1,9 @@
 """Weight averaging of fine-tuned checkpoints ("model soups", Wortsman et al. 2022): students of one architecture,
-trained from the same starting point on different samplings of the teacher's pairs, averaged into one model.
+trained from the same starting point with different seeds or samplings of the teacher's pairs, averaged weight by
+weight into one model that costs what one student costs.
 
-A student distilled from one sampling of candidate pairs varies with the sampling (on SciFact by up to 0.05 nDCG@10
-here); the uniform average of several such students lands at or above their mean on every evaluation set measured,
-at the cost of one model (see the README's "Averaging students").
-"""
+Measured on the main job's recipe (README, "Averaging students"), a soup of three students is within noise of the
+three students' mean: it smooths out an unlucky sampling, but it is not by itself a gain."""
 
 from __future__ import annotations
 
