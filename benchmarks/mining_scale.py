@@ -93,6 +93,7 @@ def measure_mining(backbone: str, data: Path, candidates: int, num_negatives: in
     collection = read_collection_tsv(data / "collection.tsv")
     qrels = {qid: grades for qid, grades in read_qrels(data / "qrels.txt").items() if qid in queries}
     with tempfile.TemporaryDirectory() as folder:
+        torch.manual_seed(0)  # the untrained head: the same teacher scores, so the same rows, in every run
         BertCatModel.from_backbone(backbone).save_pretrained(folder, tokenizer=AutoTokenizer.from_pretrained(backbone))
         teacher = load_teacher(folder, device="cpu")
         start = time.perf_counter()
