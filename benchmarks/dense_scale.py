@@ -181,10 +181,29 @@ def cost_model(models: dict, indexes: list[dict], passages: int, triples: int, p
                 "parallel": False,
             }
         )
+    return add_parallel_column(rows, processes)
+
+
+def add_parallel_column(rows: list[dict], processes: int) -> list[dict]:
+    """Each cost row's figure on `processes` processes: divided among them unless the row says `parallel: False`
+    (work every process repeats, or a per-query latency)."""
     for row in rows:
         parallel = row.pop("parallel", True)
         row[f"{processes}_processes"] = row["one_process"] / processes if parallel else row["one_process"]
     return rows
+
+
+def print_at_scale(rows: list[dict], processes: int) -> None:
+    """The cost model's table: each work's figure on one process and on `processes`."""
+    width = max(len(row["work"]) for row in rows) + 2
+    header = f"{'at scale':<{width}} {'1 process':>12} {f'{processes} processes':>13}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        unit = row["unit"]
+        print(
+            f"{row['work']:<{width}} {row['one_process']:>10.2f} {unit:<2}{row[f'{processes}_processes']:>11.2f} {unit}"
+        )
 
 
 def print_tables(models: dict, indexes: list[dict], model_rows: list[dict], processes: int) -> None:
@@ -201,12 +220,7 @@ def print_tables(models: dict, indexes: list[dict], model_rows: list[dict], proc
             f"{row['search_ms_per_query']:>12.3f} {row['recall@100_vs_flat']:>11.3f}"
         )
     print()
-    header = f"{'at scale':<62} {'1 process':>12} {f'{processes} processes':>13}"
-    print(header)
-    print("-" * len(header))
-    for row in model_rows:
-        unit = row["unit"]
-        print(f"{row['work']:<62} {row['one_process']:>10.2f} {unit:<2}{row[f'{processes}_processes']:>11.2f} {unit}")
+    print_at_scale(model_rows, processes)
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dense_scale import DEFAULT_DATA, REPO_ROOT, measure_models
+from dense_scale import DEFAULT_DATA, REPO_ROOT, add_parallel_column, measure_models, print_at_scale
 from tqdm.auto import tqdm
 
 
@@ -141,10 +141,7 @@ def cost_model(
         {"work": f"teacher filter, {pairs:,} pairs (BERT-base teacher, ~8x)", "one_process": 8 * filter_hours,
          "unit": "h"},
     ]  # fmt: skip
-    for row in rows:
-        parallel = row.pop("parallel", True)
-        row[f"{processes}_processes"] = row["one_process"] / processes if parallel else row["one_process"]
-    return rows
+    return add_parallel_column(rows, processes)
 
 
 def print_tables(bm25: list[dict], models: dict, mining: dict | None, at_scale: list[dict], processes: int) -> None:
@@ -164,12 +161,7 @@ def print_tables(bm25: list[dict], models: dict, mining: dict | None, at_scale: 
             f"{mining['rows']} rows"
         )
     print()
-    header = f"{'at scale':<66} {'1 process':>12} {f'{processes} processes':>13}"
-    print(header)
-    print("-" * len(header))
-    for row in at_scale:
-        unit = row["unit"]
-        print(f"{row['work']:<66} {row['one_process']:>10.2f} {unit:<2}{row[f'{processes}_processes']:>11.2f} {unit}")
+    print_at_scale(at_scale, processes)
 
 
 def main() -> None:
