@@ -5,21 +5,22 @@ Measured here, on this machine:
 1. the BM25 first stage of `hf-kd mine` (`hf_kd.evaluation.bm25_search`, bm25s) for every size in `--sizes`: a
    collection of synthetic passages whose lengths are drawn from the real DL20 passages' word counts and whose words
    are drawn from the real collection's word frequencies (BM25's cost depends on passage lengths and posting-list
-   sizes, not on word order). Each size is searched twice, for the real DL20 queries and for them repeated
-   `--query-repeats` times: the difference gives the search cost per query, the rest the indexing cost;
+   sizes, not on word order). Each size is indexed (`BM25Index.build`), searched for the real DL20 queries
+   repeated `--query-repeats` times, saved, and loaded back memory-mapped (what the other processes of a
+   several-process `hf-kd mine` do instead of indexing) and searched again to the same ranking;
 2. the teacher filter: pairs/s of a MiniLM-L6 cross-encoder (BERT_CAT, untrained head: the cost of a pair does not
    depend on the weights) on real (query, BM25 candidate) pairs;
 3. `mine_hard_negatives` end to end on the real DL20 collection: BM25 over its passages, the teacher scoring every
    judged positive and the candidates at ranks 1..`--candidates`, a margin filter, `--num-negatives` negatives per
    positive; seconds per mined query.
 
-Then a cost model for `--target-passages` passages (MS MARCO: 8.8M) and `--target-queries` training queries (MS
-MARCO's judged training queries: 502,939) on 1 and on `--processes` processes. Its assumptions: BM25 indexing grows
-linearly with the collection (tokenising every passage dominates it) and is repeated by every process (each
-indexes the whole collection); BM25 search per query grows linearly with the collection (posting lists grow with
-it); the queries and the teacher's pairs are dealt out to the processes, which never wait on each other until the
-merge; each query brings `--candidates` candidates and one positive to score. A teacher of BERT-base size costs
-about 8x the MiniLM-L6 cross-encoder per pair. GPU throughput is not modelled.
+Then a cost model for `--target-passages` passages (MS MARCO: 8.8M) and `--target-queries` training queries (MS MARCO's
+judged training queries: 502,939) on 1 and on `--processes` processes. Its assumptions: BM25 indexing grows linearly
+with the collection (tokenising every passage dominates it) and is done once, by the main process; the other processes
+load the saved index memory-mapped (one copy in memory on a machine); BM25 search per query grows linearly with the
+collection (posting lists grow with it); the queries and the teacher's pairs are dealt out to the processes, which never
+wait on each other until the merge; each query brings `--candidates` candidates and one positive to score. A teacher of
+BERT-base size costs about 8x the MiniLM-L6 cross-encoder per pair. GPU throughput is not modelled.
 
     python benchmarks/mining_scale.py [--sizes 10000 100000 1000000] [--candidates 100] [--query-repeats 10]
         [--pairs 512] [--threads 0] [--out outputs/mining_scale.json]
@@ -53,30 +54,42 @@ def synthetic_collection(real: list[str], size: int, seed: int) -> dict[str, str
 
 
 def measure_bm25(sizes: list[int], real: list[str], queries: dict[str, str], k: int, repeats: int) -> list[dict]:
-    """Indexing seconds, search ms per query and the process's peak memory of BM25 over every size."""
-    from hf_kd.evaluation.bm25 import bm25_search
+    """Per size: indexing seconds, search ms per query, the saved index's size on disk, the seconds to load it
+    memory-mapped (what each of several processes does instead of indexing), and the process's peak memory."""
+    from hf_kd.evaluation.bm25 import BM25Index
 
     many = {f"{qid}-{r}": text for r in range(repeats) for qid, text in queries.items()}
     rows = []
     for size in tqdm(sorted(sizes), desc="BM25 sizes"):
         collection = synthetic_collection(real, size, seed=size)
-        timings = []
-        for searched in (queries, many):
+        start = time.perf_counter()
+        index = BM25Index.build(collection, show_progress=False)
+        index_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        run = index.search(many, k=k, show_progress=False)
+        per_query = (time.perf_counter() - start) / len(many)
+        with tempfile.TemporaryDirectory() as folder:
+            index.save(folder)
+            disk = sum(path.stat().st_size for path in Path(folder).iterdir())
             start = time.perf_counter()
-            run = bm25_search(collection, searched, k=k, show_progress=False)
-            timings.append(time.perf_counter() - start)
-        per_query = max(timings[1] - timings[0], 0.0) / (len(many) - len(queries))
+            loaded = BM25Index.load(folder)
+            load_seconds = time.perf_counter() - start
+            if loaded.search(queries, k=k, show_progress=False) != {q: run[f"{q}-0"] for q in queries}:
+                raise AssertionError("the loaded index ranks otherwise than the built one")
+            del loaded
         rows.append(
             {
                 "passages": size,
                 "words": sum(len(p.split()) for p in collection.values()),
-                "index_seconds": max(timings[0] - per_query * len(queries), 0.0),
+                "index_seconds": index_seconds,
                 "search_ms_per_query": 1000 * per_query,
                 "candidates_per_query": float(np.mean([len(c) for c in run.values()])),
+                "disk_mib": disk / 2**20,
+                "mmap_load_seconds": load_seconds,
                 "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
         )
-        del collection, run
+        del collection, index, run
     return rows
 
 
@@ -133,8 +146,12 @@ def cost_model(
     pairs = queries * (candidates + 1)
     filter_hours = pairs / pairs_per_second / 3600
     rows = [
-        {"work": f"BM25 index of {passages:,} passages", "one_process": largest["index_seconds"] * scale / 3600,
-         "unit": "h", "parallel": False},
+        {"work": f"BM25 index of {passages:,} passages (built once)",
+         "one_process": largest["index_seconds"] * scale / 3600, "unit": "h", "parallel": False},
+        {"work": "BM25 index on disk, memory-mapped by every process",
+         "one_process": largest["disk_mib"] * scale / 1024, "unit": "GiB", "parallel": False},
+        {"work": "BM25 index loaded by each other process", "one_process": largest["mmap_load_seconds"] * scale,
+         "unit": "s", "parallel": False},
         {"work": f"BM25 search, {queries:,} queries (top {candidates})", "one_process": search_hours, "unit": "h"},
         {"work": f"teacher filter, {pairs:,} pairs (MiniLM-L6 cross-encoder)", "one_process": filter_hours,
          "unit": "h"},
@@ -145,13 +162,17 @@ def cost_model(
 
 
 def print_tables(bm25: list[dict], models: dict, mining: dict | None, at_scale: list[dict], processes: int) -> None:
-    header = f"{'passages':>10} {'words':>12} {'index s':>9} {'search ms/q':>12} {'cands/q':>8} {'peak RSS MiB':>13}"
+    header = (
+        f"{'passages':>10} {'words':>12} {'index s':>9} {'search ms/q':>12} {'cands/q':>8} {'disk MiB':>9} "
+        f"{'load s':>7} {'peak RSS MiB':>13}"
+    )
     print(header)
     print("-" * len(header))
     for row in bm25:
         print(
             f"{row['passages']:>10,} {row['words']:>12,} {row['index_seconds']:>9.2f} "
-            f"{row['search_ms_per_query']:>12.3f} {row['candidates_per_query']:>8.1f} {row['peak_rss_mib']:>13.0f}"
+            f"{row['search_ms_per_query']:>12.3f} {row['candidates_per_query']:>8.1f} {row['disk_mib']:>9.1f} "
+            f"{row['mmap_load_seconds']:>7.3f} {row['peak_rss_mib']:>13.0f}"
         )
     print(f"\nteacher filter: {models['pairs_per_second']:.1f} pairs/s ({models['score_pairs']} real BM25 pairs)")
     if mining is not None:

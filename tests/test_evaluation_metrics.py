@@ -6,12 +6,13 @@ import math
 
 import evaluate
 import ir_measures
+import numpy as np
 import pytest
 from ir_measures import AP, RR, R, nDCG
 
 from hf_kd.data.errors import DataFormatError
 from hf_kd.data.ir_files import read_beir, read_qrels, read_run
-from hf_kd.evaluation.bm25 import bm25_search
+from hf_kd.evaluation.bm25 import BM25Index, bm25_search
 from hf_kd.evaluation.metrics import IR_METRICS_PATH, METRIC_NAMES, compute_metrics, evaluate_run
 
 DL20_RUNS = [
@@ -114,6 +115,26 @@ def test_bm25_keeps_only_matching_documents_and_caps_k():
     assert run["none"] == {}
     with pytest.raises(ValueError, match="k must be >= 1"):
         bm25_search(corpus, {"q": "bert"}, k=0)
+
+
+def test_a_saved_bm25_index_loads_memory_mapped_and_searches_as_built(ci_data, tmp_path):
+    data = read_beir(ci_data / "scifact-small", "test")
+    built = BM25Index.build(data.corpus, k1=0.9, b=0.4, show_progress=False)
+    built.save(tmp_path / "bm25")
+    loaded = BM25Index.load(tmp_path / "bm25")
+    assert isinstance(loaded.retriever.scores["data"], np.memmap)  # on disk, shared by the processes that load it
+    assert len(loaded) == len(data.corpus) and loaded.config == {
+        "k1": 0.9,
+        "b": 0.4,
+        "stopwords": "en",
+        "stemmer": None,
+    }
+    run = loaded.search(data.queries, k=20, show_progress=False)
+    assert run == built.search(data.queries, k=20, show_progress=False)
+    assert run == bm25_search(data.corpus, data.queries, k=20, k1=0.9, b=0.4, show_progress=False)
+    assert sum(map(len, run.values())) > 10 * len(run)
+    with pytest.raises(ValueError, match="built with a stemmer cannot be saved"):
+        BM25Index.build(data.corpus, stemmer=str.lower, show_progress=False).save(tmp_path / "stemmed")
 
 
 def test_hand_computed_values():

@@ -67,3 +67,30 @@ def test_two_processes_share_the_dense_first_stage(ci_data, tiny_dot_folder, tmp
     assert "first stage: " in done.stdout and " passages by process 1" in done.stdout
     # each process encoded half the collection; the exact search over the whole gives the same top-ranked negatives
     assert one.table().equals(two.table())
+
+
+def test_two_processes_search_one_bm25_index_built_once(ci_data, tmp_path, monkeypatch, capsys):
+    dl20 = ci_data / "msmarco-dl20"
+    args = [
+        "mine", "--queries", dl20 / "queries.tsv", "--collection", dl20 / "collection.tsv", "--qrels",
+        dl20 / "qrels.txt", "--min-grade", "2", "--skip-missing", "--range", "2:20", "--num-negatives", "3",
+        "--seed", "7", "--device", "cpu",
+    ]  # fmt: skip
+    args = [str(a) for a in args]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    capsys.readouterr()
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    done = launch_two_processes(["-m", "hf_kd.cli", *args, "--out", str(tmp_path / "two")], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    one, two = ScoreDataset.open(tmp_path / "one"), ScoreDataset.open(tmp_path / "two")
+    passages = sum(1 for _ in open(dl20 / "collection.tsv", encoding="utf-8"))
+    queries = one.provenance.parameters["retrieval"]["processes"][0]["queries"]
+    # the main process indexed the collection once; both searched that one index
+    assert two.provenance.parameters["retrieval"]["processes"] == [
+        {"rank": 0, "queries": (queries + 1) // 2, "passages": passages},
+        {"rank": 1, "queries": queries // 2, "passages": 0},
+    ]
+    assert one.table().num_rows > 10 and one.table().equals(two.table())
+    assert list((tmp_path / "tmp").glob("hf-kd-bm25-*")) == []  # the shared index's temporary folder is removed

@@ -6,7 +6,7 @@
   architecture allows.
 - `rerank_set`: [`RerankSet`], a re-ranking evaluation set (queries, passages, first-stage run, qrels), the one
   the trainer's dev evaluation and the reproduction use.
-- `bm25`: a BM25 first stage (bm25s) for BEIR-style data.
+- `bm25`: a BM25 first stage (bm25s): an index built once, saved and loaded memory-mapped, searched per query.
 - `dense`: BERT_DOT encoding and faiss indexes (exact, HNSW, IVF-PQ), dense retrieval.
 - `indexing`: building an index as a resumable job (`hf-kd index`): encoded shards keyed by a fingerprint, one
   build per output folder, the index folder written whole or not at all.
@@ -30,6 +30,7 @@ _EXPORTS = {
     "load_ir_metrics": "metrics",
     "rerank": "rerank",
     "bm25_search": "bm25",
+    "BM25Index": "bm25",
     "DenseIndex": "dense",
     "dense_retrieve": "dense",
     "encode_texts": "dense",

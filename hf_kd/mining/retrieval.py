@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -105,7 +107,8 @@ def retrieve_candidates(
             (checked against its `index_build.json`: same passages, same model files).
         show_progress (`bool`, *optional*, defaults to `True`): show progress bars.
         record (`dict`, *optional*): receives `"processes"`: each process's rank, queries searched and passages
-            encoded or indexed (BM25: every process indexes the whole collection; a built `index`: none).
+            encoded or indexed (BM25: the main process indexes the whole collection once, and every process
+            searches that one index, memory-mapped; a built `index`: none).
 
     Returns:
         `dict[str, dict[str, float]]`: query id -> {passage id -> first-stage score}, in the order of `queries`.
@@ -118,10 +121,14 @@ def retrieve_candidates(
     if str(retriever) == "bm25":
         if index is not None:
             raise ValueError("an index is searched with the dense model that built it: give it as the retriever")
-        from ..evaluation.bm25 import bm25_search
-
-        run = bm25_search(dict(collection), my_queries, k=k, show_progress=show_progress) if my_queries else {}
-        return _merged_runs(processes, queries, run, len(collection), record)
+        bm25_index, indexed, folder = _shared_bm25_index(processes, collection, show_progress)
+        try:
+            run = bm25_index.search(my_queries, k=k, show_progress=show_progress) if my_queries else {}
+            processes.gather(None)  # every process is done with the shared index's files
+        finally:
+            if folder is not None and processes.is_main:
+                shutil.rmtree(folder, ignore_errors=True)
+        return _merged_runs(processes, queries, run, indexed, record)
     from ..evaluation.dense import DenseIndex, dense_retrieve, encode_texts
 
     def search(model, tokenizer, dense_index) -> dict[str, dict[str, float]]:
@@ -141,6 +148,29 @@ def retrieve_candidates(
     vectors = encode_texts(model, tokenizer, [collection[pid] for pid in mine], "passages", batch_size, show_progress)
     dense_index = DenseIndex.build(_interleaved(processes.gather(vectors), len(ids)), ids, "Flat")
     return _merged_runs(processes, queries, search(model, tokenizer, dense_index), len(mine), record)
+
+
+def _shared_bm25_index(processes, collection: Mapping[str, str], show_progress: bool):
+    """The BM25 index of the collection, built once: by this process alone, or under several processes by the main
+    process, saved to a temporary folder and loaded memory-mapped by every process (one copy in memory on a machine).
+
+    Returns:
+        the index, the passages this process indexed, and the temporary folder (None for a process alone).
+    """
+    from ..evaluation.bm25 import BM25Index
+
+    if processes.count == 1:
+        return BM25Index.build(dict(collection), show_progress=show_progress), len(collection), None
+
+    def build() -> str:
+        folder = tempfile.mkdtemp(prefix="hf-kd-bm25-")
+        BM25Index.build(dict(collection), show_progress=show_progress).save(folder)
+        return folder
+
+    folder = processes.from_main(build)
+    if not Path(folder).is_dir():  # a process on another machine builds its own copy
+        return BM25Index.build(dict(collection), show_progress=False), len(collection), folder
+    return BM25Index.load(folder), len(collection) if processes.is_main else 0, folder
 
 
 def _interleaved(parts: list[np.ndarray], total: int) -> np.ndarray:
