@@ -12,7 +12,7 @@ from transformers import BertConfig
 
 from hf_kd import BertDotConfig, BertDotModel, ColBERTConfig, ColBERTModel
 from hf_kd.data.ir_files import read_collection_tsv, read_queries_tsv
-from hf_kd.evaluation.dense import DenseIndex, dense_retrieve, encode_texts, index_factory_string
+from hf_kd.evaluation.dense import DenseIndex, dense_retrieve, encode_texts, faiss_gpu_count, index_factory_string
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -171,3 +171,12 @@ def test_multi_vector_models_and_bad_inputs_are_rejected(tokenizer, encoded, tmp
         DenseIndex.build(vectors, ids).search(np.zeros((1, 8), dtype=np.float32))
     with pytest.raises(FileNotFoundError, match="does not hold a saved index"):
         DenseIndex.load(tmp_path)
+
+
+def test_a_cpu_faiss_searches_on_the_cpu_and_refuses_gpus_in_one_line():
+    vectors = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    index = DenseIndex.build(vectors, [f"p{i}" for i in range(50)])
+    assert faiss_gpu_count() == 0  # the test machines run faiss-cpu
+    assert index.for_device("cpu") is index and index.for_device("cuda:0") is index and index.for_device(None) is index
+    with pytest.raises(ValueError, match="no GPU support or sees no GPU .*install faiss-gpu"):
+        index.to_gpus()

@@ -285,7 +285,8 @@ def run_retrieve(args: argparse.Namespace) -> int:
     queries, _, qrels, qrels_source = _read_inputs(args, need_collection=False)
     index = DenseIndex.load(args.index)
     model, tokenizer = load_model(args.model, args.device)
-    run = dense_retrieve(model, tokenizer, index, queries, k=args.k, batch_size=args.batch_size)
+    searched = index.for_device(model.device)  # on the model's GPU with a GPU build of faiss
+    run = dense_retrieve(model, tokenizer, searched, queries, k=args.k, batch_size=args.batch_size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_run(run, out / "run.trec", tag=_run_tag(args.model))

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..files import atomic_path, write_json_atomic
 
-__all__ = ["INDEX_TYPES", "DenseIndex", "dense_retrieve", "encode_texts", "index_factory_string"]
+__all__ = ["INDEX_TYPES", "DenseIndex", "dense_retrieve", "encode_texts", "faiss_gpu_count", "index_factory_string"]
 
 INDEX_TYPES = ("flat", "hnsw", "ivfpq")
 INDEX_FILE = "index.faiss"
@@ -151,6 +151,7 @@ class DenseIndex:
         self.ids = list(ids)
         self.factory = factory
         self.search_params = dict(search_params or {})
+        self.on_gpus = False
         parameter_space = faiss.ParameterSpace()
         for name, value in self.search_params.items():
             parameter_space.set_index_parameter(self.index, name, value)
@@ -245,6 +246,63 @@ class DenseIndex:
         ids = [[self.ids[row] for row in query_rows if row >= 0] for query_rows in rows]
         return scores, ids
 
+    def to_gpus(self, gpus: Sequence[int] | None = None, float16: bool = False) -> DenseIndex:
+        """A copy of the index searched on GPUs of a faiss GPU build (`faiss-gpu`): one index is split across them
+        (`faiss.index_cpu_to_gpus_list` with `shard=True`, results merged exactly), the shards of a sharded index
+        are dealt out to them in turn. Flat and IVF indexes only (faiss has no GPU HNSW); at most 2,048 passages
+        per query on a GPU. The CPU index stays the one saved and measured by [`nbytes`].
+
+        Args:
+            gpus (`Sequence[int]`, *optional*): the GPUs to use (default: all that faiss sees).
+            float16 (`bool`, *optional*, defaults to `False`): hold the vectors (Flat) or the look-up tables (IVF) in
+                float16 on the GPUs, for twice the collection in the same memory.
+
+        Raises:
+            ValueError: without a GPU build of faiss or GPUs, for an HNSW index, or for a GPU faiss does not see.
+        """
+        available = faiss_gpu_count()
+        if available == 0:
+            raise ValueError(
+                "this faiss has no GPU support or sees no GPU (faiss-cpu): install faiss-gpu to search on GPUs"
+            )
+        gpus = list(range(available)) if gpus is None else list(gpus)
+        if not gpus or any(not 0 <= gpu < available for gpu in gpus):
+            raise ValueError(f"GPUs {gpus} asked for, faiss sees {available} (0 to {available - 1})")
+        if "HNSW" in self.factory:
+            raise ValueError(f"faiss cannot search an HNSW index ({self.factory}) on GPUs: search it on the CPU")
+        options = faiss.GpuMultipleClonerOptions()
+        options.shard, options.useFloat16 = True, float16
+        if len(self.shards) == 1:
+            on_gpus, keep_alive = faiss.index_cpu_to_gpus_list(self.index, co=options, gpus=gpus), []
+        else:
+            resources = {gpu: faiss.StandardGpuResources() for gpu in gpus}
+            one = faiss.GpuClonerOptions()
+            one.useFloat16 = float16
+            placed = [gpus[i % len(gpus)] for i in range(len(self.shards))]
+            clones = [faiss.index_cpu_to_gpu(resources[g], g, shard, one) for g, shard in zip(placed, self.shards)]
+            on_gpus, keep_alive = faiss.IndexShards(self.dim, True, True), [resources, clones]
+            for clone in clones:
+                on_gpus.add_shard(clone)
+        copy = DenseIndex.__new__(DenseIndex)
+        copy.__dict__.update(self.__dict__)
+        copy.index, copy.on_gpus, copy._gpu_objects = on_gpus, True, keep_alive  # the resources must outlive it
+        gpu_parameters = faiss.GpuParameterSpace()
+        for name, value in self.search_params.items():
+            gpu_parameters.set_index_parameter(on_gpus, name, value)
+        return copy
+
+    def for_device(self, device: str | None) -> DenseIndex:
+        """The index to search beside a model on `device`: on that GPU (`cuda:N`) or on all GPUs (`cuda`) when
+        faiss is a GPU build and the index type runs on GPUs ([`to_gpus`]), this CPU index otherwise."""
+        import torch
+
+        if device is None or self.on_gpus or "HNSW" in self.factory or faiss_gpu_count() == 0:
+            return self
+        device = torch.device(device)
+        if device.type != "cuda":
+            return self
+        return self.to_gpus(None if device.index is None else [device.index])
+
     def save(self, folder: str | os.PathLike) -> None:
         """Saves `index.faiss` (a sharded index: `index-00000-of-00004.faiss`, ...), `ids.json` and
         `index_config.json` into `folder`, each file atomically.
@@ -281,6 +339,11 @@ class DenseIndex:
         if len(shards) == 1:
             return cls(shards[0], ids, config["factory"], config.get("search_params"))
         return cls(None, ids, config["factory"], config.get("search_params"), shards=shards)
+
+
+def faiss_gpu_count() -> int:
+    """GPUs that faiss can search on: 0 for a CPU build (`faiss-cpu`)."""
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
 def _index_files(num_shards: int) -> list[str]:

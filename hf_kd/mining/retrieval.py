@@ -25,6 +25,7 @@ class _SentenceTransformerEncoder:
                 "so the model must use 'cosine' or 'dot'"
             )
         self.model = model
+        self.device = model.device
         self.normalize = similarity == "cosine"
         self.config = SimpleNamespace(architecture="SentenceTransformer")
 
@@ -134,6 +135,7 @@ def retrieve_candidates(
     def search(model, tokenizer, dense_index) -> dict[str, dict[str, float]]:
         if not my_queries:
             return {}
+        dense_index = dense_index.for_device(model.device)  # this process's GPU with a GPU build of faiss
         return dense_retrieve(model, tokenizer, dense_index, my_queries, k, batch_size, show_progress=show_progress)
 
     if index is not None:
