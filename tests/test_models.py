@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -405,6 +406,56 @@ def test_tk_term_match_init_ranks_by_shared_terms_and_survives_save_load(minilm_
     loaded = TKModel.from_pretrained(tmp_path / "tk").eval()
     with torch.no_grad():
         assert torch.equal(loaded.score([query] * 2, passages, tokenizer), scores)
+
+
+def test_tk_query_term_weights_start_at_idf_weigh_each_query_token_and_survive_save_load(
+    minilm_path, tokenizer, tmp_path
+):
+    torch.manual_seed(0)
+    plain = TKModel.from_backbone(minilm_path, term_match_init=True).eval()
+    torch.manual_seed(0)
+    model = TKModel.from_backbone(minilm_path, term_match_init=True, query_term_weights=True).eval()
+    query = "boiling point of water"
+    passages = ["The boiling point of water is 100 degrees.", "Water is wet.", "Point taken, said the cat."]
+    with torch.no_grad():  # weights of 1: the paper's TK
+        torch.testing.assert_close(
+            model.score([query] * 3, passages, tokenizer), plain.score([query] * 3, passages, tokenizer)
+        )
+
+    model.init_query_term_weights(tokenizer, passages)
+    ids = {piece: tokenizer.convert_tokens_to_ids(piece) for piece in ("water", "boiling", "zebra")}
+    idf = {piece: math.log1p((3 - df + 0.5) / (df + 0.5)) for piece, df in (("water", 2), ("boiling", 1), ("zebra", 0))}
+    seen = {i for text in passages for i in tokenizer(text, add_special_tokens=False)["input_ids"]}
+    df = {i: sum(i in tokenizer(text, add_special_tokens=False)["input_ids"] for text in passages) for i in seen}
+    mean_idf = sum(math.log1p((3 - n + 0.5) / (n + 0.5)) for n in df.values()) / len(df)
+    weights = model.query_term_weights.weight.squeeze(1)
+    for piece, token_id in ids.items():
+        assert float(weights[token_id]) == pytest.approx(idf[piece] / mean_idf, rel=1e-5)
+
+    # each query token's pooled kernel features are weighed by its word piece's weight
+    inputs = tokenizer([query], return_tensors="pt")
+    with torch.no_grad():
+        weighted = model.encode_query_tensors(inputs["input_ids"], inputs["attention_mask"])
+        unweighted = plain.encode_query_tensors(inputs["input_ids"], inputs["attention_mask"])
+        passage = plain.encode_passage_tensors(
+            **{k: v for k, v in tokenizer([passages[0]], return_tensors="pt").items() if k != "token_type_ids"}
+        )
+        torch.testing.assert_close(weighted.token_weights, weights[inputs["input_ids"]])
+        per_token = [
+            plain.kernel_features(
+                EncodedBatch(unweighted.embeddings[:, i : i + 1], unweighted.mask[:, i : i + 1]), passage
+            )
+            for i in range(inputs["input_ids"].shape[1])
+        ]
+        expected = sum(w * f for w, f in zip(weighted.token_weights[0], per_token))
+        torch.testing.assert_close(model.kernel_features(weighted, passage), expected, rtol=1e-5, atol=1e-6)
+        scores = model.score([query] * 3, passages, tokenizer)
+    model.save_pretrained(tmp_path / "tk", tokenizer=tokenizer)
+    loaded = TKModel.from_pretrained(tmp_path / "tk").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.score([query] * 3, passages, tokenizer), scores)
+    with pytest.raises(ValueError, match="no query term weights"):
+        plain.init_query_term_weights(tokenizer, passages)
 
 
 def test_mean_cosine_score_starts_as_the_backbones_sentence_similarity_and_survives_save_load(

@@ -51,6 +51,14 @@ class TKConfig(RankingConfig):
             kernel weight `mu ** 4` for the kernels with `mu > 0.5` (exact and near matches), 0 for the others.
             Untrained on all-MiniLM-L6-v2's embeddings it re-ranks the DL20 dev queries at 0.378 nDCG@10, where
             the paper's initialisation gives 0.112.
+        query_term_weights (`bool`, *optional*, defaults to `False`):
+            Weigh each query token's pooled kernel features by a learned weight of its word piece (*choice*; the
+            paper's TK weighs every query token alike). The weights start at 1, or at the word pieces' inverse
+            document frequencies in a collection ([`TKModel.init_query_term_weights`]): BM25's notion that a rare
+            term's match counts for more, which TK otherwise has to learn from many triples. `hf-kd train` starts
+            them at the IDF of the training passages when it builds TK from a backbone.
+        query_term_idf_power (`float`, *optional*, defaults to 1.0):
+            The power of the IDF the query term weights start at (larger: rare terms count for more still).
         kernel_chunk_size (`int`, *optional*, defaults to 1):
             Kernels evaluated at once when scoring. 1 keeps the working memory at one (pairs, query tokens, passage
             tokens) match matrix and is the fastest on a CPU; `None` evaluates all kernels in one tensor K times
@@ -83,12 +91,16 @@ class TKConfig(RankingConfig):
         kernel_sigma: float = 0.1,
         kernel_log_scale: float = 0.01,
         term_match_init: bool = False,
+        query_term_weights: bool = False,
+        query_term_idf_power: float = 1.0,
         kernel_chunk_size: int | None = 1,
         compile_kernel_pooling: bool = False,
         **kwargs,
     ):
         self.compile_kernel_pooling = compile_kernel_pooling
         self.term_match_init = term_match_init
+        self.query_term_weights = query_term_weights
+        self.query_term_idf_power = query_term_idf_power
         self.kernel_chunk_size = kernel_chunk_size
         self.num_layers = num_layers
         self.num_attention_heads = num_attention_heads
@@ -128,6 +140,8 @@ class TKConfig(RankingConfig):
             raise ValueError(f"kernel_sigma must be > 0, got {self.kernel_sigma!r}")
         if self.kernel_chunk_size is not None:
             check_positive_int("kernel_chunk_size", self.kernel_chunk_size)
+        if not float(self.query_term_idf_power) > 0:
+            raise ValueError(f"query_term_idf_power must be > 0, got {self.query_term_idf_power!r}")
 
 
 __all__ = ["TKConfig"]

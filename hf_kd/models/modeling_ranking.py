@@ -81,61 +81,69 @@ class EncodedBatch:
     Attributes:
         embeddings: (n, D) one vector per text (BERT_DOT) or (n, L, D) one vector per token (ColBERT, TK, PreTT).
         mask: (n, L) 1 for real tokens, or None for single vectors.
+        token_weights: (n, L) a weight per token (TK's query term weights), or None.
     """
 
     embeddings: torch.Tensor
     mask: torch.Tensor | None = None
+    token_weights: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
 
+    def _with(self, embeddings: torch.Tensor, per_token) -> EncodedBatch:
+        """A batch of `embeddings` whose mask and token weights are `per_token` of this batch's."""
+        return EncodedBatch(
+            embeddings,
+            None if self.mask is None else per_token(self.mask),
+            None if self.token_weights is None else per_token(self.token_weights),
+        )
+
     def __getitem__(self, index) -> EncodedBatch:
         if isinstance(index, int):
             index = slice(index, index + 1) if index != -1 else slice(-1, None)
-        return EncodedBatch(self.embeddings[index], None if self.mask is None else self.mask[index])
+        return self._with(self.embeddings[index], lambda tokens: tokens[index])
 
     def to(self, device) -> EncodedBatch:
-        mask = None if self.mask is None else self.mask.to(device)
-        return EncodedBatch(self.embeddings.to(device), mask)
+        return self._with(self.embeddings.to(device), lambda tokens: tokens.to(device))
 
     def expand(self, n: int) -> EncodedBatch:
         """Broadcasts a 1-row batch to n rows (a query scored against n passages)."""
         if len(self) != 1:
             raise ValueError(f"only a 1-row EncodedBatch can be expanded, this one has {len(self)} rows")
         embeddings = self.embeddings.expand(n, *self.embeddings.shape[1:])
-        mask = None if self.mask is None else self.mask.expand(n, -1)
-        return EncodedBatch(embeddings, mask)
+        return self._with(embeddings, lambda tokens: tokens.expand(n, -1))
 
     def repeat_interleave(self, k: int) -> EncodedBatch:
         if k == 1:
             return self
-        mask = None if self.mask is None else self.mask.repeat_interleave(k, dim=0)
-        return EncodedBatch(self.embeddings.repeat_interleave(k, dim=0), mask)
+        return self._with(self.embeddings.repeat_interleave(k, dim=0), lambda t: t.repeat_interleave(k, dim=0))
 
     def unbind(self) -> list[EncodedBatch]:
         """Splits into 1-row batches with the padding removed (what a passage cache stores)."""
         if self.mask is None:
             return [EncodedBatch(self.embeddings[i : i + 1]) for i in range(len(self))]
-        lengths = self.mask.sum(dim=1).tolist()
+        lengths = [int(n) for n in self.mask.sum(dim=1).tolist()]
         return [
-            EncodedBatch(self.embeddings[i : i + 1, : int(n)], self.mask[i : i + 1, : int(n)])
+            self._with(self.embeddings[i : i + 1, :n], lambda tokens, i=i, n=n: tokens[i : i + 1, :n])
             for i, n in enumerate(lengths)
         ]
 
     @classmethod
     def cat(cls, batches: Sequence[EncodedBatch]) -> EncodedBatch:
-        """Concatenates batches, right-padding token dimensions to the longest."""
+        """Concatenates batches, right-padding token dimensions to the longest (weights of padding: 0)."""
         if not batches:
             raise ValueError("EncodedBatch.cat needs at least one batch")
         if batches[0].mask is None:
             return cls(torch.cat([b.embeddings for b in batches], dim=0))
         max_len = max(b.embeddings.shape[1] for b in batches)
-        embeddings, masks = [], []
-        for b in batches:
-            pad = max_len - b.embeddings.shape[1]
-            embeddings.append(nn.functional.pad(b.embeddings, (0, 0, 0, pad)))
-            masks.append(nn.functional.pad(b.mask, (0, pad)))
-        return cls(torch.cat(embeddings, dim=0), torch.cat(masks, dim=0))
+        pads = [max_len - b.embeddings.shape[1] for b in batches]
+        embeddings = [nn.functional.pad(b.embeddings, (0, 0, 0, pad)) for b, pad in zip(batches, pads)]
+        masks = [nn.functional.pad(b.mask, (0, pad)) for b, pad in zip(batches, pads)]
+        weights = None
+        if batches[0].token_weights is not None:
+            weights = torch.cat([nn.functional.pad(b.token_weights, (0, pad)) for b, pad in zip(batches, pads)])
+        return cls(torch.cat(embeddings, dim=0), torch.cat(masks, dim=0), weights)
 
     def nbytes(self) -> int:
         """Bytes needed to store the real (unpadded) vectors."""

@@ -47,6 +47,7 @@ class TKModel(SplitRankingModel):
         self.contextualizer = nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
         self.mixer = nn.Parameter(torch.full((1,), 0.5))
         self.dense = nn.Linear(len(config.kernel_mus), 1, bias=False)
+        self.query_term_weights = nn.Embedding(config.vocab_size, 1) if config.query_term_weights else None
         self.post_init()
 
     def _init_weights(self, module):
@@ -59,6 +60,27 @@ class TKModel(SplitRankingModel):
             else:
                 init.constant_(module.mixer, 0.5)
                 init.uniform_(module.dense.weight, -0.014, 0.014)
+            if module.query_term_weights is not None:
+                init.ones_(module.query_term_weights.weight)
+
+    @torch.no_grad()
+    def init_query_term_weights(self, tokenizer, passages: Sequence[str], batch_size: int = 1024) -> None:
+        """Sets the query term weights (`query_term_weights=True`) to each word piece's inverse document frequency
+        in `passages`, `idf = ln(1 + (N - df + 0.5) / (df + 0.5))` as BM25's, to the power `query_term_idf_power`,
+        divided by the mean over the word pieces that occur, so a typical term weighs 1 (and one in every passage
+        about 0)."""
+        if self.query_term_weights is None:
+            raise ValueError("this TK has no query term weights: build it with query_term_weights=True")
+        if not passages:
+            raise ValueError("no passages to count document frequencies in")
+        counts = torch.zeros(self.config.vocab_size, dtype=torch.float64)
+        for start in range(0, len(passages), batch_size):
+            for ids in self.tokenize_passages(tokenizer, passages[start : start + batch_size]):
+                counts[torch.tensor(sorted(set(ids)), dtype=torch.long)] += 1
+        total = len(passages)
+        idf = torch.log1p((total - counts + 0.5) / (counts + 0.5)) ** float(self.config.query_term_idf_power)
+        weights = idf / idf[counts > 0].mean()
+        self.query_term_weights.weight.copy_(weights.unsqueeze(1).to(self.query_term_weights.weight.dtype))
 
     def load_backbone_weights(self, name_or_path: str) -> None:
         embeddings = AutoModel.from_pretrained(name_or_path).get_input_embeddings().weight
@@ -84,7 +106,12 @@ class TKModel(SplitRankingModel):
         vectors = nn.functional.normalize(mixed, dim=-1) * attention_mask.unsqueeze(-1).to(mixed.dtype)
         return EncodedBatch(vectors, attention_mask)
 
-    encode_query_tensors = _encode
+    def encode_query_tensors(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> EncodedBatch:
+        encoded = self._encode(input_ids, attention_mask)
+        if self.query_term_weights is None:
+            return encoded
+        return EncodedBatch(encoded.embeddings, encoded.mask, self.query_term_weights(input_ids).squeeze(-1))
+
     encode_passage_tensors = _encode
 
     def kernel_features(
@@ -96,7 +123,8 @@ class TKModel(SplitRankingModel):
         mus = torch.tensor(self.config.kernel_mus, device=match.device, dtype=match.dtype)
         sigmas = torch.full_like(mus, self.config.kernel_sigma)
         chunk_size = self.config.kernel_chunk_size if chunk_size is None else chunk_size
-        args = (match, queries.mask, passages.mask, mus, sigmas, self.config.kernel_log_scale)
+        query_weights = queries.mask if queries.token_weights is None else queries.mask * queries.token_weights
+        args = (match, query_weights, passages.mask, mus, sigmas, self.config.kernel_log_scale)
         if self.config.compile_kernel_pooling and not torch.is_grad_enabled():
             return compiled_kernel_pooling(*args, fallback_chunk_size=chunk_size)
         return kernel_pooling(*args, chunk_size)

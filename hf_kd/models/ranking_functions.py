@@ -211,11 +211,13 @@ def kernel_pooling(
     """TK / KNRM log-sum kernel pooling.
 
     `K_k(i, j) = exp(-(M_ij - mu_k)^2 / (2 sigma_k^2))` over real passage tokens j,
-    `phi_k = sum_i log(max(sum_j K_k(i, j), 1e-10)) * log_scale` over real query tokens i.
+    `phi_k = sum_i w_i log(max(sum_j K_k(i, j), 1e-10)) * log_scale` over query tokens i (weight `w_i`: the query
+    mask, 1 for real tokens, or a term weight).
 
     Args:
         match_matrix: (n, Lq, Lp) cosine similarities.
-        query_mask: (n, Lq); passage_mask: (n, Lp), 1 for real tokens.
+        query_mask: (n, Lq), 1 for real tokens, or each query token's weight (0 for padding).
+        passage_mask: (n, Lp), 1 for real tokens.
         mus, sigmas: (K,) kernel centres and widths.
         log_scale: factor applied to the log (TK uses 0.01).
         chunk_size: kernels evaluated at once. `None` (or 0) evaluates all K in one (n, Lq, Lp, K) tensor; 1 keeps

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -162,6 +163,21 @@ def build_model(hf_kd_args: HfKdArguments):
     return model, AutoTokenizer.from_pretrained(tokenizer_source)
 
 
+def training_passages(train_dataset: Dataset | IterableDataset, max_rows: int = 50_000) -> list[str]:
+    """The distinct passage texts of the first `max_rows` training rows (what TK's query term weights count
+    document frequencies in)."""
+    if isinstance(train_dataset, IterableDataset):
+        rows = list(itertools.islice(train_dataset, max_rows))
+        columns = {name: [row[name] for row in rows] for name in rows[0]} if rows else {}
+    else:
+        columns = train_dataset[: min(max_rows, len(train_dataset))]
+    if "passages" in columns:
+        texts = [text for passages in columns["passages"] for text in passages]
+    else:
+        texts = [*columns.get("positive", []), *columns.get("negative", [])]
+    return list(dict.fromkeys(texts))
+
+
 def _evaluation_callbacks(hf_kd_args: HfKdArguments, training_args: TrainingArguments, has_dev_set: bool) -> list:
     """Checks the evaluation settings against the dev set; returns the callbacks they ask for (early stopping)."""
     if training_args.eval_strategy != "no" and not has_dev_set:
@@ -273,6 +289,8 @@ def build_trainer(hf_kd_args: HfKdArguments, training_args: TrainingArguments) -
 
     set_seed(training_args.seed)
     model, tokenizer = build_model(hf_kd_args)
+    if hf_kd_args.backbone and getattr(model.config, "query_term_weights", False):
+        model.init_query_term_weights(tokenizer, training_passages(train_dataset))
     trainer = DistillationTrainer(
         model=model,
         args=training_args,
