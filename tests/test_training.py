@@ -37,7 +37,7 @@ from hf_kd.training import (
 )
 from hf_kd.training.checkpoints import COMPLETE_MARKER, resolve_resume_checkpoint, rotate_checkpoints
 from hf_kd.training.commands import add_subcommands
-from hf_kd.training.run import build_trainer, main
+from hf_kd.training.run import build_trainer, main, training_passages
 from hf_kd.training.trainer import split_backbone_parameters
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -709,3 +709,24 @@ def test_a_second_training_into_the_same_output_dir_stops_naming_the_first(backb
         assert main(["--config", str(config_path)]) == 2
     assert f"{out} is being written by pid {os.getpid()} on " in capsys.readouterr().err
     assert not (out / "train_summary.json").exists()
+
+
+def test_a_tk_built_for_training_starts_its_query_term_weights_at_the_training_passages_idf(
+    backbone, scored_file, nway_file, tokenizer, tmp_path
+):
+    config = base_config(
+        backbone, scored_file, tmp_path / "out", architecture="tk", model_config={"query_term_weights": True}
+    )
+    trainer = build_trainer(*parse_train_args(["--config", str(write_config(tmp_path / "run.yaml", **config))]))
+    rows = datasets.Dataset.from_parquet(str(scored_file))
+    passages = list(dict.fromkeys([*rows["positive"], *rows["negative"]]))
+    assert training_passages(trainer.train_dataset) == passages
+    expected = hf_kd.TKModel.from_backbone(backbone, max_passage_length=48, query_term_weights=True)
+    expected.init_query_term_weights(tokenizer, passages)
+    started = trainer.model.query_term_weights.weight
+    assert torch.equal(started, expected.query_term_weights.weight) and len(set(started.flatten().tolist())) > 10
+
+    nway = load_train_dataset([str(nway_file)])
+    in_rows = [json.loads(line)["passages"] for line in open(nway_file, encoding="utf-8")]
+    assert training_passages(nway) == list(dict.fromkeys(text for row in in_rows for text in row))
+    assert training_passages(nway, max_rows=1) == in_rows[0]

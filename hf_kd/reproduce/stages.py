@@ -123,7 +123,9 @@ def student_config(budget: Budget, architecture: str) -> dict:
             "query_augmentation_tokens": 0,
         }
     if architecture == "tk":
-        return {"term_match_init": True}  # starts as a term matcher, not at chance (see TKConfig)
+        # starts as a term matcher, not at chance, whose query terms weigh by their IDF in the training passages (see
+        # TKConfig): trained on the cpu budget's triples, SciFact 0.637 against 0.589 without the weights (p=0.04)
+        return {"term_match_init": True, "query_term_weights": True}
     if architecture == "prett" and budget.backbone == "minilm":
         # the CLS head of a sentence-transformers backbone starts at chance and does not learn in a few hundred steps;
         # the mean-cosine readout starts from the backbone's own similarity (see BertCatConfig.mean_cosine_score)
