@@ -60,6 +60,10 @@ def test_score_returns_one_float_per_pair_and_matches_grouped_forward(architectu
     scores = model.score(queries, passages, tokenizer, batch_size=3)
     assert scores.shape == (len(queries),) and scores.dtype == torch.float32
     assert torch.isfinite(scores).all()
+    # batched longest first, each score is still its own pair's, in input order
+    assert len({len(q) + len(p) for q, p in zip(queries, passages)}) > 3, "pairs of several lengths"
+    alone = torch.cat([model.score([q], [p], tokenizer) for q, p in zip(queries, passages)])
+    torch.testing.assert_close(scores, alone, atol=1e-5, rtol=1e-5)
     # a triple-style group (k=2 passages per query) scores exactly the same pairs
     group_queries = queries[:4]
     group_passages = [p for i in range(4) for p in (passages[i], passages[i + 4])]

@@ -234,21 +234,25 @@ class RankingPreTrainedModel(PreTrainedModel):
 
     @inference
     def score(self, queries: Sequence[str], passages: Sequence[str], tokenizer, batch_size: int = 64) -> torch.Tensor:
-        """Scores aligned (query, passage) pairs: returns a float tensor with one raw score per pair."""
+        """Scores aligned (query, passage) pairs: returns a float tensor with one raw score per pair, in input order.
+
+        Pairs are batched longest first (by characters, as `SentenceTransformer.encode` sorts), so that each batch
+        pads to a length close to its own pairs'; every pair's score is that of the pair alone.
+        """
         check_texts("queries", queries)
         check_texts("passages", passages)
         if len(queries) != len(passages):
             raise ValueError(
                 f"queries and passages must be aligned lists of equal length, got {len(queries)} and {len(passages)}"
             )
-        scores = []
-        for start in range(0, len(queries), batch_size):
-            inputs = self.prepare_inputs(
-                queries[start : start + batch_size], passages[start : start + batch_size], tokenizer
-            )
+        order = sorted(range(len(queries)), key=lambda i: -(len(queries[i]) + len(passages[i])))
+        scores = torch.empty(len(queries), dtype=torch.float32)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            inputs = self.prepare_inputs([queries[i] for i in rows], [passages[i] for i in rows], tokenizer)
             inputs = {k: v.to(self.device) for k, v in inputs.items()}
-            scores.append(self(**inputs).scores.float().cpu())
-        return torch.cat(scores)
+            scores[rows] = self(**inputs).scores.float().cpu()
+        return scores
 
     def save_pretrained(self, save_directory, *args, tokenizer=None, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors, config with `auto_map`, the modeling code), plus the
