@@ -245,7 +245,7 @@ class RankingPreTrainedModel(PreTrainedModel):
             raise ValueError(
                 f"queries and passages must be aligned lists of equal length, got {len(queries)} and {len(passages)}"
             )
-        order = sorted(range(len(queries)), key=lambda i: -(len(queries[i]) + len(passages[i])))
+        order = length_sorted_order([query + passage for query, passage in zip(queries, passages)])
         scores = torch.empty(len(queries), dtype=torch.float32)
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
