@@ -12,6 +12,7 @@ from hf_kd.cli import main
 from hf_kd.data import ScoreDataset
 from hf_kd.reproduce import get_budget
 from hf_kd.reproduce.data import dl20_split
+from hf_kd.reproduce.stages import Reproduction
 
 
 def test_dl20_split_is_fixed_and_disjoint():
@@ -212,3 +213,19 @@ def test_budgets_name_their_teachers():
     assert get_budget("cpu").num_teachers == 2
     with pytest.raises(ValueError, match="unknown pretrained teacher 'bert'"):
         get_budget("short", {"pretrained_teachers": ["bert"]})
+
+
+def test_cpu_losses_trains_the_loss_comparison_on_the_cpu_budgets_data(tmp_path):
+    cpu, losses = get_budget("cpu"), get_budget("cpu-losses")
+    what_differs = {"name", "students", "settings", "loss_comparison"}
+    assert {k: v for k, v in cpu.to_dict().items() if k not in what_differs} == {
+        k: v for k, v in losses.to_dict().items() if k not in what_differs
+    }
+    cpu_runs = Reproduction(cpu, tmp_path / "cpu", data=None).student_runs()
+    loss_runs = Reproduction(losses, tmp_path / "losses", data=None).student_runs()
+    assert [name for name, *_ in loss_runs] == [
+        "bert_dot-T2",
+        "bert_dot-T2-pointwise_mse",
+        "bert_dot-T2-weighted_ranknet",
+    ]
+    assert loss_runs[0] in cpu_runs and not {name for name, *_ in cpu_runs} & {name for name, *_ in loss_runs[1:]}

