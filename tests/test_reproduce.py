@@ -171,23 +171,6 @@ def test_report_only_without_results_names_the_missing_file(tmp_path, capsys):
         main(["reproduce", "--report-only", "--out", str(tmp_path), "--debug"])
 
 
-def test_paired_test_by_hand():
-    from scipy.stats import t as student_t
-
-    from hf_kd.reproduce.report import paired_test
-
-    a = {"q1": 0.5, "q2": 0.7, "q3": 0.9, "only-a": 1.0}
-    b = {"q1": 0.4, "q2": 0.7, "q3": 0.6, "only-b": 0.0}
-    differences = [0.1, 0.0, 0.3]  # over the common queries only
-    mean = sum(differences) / 3
-    sd = (sum((d - mean) ** 2 for d in differences) / 2) ** 0.5
-    t = mean / (sd / 3**0.5)
-    difference, p, n = paired_test(a, b)
-    assert n == 3 and difference == pytest.approx(mean)
-    assert p == pytest.approx(2 * student_t.sf(t, df=2))
-    assert paired_test(a, a) == (0.0, 1.0, 4)
-
-
 def test_significance_table_says_which_differences_are_noise():
     from hf_kd.reproduce.report import significance_table
 

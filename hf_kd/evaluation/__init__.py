@@ -14,7 +14,9 @@
   and `hf-kd reproduce` and read by the model cards and `hf-kd benchmark`; `records`: the copy an evaluation
   leaves in the checkpoint it evaluated.
 - `latency` and `report`: query latency of re-ranking, the efficiency table and the efficiency-effectiveness plot.
-- `commands`: the `hf-kd evaluate`, `bm25`, `index`, `retrieve` and `benchmark` subcommands.
+- `significance`: paired tests of per-query differences between reports (t-test, permutation; Holm), their
+  table and plot (`hf-kd compare`).
+- `commands`: the `hf-kd evaluate`, `bm25`, `index`, `retrieve`, `benchmark` and `compare` subcommands.
 
 Names are imported from their submodules on first use, so that `import hf_kd.evaluation` stays light.
 """
@@ -44,6 +46,9 @@ _EXPORTS = {
     "EvaluationReport": "reports",
     "read_reports": "reports",
     "write_reports": "reports",
+    "PairedComparison": "significance",
+    "compare_reports": "significance",
+    "paired_test": "significance",
     "EfficiencyRow": "report",
     "efficiency_markdown": "report",
     "join_efficiency": "report",

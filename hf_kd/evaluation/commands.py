@@ -1,4 +1,4 @@
-"""`hf-kd` subcommands of the evaluation package: `evaluate`, `bm25`, `index`, `retrieve`, `benchmark`.
+"""`hf-kd` subcommands of the evaluation package: `evaluate`, `bm25`, `index`, `retrieve`, `benchmark`, `compare`.
 
 Each is a thin wrapper over the modules of `hf_kd.evaluation`: read the files, call one function, write the
 results (atomically) and print a summary.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..data.ir_files import read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run, write_run
 from ..files import naming_weight_files
-from .metrics import METRIC_NAMES, evaluate_run
+from .metrics import METRIC_NAMES, PRIMARY_METRIC, evaluate_run
 from .records import record_evaluation
 from .reports import EvaluationReport, dataset_of_qrels, read_reports
 
@@ -401,8 +401,70 @@ def _add_benchmark(subparsers) -> None:
     parser.set_defaults(func=run_benchmark)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# compare
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from .significance import (
+        compare_reports,
+        comparisons_markdown,
+        plot_comparisons,
+        read_compared_reports,
+        write_comparisons,
+    )
+
+    comparisons = compare_reports(
+        read_compared_reports(args.baseline),
+        [read_compared_reports(path) for path in args.candidates],
+        metric=args.metric,
+        test=args.test,
+        correction=args.correction,
+        seed=args.seed,
+    )
+    sys.stdout.write(comparisons_markdown(comparisons, args.alpha))
+    if args.out:
+        write_comparisons(comparisons, args.out, args.alpha)
+        print(f"wrote {args.out}")
+    if args.plot:
+        plot_comparisons(comparisons, args.plot, args.alpha)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _add_compare(subparsers) -> None:
+    from .significance import CORRECTIONS, TESTS
+
+    parser = subparsers.add_parser(
+        "compare",
+        help="paired significance of per-query differences between evaluations (t-test or permutation)",
+        description=(
+            "Compares each CANDIDATE with BASELINE on every evaluation set both hold, query by query: the mean "
+            "difference with its 95%% confidence interval and a paired p-value. Each argument is a metrics.json "
+            "written by `hf-kd evaluate`, `retrieve` or `reproduce`, or a folder holding one."
+        ),
+    )
+    parser.add_argument("baseline", help="metrics.json (or its folder) of the baseline")
+    parser.add_argument("candidates", nargs="+", metavar="candidate", help="metrics.json (or folders) to compare")
+    parser.add_argument("--metric", default=PRIMARY_METRIC, help=f"per-query metric (default: {PRIMARY_METRIC})")
+    parser.add_argument("--test", choices=TESTS, default="t-test", help="paired test (default: t-test)")
+    parser.add_argument(
+        "--correction",
+        choices=CORRECTIONS,
+        default="none",
+        help="adjust the p-values of several comparisons together (default: none)",
+    )
+    parser.add_argument("--alpha", type=float, default=0.05, help="level below which a difference is real")
+    parser.add_argument("--seed", type=int, default=0, help="resampling seed of large permutation tests")
+    parser.add_argument("--out", help="also write the comparisons as JSON")
+    parser.add_argument("--plot", help="also plot the per-query differences (PNG)")
+    parser.set_defaults(func=run_compare)
+
+
 def add_subcommands(subparsers) -> None:
-    """Registers `evaluate`, `bm25`, `index`, `retrieve` and `benchmark` on an argparse subparsers object.
+    """Registers `evaluate`, `bm25`, `index`, `retrieve`, `benchmark` and `compare` on an argparse subparsers
+    object.
 
     Each subcommand sets `func`, a callable taking the parsed arguments and returning the exit status.
     """
@@ -411,3 +473,4 @@ def add_subcommands(subparsers) -> None:
     _add_index(subparsers)
     _add_retrieve(subparsers)
     _add_benchmark(subparsers)
+    _add_compare(subparsers)

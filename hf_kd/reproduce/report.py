@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..evaluation.report import EfficiencyRow, efficiency_markdown, join_efficiency, plot_efficiency
+from ..evaluation.significance import paired_test
 from ..files import write_text_atomic
 
 ARCHITECTURE_LABELS = {
@@ -174,19 +173,6 @@ def claims(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{fmt(dot)} vs {fmt(zero_shot)}",
         )
     return checked
-
-
-def paired_test(a: dict[str, float], b: dict[str, float]) -> tuple[float, float, int]:
-    """Mean per-query difference of `a` over `b` and the two-sided paired t-test p-value, over their common
-    queries: (difference, p, number of queries). p is 1.0 where every difference is 0."""
-    from scipy.stats import ttest_rel
-
-    queries = sorted(set(a) & set(b))
-    x, y = np.array([a[q] for q in queries]), np.array([b[q] for q in queries])
-    difference = float((x - y).mean()) if queries else float("nan")
-    if len(queries) < 2 or not np.any(x != y):
-        return difference, 1.0, len(queries)
-    return difference, float(ttest_rel(x, y).pvalue), len(queries)
 
 
 def comparisons(results: dict[str, Any]) -> list[tuple[str, str]]:
