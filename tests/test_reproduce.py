@@ -187,7 +187,7 @@ def test_significance_table_says_which_differences_are_noise():
     table = significance_table(results)
     assert "| bert_dot-T1 vs bert_dot-none | -0.100" not in table
     rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines()[2:]}
-    assert "(real, 20 queries)" in rows["bert_dot-T1 vs MiniLM zero-shot"]
+    assert ", p<0.001 (real, 20 queries)" in rows["bert_dot-T1 vs MiniLM zero-shot"]
     assert "+0.000, p=1.000 (noise, 20 queries)" in rows["bert_dot-none vs MiniLM zero-shot"]
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.report import EfficiencyRow, efficiency_markdown, join_efficiency, plot_efficiency
-from ..evaluation.significance import paired_test
+from ..evaluation.significance import format_p, paired_test
 from ..files import write_text_atomic
 
 ARCHITECTURE_LABELS = {
@@ -206,7 +206,9 @@ def significance_table(results: dict[str, Any], alpha: float = 0.05) -> str:
                 continue
             difference, p, n = paired_test(per_query[a][dataset], per_query[b][dataset])
             verdict = "real" if p < alpha else "noise"
-            cells.append(f"{difference:+.3f}, p={p:.3f} ({verdict}, {n} queries)")
+            p_text = format_p(p)
+            p_text = p_text if p_text.startswith("<") else f"={p_text}"
+            cells.append(f"{difference:+.3f}, p{p_text} ({verdict}, {n} queries)")
         lines.append(f"| {a} vs {b} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
