@@ -14,7 +14,7 @@ from hf_kd.cli import main
 from hf_kd.data.ir_files import read_qrels, read_run
 from hf_kd.evaluation.metrics import evaluate_run
 from hf_kd.evaluation.reports import EvaluationReport
-from hf_kd.evaluation.significance import adjust_p_values, compare_reports, paired_test
+from hf_kd.evaluation.significance import adjust_p_values, compare_reports, paired_test, read_compared_reports
 
 A = {"q1": 0.5, "q2": 0.7, "q3": 0.9, "only-a": 1.0}
 B = {"q1": 0.4, "q2": 0.7, "q3": 0.6, "only-b": 0.0}
@@ -138,3 +138,12 @@ def test_compare_reports_over_the_reproductions_two_evaluation_sets():
     assert (first.evaluation, second.evaluation) == ("dl20-dev", "scifact-test")
     assert first.difference == pytest.approx(-np.mean(DIFFERENCES)) and first.num_queries == 3
     assert second.difference == pytest.approx(0.05) and second.differences == pytest.approx({"s1": 0.1, "s2": 0.0})
+
+
+def test_reports_of_the_same_name_go_by_their_paths(shared_data, tmp_path):
+    first = _report(shared_data, "bm25.top100.trec", tmp_path)
+    (tmp_path / "again").mkdir()
+    second = _report(shared_data, "bm25.top100.trec", tmp_path / "again")
+    rm3 = _report(shared_data, "bm25_rm3.top100.trec", tmp_path)
+    named = read_compared_reports([first, second, f"{rm3}/metrics.json"])
+    assert [name for name, _ in named] == [first, second, "bm25_rm3"]

@@ -415,9 +415,10 @@ def run_compare(args: argparse.Namespace) -> int:
         write_comparisons,
     )
 
+    baseline, *candidates = read_compared_reports([args.baseline, *args.candidates])
     comparisons = compare_reports(
-        read_compared_reports(args.baseline),
-        [read_compared_reports(path) for path in args.candidates],
+        baseline,
+        candidates,
         metric=args.metric,
         test=args.test,
         correction=args.correction,

@@ -186,19 +186,23 @@ def _per_query(report: EvaluationReport, metric: str, source: str, evaluation: s
     return values
 
 
-def read_compared_reports(path: str) -> tuple[str, list[EvaluationReport]]:
-    """The reports of a `metrics.json` file, or of the `metrics.json` in a folder, and the name they go by (the
-    recorded model name, else the folder's name)."""
-    file = Path(path)
-    if file.is_dir():
-        file = file / "metrics.json"
-    if not file.is_file():
-        raise FileNotFoundError(f"{path}: no such metrics file (or folder holding metrics.json)")
-    reports = read_reports(file)
-    name = next((r.name for r in reports if r.name), None) or (
-        file.parent.name if file.name == "metrics.json" else file.stem
-    )
-    return name, reports
+def read_compared_reports(paths: Sequence[str]) -> list[tuple[str, list[EvaluationReport]]]:
+    """The reports of each `metrics.json` file (or of the `metrics.json` in each folder), with the name each goes
+    by: the recorded model name, else the folder's name; where two would share a name, the paths as given."""
+    found = []
+    for path in paths:
+        file = Path(path)
+        if file.is_dir():
+            file = file / "metrics.json"
+        if not file.is_file():
+            raise FileNotFoundError(f"{path}: no such metrics file (or folder holding metrics.json)")
+        reports = read_reports(file)
+        name = next((r.name for r in reports if r.name), None) or (
+            file.parent.name if file.name == "metrics.json" else file.stem
+        )
+        found.append((name, reports))
+    names = [name for name, _ in found]
+    return [(str(path) if names.count(name) > 1 else name, reports) for path, (name, reports) in zip(paths, found)]
 
 
 def compare_reports(
