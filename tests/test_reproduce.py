@@ -100,6 +100,16 @@ def test_a_rerun_with_the_same_seed_gives_the_same_numbers(ci_reproduction, tmp_
     for name in ["teacher_1", "teacher_2", "bert_dot-none", "bert_dot-T1", "bert_dot-T2", "tk-T2"]:
         for dataset in ("dl20-dev", "scifact-test"):
             assert second[name][dataset] == pytest.approx(first[name][dataset], abs=1e-6), (name, dataset)
+    # run again into the finished folder: every stage is reused, and the time of both runs is kept
+    assert main([*args, "--set", "students=[bert_dot, tk]", "--set", "loss_comparison=[]"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["metrics"] == json.loads(json.dumps(second))
+    earlier, later = results["invocations"]
+    assert later["stage_seconds"]["students"] < earlier["stage_seconds"]["students"]
+    assert results["wall_time_s"] == pytest.approx(earlier["wall_time_s"] + later["wall_time_s"], abs=0.011)
+    for stage, seconds in results["stage_seconds"].items():
+        assert seconds == pytest.approx(earlier["stage_seconds"][stage] + later["stage_seconds"][stage], abs=0.011)
+    assert "(2 runs of the command into this folder: " in (out / "tables.md").read_text()
 
 
 def _results(ndcg: dict[str, float]) -> dict:

@@ -239,6 +239,13 @@ def efficiency_rows(results: dict[str, Any]):
     return join_efficiency(results["latency"], effectiveness)
 
 
+def _invocations_note(invocations: list[dict[str, Any]]) -> str:
+    if len(invocations) < 2:
+        return "."
+    runs = " + ".join(f"{i['wall_time_s']:.0f} s" for i in invocations)
+    return f" ({len(invocations)} runs of the command into this folder: {runs})."
+
+
 def write_report(results: dict[str, Any], out: Path) -> str:
     """Writes `tables.md` and `efficiency.png`; returns the markdown."""
     rows = efficiency_rows(results)
@@ -276,7 +283,8 @@ def write_report(results: dict[str, Any], out: Path) -> str:
     sections += [
         "## Efficiency (re-ranking latency per query, DL20 dev)",
         efficiency_markdown(rows),
-        f"Device: {results['environment']['device']}; wall time {results['wall_time_s']:.0f} s.",
+        f"Device: {results['environment']['device']}; wall time {results['wall_time_s']:.0f} s"
+        + _invocations_note(results.get("invocations") or []),
     ]
     markdown = "\n\n".join(sections) + "\n"
     write_text_atomic(out / "tables.md", markdown)
