@@ -240,7 +240,7 @@ BUDGETS: dict[str, Budget] = {
     # the whole experiment on two CPU cores: T1 = all-mpnet-base-v2, T2 = its mean with zero-shot MiniLM (both
     # cosine, one scale: the paper's plain mean), five students in three settings. The loss comparison is
     # `cpu-losses`, and the teachers' own DL20 row is `--set "teacher_eval_sets=[dl20-dev]"` on the finished folder
-    # (4.7 min; all-mpnet-base-v2 on SciFact's long documents alone would take half an hour): the 90 minutes hold
+    # (5 min; all-mpnet-base-v2 on SciFact's long documents alone would take half an hour): 90 minutes on two cores
     "cpu": _CPU,
     # the paper's loss comparison on the `cpu` budget's data and T2 scores: BERT_DOT from T2 with Margin-MSE,
     # pointwise MSE and weighted RankNet (the Margin-MSE student is the `cpu` run's bert_dot-T2, to the last digit)
