@@ -12,7 +12,7 @@ from hf_kd.cli import main
 from hf_kd.data import ScoreDataset
 from hf_kd.reproduce import get_budget
 from hf_kd.reproduce.data import dl20_split
-from hf_kd.reproduce.stages import Reproduction
+from hf_kd.reproduce.stages import Reproduction, _self_teacher_name, _teacher_columns
 
 
 def test_dl20_split_is_fixed_and_disjoint():
@@ -28,9 +28,11 @@ def test_bad_budget_settings_are_rejected():
     with pytest.raises(ValueError, match="unknown student"):
         get_budget("ci", {"students": ["bert_dott"]})
     with pytest.raises(ValueError, match="T2 setting needs at least two teachers"):
-        get_budget("ci", {"pretrained_teachers": [], "teacher_layers": [2]})
+        get_budget("ci", {"pretrained_teachers": [], "teacher_layers": [2], "settings": ["none", "T1", "T2"]})
     with pytest.raises(ValueError, match="unknown budget settings"):
         get_budget("ci", {"epochs": 3})
+    with pytest.raises(ValueError, match="the self setting learns from zero-shot MiniLM: add minilm"):
+        get_budget("short", {"settings": ["none", "self"]})
     with pytest.raises(ValueError, match="student_learning_rates: unknown student 'cat'"):
         get_budget("ci", {"student_learning_rates": {"cat": 1e-4}})
     with pytest.raises(ValueError, match="student_learning_rates: tk must be a positive number, got 0"):
@@ -222,3 +224,29 @@ def test_cpu_losses_trains_the_loss_comparison_on_the_cpu_budgets_data(tmp_path)
         "bert_dot-T2-weighted_ranknet",
     ]
     assert loss_runs[0] in cpu_runs and not {name for name, *_ in cpu_runs} & {name for name, *_ in loss_runs[1:]}
+
+
+def test_the_self_distillation_control_learns_from_zero_shot_minilm(ci_reproduction):
+    """`self`: Margin-MSE from zero-shot MiniLM's columns, wherever MiniLM sits among the teachers."""
+    assert _self_teacher_name(get_budget("cpu")) == "teacher_2"  # after all-mpnet-base-v2
+    assert _self_teacher_name(get_budget("ci")) == "teacher_1" and _self_teacher_name(get_budget("short")) is None
+    scores = ci_reproduction / "teacher_scores"
+    columns = _teacher_columns(scores, ["teacher_1", "teacher_2"], "teacher_2")
+    assert columns["self"] == ScoreDataset.score_columns("teacher_2") != columns["T1"]
+    assert "self" not in _teacher_columns(scores, ["teacher_1", "teacher_2"])
+    assert _teacher_columns(scores, ["teacher_1"], "teacher_1")["self"] == ScoreDataset.score_columns()
+    with pytest.raises(ValueError, match="no scores of the self-distillation teacher teacher_3"):
+        _teacher_columns(scores, ["teacher_1", "teacher_2"], "teacher_3")
+    # in the ci budget zero-shot MiniLM is also T1: the two students learn from the same columns, to the last digit
+    results = json.loads((ci_reproduction / "results.json").read_text())
+    assert results["metrics"]["bert_dot-self"] == results["metrics"]["bert_dot-T1"]
+    summaries = {
+        name: json.loads((ci_reproduction / "students" / name / "train_summary.json").read_text())
+        for name in ("bert_dot-self", "bert_dot-T2")
+    }
+    assert summaries["bert_dot-self"]["arguments"]["hf_kd"]["loss"] == "margin_mse"
+    assert summaries["bert_dot-self"]["arguments"]["hf_kd"]["pos_score_column"] == columns["T1"][0]
+    # the report tests what a teacher adds beyond the control
+    table = (ci_reproduction / "tables.md").read_text()
+    assert "| bert_dot-T1 vs bert_dot-self |" in table and "| bert_dot-T2 vs bert_dot-self |" in table
+    assert "self (zero-shot MiniLM): DL20 dev" in table

@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 STUDENTS = ("bert_dot", "colbert", "prett", "tk", "bert_cat")
-SETTINGS = ("none", "T1", "T2")
+SETTINGS = ("none", "T1", "T2", "self")
+PAPER_SETTINGS = ("none", "T1", "T2")
 LOSS_COMPARISON = ("pointwise_mse", "weighted_ranknet")
 PRETRAINED_TEACHERS = ("mpnet", "minilm")
 CANDIDATE_PAIR_SOURCES = ("msmarco-dl20-train-queries", "scifact-train")
@@ -36,7 +37,10 @@ class Budget:
             SciFact's long documents costs more than the rest of a short run).
         small_cat_layers: layers of the smaller BERT_CAT student.
         students: architectures distilled.
-        settings: `none` (RankNet, no teacher), `T1` (Margin-MSE from teacher 1), `T2` (from the mean of all teachers).
+        settings: `none` (RankNet, no teacher), `T1` (Margin-MSE from teacher 1), `T2` (from the mean of all teachers),
+            `self` (the control: Margin-MSE from zero-shot MiniLM, the students' own backbone, so from no better
+            ranker; what a teacher adds beyond it is its own contribution, the rest is what the training does; needs
+            `minilm` in `pretrained_teachers`).
         loss_comparison: extra BERT_DOT runs with T2 and these losses.
         teacher_steps / student_steps: optimisation steps per model.
         batch_size: triples per step.
@@ -80,7 +84,7 @@ class Budget:
     teacher_eval_sets: list[str] = field(default_factory=lambda: ["dl20-dev", "scifact-test"])
     small_cat_layers: int = 3
     students: list[str] = field(default_factory=lambda: list(STUDENTS))
-    settings: list[str] = field(default_factory=lambda: list(SETTINGS))
+    settings: list[str] = field(default_factory=lambda: list(PAPER_SETTINGS))
     loss_comparison: list[str] = field(default_factory=lambda: list(LOSS_COMPARISON))
     teacher_steps: int = 300
     student_steps: int = 200
@@ -141,6 +145,8 @@ class Budget:
                 raise ValueError(
                     f"unknown pretrained teacher {teacher!r}; choose from {', '.join(PRETRAINED_TEACHERS)}"
                 )
+        if "self" in self.settings and "minilm" not in self.pretrained_teachers:
+            raise ValueError("the self setting learns from zero-shot MiniLM: add minilm to pretrained_teachers")
         if "T2" in self.settings and self.num_teachers < 2:
             raise ValueError("the T2 setting needs at least two teachers (pretrained_teachers + teacher_layers)")
         if not self.num_teachers and any(s != "none" for s in self.settings):
@@ -200,6 +206,7 @@ BUDGETS: dict[str, Budget] = {
         teacher_layers=[2],
         teacher_normalize="query_zscore",
         teacher_max_length=64,
+        settings=["none", "T1", "T2", "self"],
         small_cat_layers=1,
         teacher_steps=12,
         student_steps=8,
@@ -252,6 +259,7 @@ BUDGETS: dict[str, Budget] = {
         name="gpu",
         pretrained_teachers=["mpnet", "minilm"],
         teacher_layers=[],
+        settings=["none", "T1", "T2", "self"],
         teacher_steps=3000,
         student_steps=2000,
         batch_size=32,

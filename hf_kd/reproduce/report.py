@@ -16,7 +16,7 @@ ARCHITECTURE_LABELS = {
     "tk": "TK",
     "bert_cat": "BERT_CAT (small)",
 }
-SETTING_LABELS = {"none": "no teacher", "T1": "T1", "T2": "T2"}
+SETTING_LABELS = {"none": "no teacher", "T1": "T1", "T2": "T2", "self": "self (zero-shot MiniLM)"}
 EFFICIENT = ("bert_dot", "colbert", "prett", "tk")
 
 # The paper's TREC-DL 2019 nDCG@10 (re-ranking BM25 top-1000; ../shared/PAPER.md), for the student of each
@@ -155,7 +155,7 @@ def claims(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{wins} of {len(pairs)}: "
             + ", ".join(f"{ARCHITECTURE_LABELS[a]} {t2:.3f} vs {t1:.3f}" for a, t2, t1 in pairs),
         )
-    distilled = [f"{a}-{s}" for a in students if a in EFFICIENT for s in budget["settings"] if s != "none"]
+    distilled = [f"{a}-{s}" for a in students if a in EFFICIENT for s in budget["settings"] if s in ("T1", "T2")]
     efficient = [(_ndcg(metrics, name), name) for name in distilled if _ndcg(metrics, name) is not None]
     if efficient and teacher_score is not None:
         score, name = max(efficient)
@@ -185,6 +185,9 @@ def comparisons(results: dict[str, Any]) -> list[tuple[str, str]]:
                 pairs.append((f"{architecture}-{setting}", f"{architecture}-none"))
         if "T1" in budget["settings"] and "T2" in budget["settings"]:
             pairs.append((f"{architecture}-T2", f"{architecture}-T1"))
+        if "self" in budget["settings"]:
+            # what the teacher adds beyond training on the same data with no better ranker
+            pairs += [(f"{architecture}-{t}", f"{architecture}-self") for t in ("T1", "T2") if t in budget["settings"]]
     pairs += [(f"bert_dot-{s}", "MiniLM zero-shot") for s in budget["settings"]]
     pairs += [(f"{a}-{s}", "BM25") for a in ("prett", "tk", "bert_cat") for s in budget["settings"]]
     pairs += [("bert_dot-T2", f"bert_dot-T2-{loss}") for loss in budget["loss_comparison"]]

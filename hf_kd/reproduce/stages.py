@@ -156,16 +156,29 @@ def _loss_for(setting: str) -> str:
     return "ranknet" if setting == "none" else "margin_mse"
 
 
-def _teacher_columns(scores_dir: Path, teacher_names: list[str]) -> dict[str, tuple[str, str]]:
-    """Score columns of T1 (the first teacher) and T2 (the mean) in the teacher-score dataset."""
+def _teacher_columns(
+    scores_dir: Path, teacher_names: list[str], self_teacher: str | None = None
+) -> dict[str, tuple[str, str]]:
+    """Score columns of T1 (the first teacher), T2 (the mean) and, with `self_teacher` (the name of zero-shot
+    MiniLM), of the self-distillation control in the teacher-score dataset."""
     if len(teacher_names) == 1:
-        return {"T1": ScoreDataset.score_columns()}
+        columns = {"T1": ScoreDataset.score_columns()}
+        return {**columns, "self": columns["T1"]} if self_teacher == teacher_names[0] else columns
     scores = ScoreDataset.open(scores_dir)
-    if teacher_names[0] not in scores.teachers:
-        raise ValueError(
-            f"{scores_dir}: no scores of the first teacher {teacher_names[0]}; columns: {list(scores.features)}"
-        )
-    return {"T1": ScoreDataset.score_columns(teacher_names[0]), "T2": ScoreDataset.score_columns()}
+    for role, name in (("first teacher", teacher_names[0]), ("self-distillation teacher", self_teacher)):
+        if name is not None and name not in scores.teachers:
+            raise ValueError(f"{scores_dir}: no scores of the {role} {name}; columns: {list(scores.features)}")
+    columns = {"T1": ScoreDataset.score_columns(teacher_names[0]), "T2": ScoreDataset.score_columns()}
+    if self_teacher is not None:
+        columns["self"] = ScoreDataset.score_columns(self_teacher)
+    return columns
+
+
+def _self_teacher_name(budget: Budget) -> str | None:
+    """The name the reproduction gives zero-shot MiniLM among its teachers (None when it is not one)."""
+    if "minilm" not in budget.pretrained_teachers:
+        return None
+    return f"teacher_{budget.pretrained_teachers.index('minilm') + 1}"
 
 
 def _latency_models(budget: Budget, teachers: dict[str, str], students: dict[str, str]) -> dict[str, str]:
@@ -306,11 +319,12 @@ def score_training_triples(run: Reproduction) -> None:
             normalize=normalize,
             overwrite=True,
         )
-    run.teacher_columns = _teacher_columns(run.scores_dir, list(run.teachers))
+    run.teacher_columns = _teacher_columns(run.scores_dir, list(run.teachers), _self_teacher_name(run.budget))
 
 
 def train_students(run: Reproduction) -> None:
-    """Every student: without a teacher (RankNet on the triples' labels), and from T1 and T2 with its loss."""
+    """Every student: without a teacher (RankNet on the triples' labels), and from T1, T2 and zero-shot MiniLM (the
+    self-distillation control) with its loss."""
     budget = run.budget
     for name, architecture, setting, loss in run.student_runs():
         folder = run.out / "students" / name
