@@ -201,6 +201,9 @@ def test_significance_table_says_which_differences_are_noise():
     rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines()[2:]}
     assert ", p<0.001 (real, 20 queries)" in rows["bert_dot-T1 vs MiniLM zero-shot"]
     assert "+0.000, p=1.000 (noise, 20 queries)" in rows["bert_dot-none vs MiniLM zero-shot"]
+    # a teacher whose evaluation was left out (no evaluation set) gets no row of dashes
+    results["metrics"]["teacher_1"] = {}
+    assert "teacher_1" not in significance_table(results)
 
 
 def test_budgets_name_their_teachers():
