@@ -140,6 +140,11 @@ def student_config(budget: Budget, architecture: str) -> dict:
 PRETRAINED_TEACHER_PATHS = {"mpnet": all_mpnet_base_v2_path, "minilm": minilm_path}
 
 
+def _pretrained_teacher_names(budget: Budget) -> dict[str, str]:
+    """Names of the pretrained teachers (`mpnet` -> `teacher_1`, ...): they come first."""
+    return {key: f"teacher_{i + 1}" for i, key in enumerate(budget.pretrained_teachers)}
+
+
 def _trained_teacher_names(budget: Budget) -> list[str]:
     """Names of the BERT_CAT teachers trained here: they follow the pretrained ones."""
     offset = len(budget.pretrained_teachers)
@@ -160,25 +165,26 @@ def _teacher_columns(
     scores_dir: Path, teacher_names: list[str], self_teacher: str | None = None
 ) -> dict[str, tuple[str, str]]:
     """Score columns of T1 (the first teacher), T2 (the mean) and, with `self_teacher` (the name of zero-shot
-    MiniLM), of the self-distillation control in the teacher-score dataset."""
+    MiniLM), of the self-distillation control in the teacher-score dataset. A dataset of one teacher has only the
+    plain columns."""
+    roles = {"T1": teacher_names[0], "self": self_teacher}
     if len(teacher_names) == 1:
-        columns = {"T1": ScoreDataset.score_columns()}
-        return {**columns, "self": columns["T1"]} if self_teacher == teacher_names[0] else columns
+        return {setting: ScoreDataset.score_columns() for setting, name in roles.items() if name == teacher_names[0]}
     scores = ScoreDataset.open(scores_dir)
-    for role, name in (("first teacher", teacher_names[0]), ("self-distillation teacher", self_teacher)):
-        if name is not None and name not in scores.teachers:
+    columns = {"T2": ScoreDataset.score_columns()}
+    for setting, name in roles.items():
+        if name is None:
+            continue
+        if name not in scores.teachers:
+            role = "first teacher" if setting == "T1" else "self-distillation teacher"
             raise ValueError(f"{scores_dir}: no scores of the {role} {name}; columns: {list(scores.features)}")
-    columns = {"T1": ScoreDataset.score_columns(teacher_names[0]), "T2": ScoreDataset.score_columns()}
-    if self_teacher is not None:
-        columns["self"] = ScoreDataset.score_columns(self_teacher)
+        columns[setting] = ScoreDataset.score_columns(name)
     return columns
 
 
 def _self_teacher_name(budget: Budget) -> str | None:
     """The name the reproduction gives zero-shot MiniLM among its teachers (None when it is not one)."""
-    if "minilm" not in budget.pretrained_teachers:
-        return None
-    return f"teacher_{budget.pretrained_teachers.index('minilm') + 1}"
+    return _pretrained_teacher_names(budget).get("minilm")
 
 
 def _latency_models(budget: Budget, teachers: dict[str, str], students: dict[str, str]) -> dict[str, str]:
@@ -287,8 +293,8 @@ def build_backbones(run: Reproduction) -> None:
 def train_teachers(run: Reproduction) -> None:
     """The pretrained teachers' folders, and the BERT_CAT teachers trained with RankNet on the training triples."""
     budget = run.budget
-    for i, key in enumerate(budget.pretrained_teachers):
-        run.teachers[f"teacher_{i + 1}"] = PRETRAINED_TEACHER_PATHS[key]()
+    for key, name in _pretrained_teacher_names(budget).items():
+        run.teachers[name] = PRETRAINED_TEACHER_PATHS[key]()
     for i, name in enumerate(run.trained_teachers):
         folder = run.out / "teachers" / name
         train_model(
