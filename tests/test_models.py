@@ -10,7 +10,15 @@ import sys
 import pytest
 import torch
 from conftest import dl20_pairs
-from transformers import AlbertConfig, AutoModel, BertConfig, BertModel, DistilBertConfig, DistilBertModel
+from transformers import (
+    AlbertConfig,
+    AutoModel,
+    BertConfig,
+    BertModel,
+    DistilBertConfig,
+    DistilBertModel,
+    ElectraConfig,
+)
 
 import hf_kd
 from hf_kd import (
@@ -30,10 +38,12 @@ from hf_kd.models.ranking_functions import kernel_pooling, maxsim_scores
 ARCHITECTURES = ["bert_cat", "bert_dot", "colbert", "prett", "tk"]
 
 
+def tiny_sizes() -> dict:
+    return dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+
+
 def tiny_backbone(**overrides) -> BertConfig:
-    values = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-    values.update(overrides)
-    return BertConfig(**values)
+    return BertConfig(**{**tiny_sizes(), **overrides})
 
 
 def build(architecture: str, seed: int = 0, **overrides):
@@ -151,10 +161,13 @@ def test_maxsim_function_masks_padding():
     assert maxsim_scores(q, torch.tensor([[1, 1, 0]]), p, torch.tensor([[1, 1, 0]]), mean=True).item() == 2.5
 
 
-def test_prett_with_split_zero_equals_bert_cat_with_the_same_weights(pairs, tokenizer):
+@pytest.mark.parametrize("backbone", ["bert", "electra"])
+def test_prett_with_split_zero_equals_bert_cat_with_the_same_weights(backbone, pairs, tokenizer):
     torch.manual_seed(3)
-    prett = PreTTModel(PreTTConfig(backbone_config=tiny_backbone(), split_layer=0, max_query_length=30)).eval()
-    cat = BertCatModel(BertCatConfig(backbone_config=tiny_backbone())).eval()
+    # ELECTRA's embeddings are narrower than its layers (embedding_size < hidden_size) and projected up
+    backbone_config = tiny_backbone() if backbone == "bert" else ElectraConfig(embedding_size=16, **tiny_sizes())
+    prett = PreTTModel(PreTTConfig(backbone_config=backbone_config, split_layer=0, max_query_length=30)).eval()
+    cat = BertCatModel(BertCatConfig(backbone_config=backbone_config)).eval()
     cat.backbone.load_state_dict(prett.backbone.state_dict())
     cat.classifier.weight.data.copy_(prett.classifier.weight.data)
     cat.classifier.bias.data.zero_()

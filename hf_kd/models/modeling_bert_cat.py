@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 from torch import nn
 from transformers import initialization as init
 
 from .configuration_bert_cat import BertCatConfig
+from .first_token import last_layer_for_first_token
 from .modeling_ranking import RankingOutput, RankingPreTrainedModel, backbone_supports_token_types, build_backbone
 from .ranking_functions import check_grouping, pad_sequences, segment_mean_cosine, special_token_id, tokenize_texts
 
@@ -76,7 +78,10 @@ class BertCatModel(RankingPreTrainedModel):
             backbone_kwargs["token_type_ids"] = token_type_ids
         if position_ids is not None:
             backbone_kwargs["position_ids"] = position_ids
-        hidden = self.backbone(**backbone_kwargs).last_hidden_state
+        # in evaluation the head reads the CLS vector alone, so the last layer computes position 0 only (exact)
+        first_token_only = not self.training and not self.config.mean_cosine_score
+        with last_layer_for_first_token(self.backbone) if first_token_only else nullcontext():
+            hidden = self.backbone(**backbone_kwargs).last_hidden_state
         scores = self.classifier(self.dropout(hidden[:, 0])).squeeze(-1)
         if self.config.mean_cosine_score:
             if token_type_ids is None:

@@ -11,6 +11,7 @@ from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask
 
 from .configuration_prett import PreTTConfig
+from .first_token import first_token_layer_output, supports_first_token_layer
 from .modeling_ranking import EncodedBatch, SplitRankingModel, backbone_supports_token_types, build_backbone
 from .ranking_functions import segment_mean_cosine, special_token_id, tokenize_texts
 
@@ -70,13 +71,22 @@ class PreTTModel(SplitRankingModel):
             and "token_type_ids" in inspect.signature(embeddings.forward).parameters
         ):
             kwargs["token_type_ids"] = torch.full_like(input_ids, token_type)
-        return embeddings(**kwargs)
+        hidden = embeddings(**kwargs)
+        project = getattr(self.backbone, "embeddings_project", None)  # ELECTRA's embeddings narrower than its layers
+        return hidden if project is None else project(hidden)
 
-    def _run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    def _run_layers(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int, first_token_only: bool = False
+    ) -> torch.Tensor:
+        """Layers `start..stop-1`; with `first_token_only` the last of them computes position 0 alone (where the
+        layer allows it), so the result is (n, 1, H) when it does."""
         mask = create_bidirectional_mask(
             config=self.backbone.config, inputs_embeds=hidden, attention_mask=attention_mask
         )
-        for layer in transformer_layers(self.backbone)[start:stop]:
+        layers = transformer_layers(self.backbone)[start:stop]
+        for i, layer in enumerate(layers):
+            if first_token_only and i == len(layers) - 1 and supports_first_token_layer(layer, self.backbone.config):
+                return first_token_layer_output(layer, hidden, mask)
             output = layer(hidden, mask)
             hidden = output[0] if isinstance(output, tuple) else output
         return hidden
@@ -105,7 +115,9 @@ class PreTTModel(SplitRankingModel):
         hidden = torch.cat([queries.embeddings, passages.embeddings.to(queries.embeddings.dtype)], dim=1)
         mask = torch.cat([queries.mask, passages.mask], dim=1)
         num_layers = len(transformer_layers(self.backbone))
-        hidden = self._run_layers(hidden, mask, self.config.split_layer, num_layers)
+        # in evaluation the head reads the CLS vector alone, so the last layer computes position 0 only (exact)
+        first_token_only = not self.training and not self.config.mean_cosine_score
+        hidden = self._run_layers(hidden, mask, self.config.split_layer, num_layers, first_token_only)
         scores = self.classifier(hidden[:, 0]).squeeze(-1)
         if self.config.mean_cosine_score:
             query_mask = torch.cat([queries.mask, torch.zeros_like(passages.mask)], dim=1)

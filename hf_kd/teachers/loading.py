@@ -33,6 +33,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 
 from ..models import MODEL_CLASSES
 from .base import Teacher, _token_counts
+from .first_token import FirstTokenScoring
 from .run_teacher import RUN_PREFIX, _load_run_teacher
 
 __all__ = [
@@ -104,6 +105,7 @@ class SequenceClassificationTeacher(Teacher):
     ):
         super().__init__(name_or_path, tokenizer, max_length, model.device, revision=revision, name=name)
         self.model = model.eval()
+        self.first_token_scoring = FirstTokenScoring(self.model)
 
     @torch.inference_mode()
     def score(self, queries: Sequence[str], passages: Sequence[str]) -> torch.Tensor:
@@ -115,7 +117,8 @@ class SequenceClassificationTeacher(Teacher):
             max_length=self.max_length,
             return_tensors="pt",
         ).to(self.device)
-        return self._check_scores(self.model(**features).logits, len(queries))
+        logits = self.first_token_scoring(lambda: self.model(**features).logits)
+        return self._check_scores(logits, len(queries))
 
 
 class _SentenceTransformersTeacher(Teacher):
@@ -140,13 +143,19 @@ class CrossEncoderTeacher(_SentenceTransformersTeacher):
 
     kind = "cross_encoder"
 
+    def __init__(self, model, name_or_path: str, revision: str | None = None, name: str | None = None):
+        super().__init__(model, name_or_path, revision=revision, name=name)
+        self.first_token_scoring = FirstTokenScoring(model.model)
+
     def score(self, queries: Sequence[str], passages: Sequence[str]) -> torch.Tensor:
-        scores = self.model.predict(
-            list(zip(queries, passages)),
-            batch_size=len(queries),
-            activation_fn=torch.nn.Identity(),
-            convert_to_tensor=True,
-            show_progress_bar=False,
+        scores = self.first_token_scoring(
+            lambda: self.model.predict(
+                list(zip(queries, passages)),
+                batch_size=len(queries),
+                activation_fn=torch.nn.Identity(),
+                convert_to_tensor=True,
+                show_progress_bar=False,
+            )
         )
         return self._check_scores(scores, len(queries))
 
