@@ -110,7 +110,7 @@ class MeanPoolingClassifier(BertPreTrainedModel):
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        mask = attention_mask.unsqueeze(-1).float()
+        mask = attention_mask.unsqueeze(-1).to(hidden.last_hidden_state.dtype)
         logits = self.head((hidden.last_hidden_state * mask).sum(1) / mask.sum(1))
         return SequenceClassifierOutput(logits=logits)
 
@@ -154,3 +154,19 @@ def test_teachers_use_the_first_position_only_where_their_scores_stay_equal(head
     assert all((n == 1) == exact for n in rows.rows[2:]) and len(rows.rows) == 4
     assert whole.std() > 0.1
     torch.testing.assert_close(torch.from_numpy(scores), whole, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["bert", "mean_pooling"])
+def test_teachers_in_bfloat16_keep_the_first_position_shortcut_only_for_first_token_heads(head, pairs, tokenizer):
+    config = BertConfig(vocab_size=tokenizer.vocab_size, type_vocab_size=2, num_labels=1, **SIZES)
+    model_class = BertForSequenceClassification if head == "bert" else MeanPoolingClassifier
+    model = spread(model_class(config), 1).eval()
+    features = tokenizer(*pairs, padding=True, truncation="longest_first", max_length=96, return_tensors="pt")
+    with torch.inference_mode():
+        whole = model(**features).logits.squeeze(-1)
+
+    teacher = SequenceClassificationTeacher(model.to(torch.bfloat16), tokenizer, head, max_length=96)
+    scores = score_pairs(teacher, *pairs, batch_size=5)
+    # bfloat16 rounds the whole model and the shortcut differently, yet a first-token head keeps the shortcut
+    assert teacher.first_token_scoring.exact is (head == "bert")
+    torch.testing.assert_close(torch.from_numpy(scores), whole, rtol=0.05, atol=0.05 * float(whole.std()))
