@@ -27,7 +27,8 @@ class FirstTokenScoring:
             `BertForSequenceClassification`.
 
     Attributes:
-        exact (`bool` or `None`): whether the shortcut gives the model's scores; `None` until the first batch.
+        exact (`bool` or `None`): whether the shortcut gives the model's scores (`False` also where it cannot
+            apply: another layer type or attention implementation); `None` until the first batch.
     """
 
     rtol = 1e-4
