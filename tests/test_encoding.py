@@ -9,7 +9,13 @@ from transformers import BertConfig
 import hf_kd
 from hf_kd import BertDotModel, EncodedBatch
 from hf_kd.data import read_collection_tsv
-from hf_kd.models.ranking_functions import inverse_permutation, length_sorted_order, pad_sequences
+from hf_kd.models.ranking_functions import (
+    CPU_MAX_BATCH_TOKENS,
+    inverse_permutation,
+    pad_sequences,
+    resolve_max_batch_tokens,
+    token_budget_batches,
+)
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 OVERRIDES = {"bert_dot": {}, "colbert": {"compression_dim": 16}, "prett": {"split_layer": 1}, "tk": {}}
@@ -44,12 +50,34 @@ def assert_same_rows(got: EncodedBatch, expected: EncodedBatch, atol: float) -> 
         torch.testing.assert_close(row.embeddings, reference.embeddings, atol=atol, rtol=atol)
 
 
-def test_length_sorted_order_and_its_inverse():
-    sequences = [[1], [1, 2, 3], [1, 2], [4, 5, 6], []]
-    order = length_sorted_order(sequences)
-    assert order == [1, 3, 2, 0, 4]
-    rows = torch.tensor(order)
-    assert rows[inverse_permutation(order)].tolist() == list(range(len(sequences)))
+def test_token_budget_batches_sort_longest_first_and_restore_with_the_inverse():
+    lengths = [1, 3, 2, 3, 0]
+    batches = token_budget_batches(lengths, batch_size=2)
+    assert batches == [[1, 3], [2, 0], [4]]
+    order = [row for rows in batches for row in rows]
+    assert torch.tensor(order)[inverse_permutation(order)].tolist() == list(range(len(lengths)))
+
+
+def test_token_budget_batches_cap_rows_times_the_longest():
+    lengths = [100, 30, 700, 50, 20, 40, 10, 60]
+    batches = token_budget_batches(lengths, batch_size=3, max_tokens=150)
+    # 700 alone (over the cap); 100 alone (2 x 100 > 150); 60 and 50 (3 x 60 > 150); 40, 30 and 20 (3 rows at most)
+    assert batches == [[2], [0], [7, 3], [5, 1, 4], [6]]
+    for rows in batches:
+        assert len(rows) <= 3
+        assert len(rows) == 1 or len(rows) * max(lengths[i] for i in rows) <= 150
+    assert sorted(i for rows in batches for i in rows) == list(range(len(lengths)))
+    assert token_budget_batches(lengths, batch_size=3, max_tokens=0) == token_budget_batches(lengths, batch_size=3)
+    assert token_budget_batches([0, 0, 0], batch_size=2, max_tokens=1) == [[0, 1], [2]]
+
+
+def test_max_batch_tokens_default_caps_on_cpu_only_and_rejects_bad_values():
+    assert resolve_max_batch_tokens(None, torch.device("cpu")) == CPU_MAX_BATCH_TOKENS
+    assert resolve_max_batch_tokens(None, "cuda") == 0
+    assert resolve_max_batch_tokens(512, "cuda") == 512
+    for bad in (-1, 1.5, True, "2048"):
+        with pytest.raises(ValueError, match="max_batch_tokens must be an integer >= 0"):
+            resolve_max_batch_tokens(bad, "cpu")
 
 
 @pytest.mark.parametrize("architecture", sorted(OVERRIDES))

@@ -21,6 +21,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertModel
 from hf_kd import BertCatConfig, BertCatModel
 from hf_kd.data import ScoreDataset
 from hf_kd.jobs import JobLockedError, output_lock
+from hf_kd.models.ranking_functions import CPU_MAX_BATCH_TOKENS
 from hf_kd.teachers import (
     CrossEncoderTeacher,
     HfKdTeacher,
@@ -268,7 +269,7 @@ def test_scores_equal_calling_the_model_directly(teacher_a, checkpoints, triples
 def test_every_distinct_pair_is_scored_exactly_once_in_length_sorted_batches(teacher_a, shared_triples_tsv, tmp_path):
     counting = CountingTeacher(teacher_a)
     result = score_triples([counting], shared_triples_tsv, tmp_path / "scores", batch_size=16, shard_size=64,
-                           show_progress_bar=False)  # fmt: skip
+                           max_batch_tokens=0, show_progress_bar=False)  # fmt: skip
 
     triples = read_tsv_triples(shared_triples_tsv)
     distinct = {(q, p) for q, pos, neg in triples for p in (pos, neg)}
@@ -291,6 +292,31 @@ def test_every_distinct_pair_is_scored_exactly_once_in_length_sorted_batches(tea
     pos, neg = table.column("pos_score").to_numpy(), table.column("neg_score").to_numpy()
     np.testing.assert_array_equal(pos[100:200], neg[:100])  # swapped triples reuse the same pair scores
     np.testing.assert_array_equal(pos[200:], pos[:50])  # repeated triples too
+
+
+def test_a_token_budget_caps_each_batch_and_keeps_the_scores(teacher_a, triples_tsv, tmp_path):
+    triples = read_tsv_triples(triples_tsv)[:60]
+    queries, passages = [t[0] for t in triples], [t[1] for t in triples]
+    lengths = teacher_a.pair_lengths(queries, passages)
+    budget = 3 * int(lengths.max())  # below batch_size x the longest: the cap, not batch_size, sets the rows
+    counting = CountingTeacher(teacher_a)
+    capped = score_pairs(counting, queries, passages, batch_size=16, max_batch_tokens=budget)
+    sizes = [len(batch) for batch in counting.batch_lengths]
+    assert sum(sizes) == len(set(zip(queries, passages)))
+    assert all(size * batch.max() <= budget for size, batch in zip(sizes, counting.batch_lengths))
+    assert sizes[0] == 3 and max(sizes) > 3, "long pairs go 3 at a time, short ones more"
+    np.testing.assert_allclose(capped, score_pairs(teacher_a, queries, passages, max_batch_tokens=0), atol=1e-5)
+
+    counting = CountingTeacher(teacher_a)  # on a CPU the default caps at CPU_MAX_BATCH_TOKENS
+    score_pairs(counting, queries, passages, batch_size=256)
+    assert len(counting.pairs) * lengths.max() > CPU_MAX_BATCH_TOKENS, "one batch of all pairs would pass the cap"
+    assert all(len(batch) * batch.max() <= CPU_MAX_BATCH_TOKENS for batch in counting.batch_lengths)
+
+    result = score_triples([teacher_a], triples_tsv, tmp_path / "scores", max_batch_tokens=budget,
+                           show_progress_bar=False)  # fmt: skip
+    assert ScoreDataset.open(result.out).provenance.parameters["max_batch_tokens"] == budget
+    with pytest.raises(ValueError, match="max_batch_tokens must be an integer >= 0"):
+        score_pairs(teacher_a, queries, passages, max_batch_tokens=-1)
 
 
 def test_bf16_scores_stay_close_to_float32(teacher_a, triples_tsv):
@@ -326,7 +352,8 @@ def test_crashed_run_resumes_from_its_finished_shards(teacher_a, triples_tsv, tm
     out = tmp_path / "scores"
     failing = FailingTeacher(teacher_a, fail_on_batch=5)  # shards of 40 pairs = 2 batches of 20: 2 shards finish
     with pytest.raises(RuntimeError, match="simulated crash"):
-        score_triples([failing], triples_tsv, out, batch_size=20, shard_size=40, show_progress_bar=False)
+        score_triples([failing], triples_tsv, out, batch_size=20, shard_size=40, max_batch_tokens=0,
+                      show_progress_bar=False)  # fmt: skip
     shards = sorted(p.name for p in (tmp_path / "scores.partial" / "teacher-0").glob("*.parquet"))
     assert shards == ["pairs-00000.parquet", "pairs-00001.parquet"]
     assert not out.exists()

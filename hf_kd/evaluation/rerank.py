@@ -7,6 +7,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..models.ranking_functions import inverse_permutation, token_budget_batches
+
 __all__ = [
     "check_run_inputs",
     "encode_passage_cache",
@@ -111,12 +113,10 @@ def length_sorted_batches(representations: Sequence, batch_size: int) -> tuple[l
         `(batches, restore)`: the padded batches, and the index that puts the concatenated per-row results of the
         batches back into the order of `representations`.
     """
-    order = sorted(range(len(representations)), key=lambda i: -_cached_length(representations[i]))
+    rows_of_batches = token_budget_batches([_cached_length(r) for r in representations], batch_size)
     cat = type(representations[0]).cat
-    batches = [cat([representations[i] for i in rows]) for rows in _chunks(order, batch_size)]
-    restore = torch.empty(len(order), dtype=torch.long)
-    restore[torch.as_tensor(order, dtype=torch.long)] = torch.arange(len(order))
-    return batches, restore
+    batches = [cat([representations[i] for i in rows]) for rows in rows_of_batches]
+    return batches, inverse_permutation([i for rows in rows_of_batches for i in rows])
 
 
 def score_cached(model, query, batches: Sequence, restore: torch.Tensor) -> torch.Tensor:

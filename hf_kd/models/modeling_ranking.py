@@ -23,10 +23,12 @@ from .ranking_functions import (
     check_grouping,
     check_texts,
     inverse_permutation,
-    length_sorted_order,
     length_sorted_sub_batches,
     pad_sequences,
     real_width,
+    resolve_max_batch_tokens,
+    token_budget_batches,
+    tokenize_texts,
 )
 from .sentence_transformers_layout import write_sentence_transformers_files
 
@@ -233,11 +235,20 @@ class RankingPreTrainedModel(PreTrainedModel):
         raise NotImplementedError
 
     @inference
-    def score(self, queries: Sequence[str], passages: Sequence[str], tokenizer, batch_size: int = 64) -> torch.Tensor:
+    def score(
+        self,
+        queries: Sequence[str],
+        passages: Sequence[str],
+        tokenizer,
+        batch_size: int = 64,
+        max_batch_tokens: int | None = None,
+    ) -> torch.Tensor:
         """Scores aligned (query, passage) pairs: returns a float tensor with one raw score per pair, in input order.
 
-        Pairs are batched longest first (by characters, as `SentenceTransformer.encode` sorts), so that each batch
-        pads to a length close to its own pairs'; every pair's score is that of the pair alone.
+        Pairs are batched longest first (word pieces of the query and the passage as this model truncates them), so
+        that each batch pads to a length close to its own pairs', at most `batch_size` pairs and `max_batch_tokens`
+        word pieces per batch (`None`: 2048 on a CPU, no cap elsewhere; 0: no cap; see
+        `resolve_max_batch_tokens`). Every pair's score is that of the pair alone.
         """
         check_texts("queries", queries)
         check_texts("passages", passages)
@@ -245,14 +256,23 @@ class RankingPreTrainedModel(PreTrainedModel):
             raise ValueError(
                 f"queries and passages must be aligned lists of equal length, got {len(queries)} and {len(passages)}"
             )
-        order = length_sorted_order([query + passage for query, passage in zip(queries, passages)])
+        max_tokens = resolve_max_batch_tokens(max_batch_tokens, self.device)
+        query_lengths = self._token_counts(tokenizer, queries, self.config.max_query_length)
+        passage_lengths = self._token_counts(tokenizer, passages, self.config.max_passage_length)
+        lengths = [q + p for q, p in zip(query_lengths, passage_lengths)]
         scores = torch.empty(len(queries), dtype=torch.float32)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in token_budget_batches(lengths, batch_size, max_tokens):
             inputs = self.prepare_inputs([queries[i] for i in rows], [passages[i] for i in rows], tokenizer)
             inputs = {k: v.to(self.device) for k, v in inputs.items()}
             scores[rows] = self(**inputs).scores.float().cpu()
         return scores
+
+    @staticmethod
+    def _token_counts(tokenizer, texts: Sequence[str], max_length: int) -> list[int]:
+        """Word pieces of each text truncated to `max_length`, each distinct text tokenised once."""
+        distinct = list(dict.fromkeys(texts))
+        counts = dict(zip(distinct, map(len, tokenize_texts(tokenizer, distinct, max_length))))
+        return [counts[text] for text in texts]
 
     def save_pretrained(self, save_directory, *args, tokenizer=None, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors, config with `auto_map`, the modeling code), plus the
@@ -346,30 +366,40 @@ class SplitRankingModel(RankingPreTrainedModel):
             parts.append(encode(input_ids[rows, :width], mask[:, :width]))
         return EncodedBatch.cat(parts)[torch.argsort(torch.cat(groups))]
 
-    def _encode_texts(self, texts, tokenizer, tokenize, encode, batch_size: int) -> EncodedBatch:
+    def _encode_texts(self, texts, tokenizer, tokenize, encode, batch_size: int, max_batch_tokens) -> EncodedBatch:
         """Tokenises every text once, encodes them in batches of similar token length (longest first, each batch
-        padded to its own longest), and returns the rows in the order of `texts`."""
+        padded to its own longest, at most `batch_size` texts and `max_batch_tokens` tokens; see
+        `token_budget_batches`), and returns the rows in the order of `texts`."""
         pad_id = tokenizer.pad_token_id or 0
         sequences = tokenize(tokenizer, texts)
-        order = length_sorted_order(sequences)
-        batches = []
-        for start in range(0, len(order), batch_size):
-            ids, mask = pad_sequences([sequences[i] for i in order[start : start + batch_size]], pad_id)
+        max_tokens = resolve_max_batch_tokens(max_batch_tokens, self.device)
+        batches, order = [], []
+        for rows in token_budget_batches([len(sequence) for sequence in sequences], batch_size, max_tokens):
+            ids, mask = pad_sequences([sequences[i] for i in rows], pad_id)
             batches.append(encode(ids.to(self.device), mask.to(self.device)))
+            order.extend(rows)
         encoded = EncodedBatch.cat(batches)
         return encoded[inverse_permutation(order).to(encoded.embeddings.device)]
 
     @inference
-    def encode_queries(self, queries: Sequence[str], tokenizer, batch_size: int = 64) -> EncodedBatch:
-        """The query-time representation (computed for each query when re-ranking)."""
+    def encode_queries(
+        self, queries: Sequence[str], tokenizer, batch_size: int = 64, max_batch_tokens: int | None = None
+    ) -> EncodedBatch:
+        """The query-time representation (computed for each query when re-ranking). Batches as in `score`."""
         check_texts("queries", queries)
-        return self._encode_texts(queries, tokenizer, self.tokenize_queries, self.encode_query_tensors, batch_size)
+        return self._encode_texts(
+            queries, tokenizer, self.tokenize_queries, self.encode_query_tensors, batch_size, max_batch_tokens
+        )
 
     @inference
-    def encode_passages(self, passages: Sequence[str], tokenizer, batch_size: int = 64) -> EncodedBatch:
-        """The passage representation the paper caches at indexing time."""
+    def encode_passages(
+        self, passages: Sequence[str], tokenizer, batch_size: int = 64, max_batch_tokens: int | None = None
+    ) -> EncodedBatch:
+        """The passage representation the paper caches at indexing time. Batches as in `score`."""
         check_texts("passages", passages)
-        return self._encode_texts(passages, tokenizer, self.tokenize_passages, self.encode_passage_tensors, batch_size)
+        return self._encode_texts(
+            passages, tokenizer, self.tokenize_passages, self.encode_passage_tensors, batch_size, max_batch_tokens
+        )
 
     @inference
     def score_encoded(self, queries: EncodedBatch, passages: EncodedBatch) -> torch.Tensor:

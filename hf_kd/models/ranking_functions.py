@@ -71,13 +71,44 @@ def pad_sequences(sequences: Sequence[Sequence[int]], pad_value: int = 0) -> tup
     return ids, mask
 
 
-def length_sorted_order(sequences: Sequence[Sequence[int]]) -> list[int]:
-    """Indices of `sequences`, longest first (ties keep their input order): batches of neighbours pad little.
+# Padded tokens per forward pass on a CPU. Bigger batches there only spill the caches: a MiniLM cross-encoder scored
+# 1,000 DL20 BM25 pairs (95 tokens on average) 14% faster, and 400 SciFact pairs (351 tokens) 38% faster, than in
+# batches of 64 pairs, and as fast as or faster than at any fixed batch size (`benchmarks/score_throughput.py`).
+CPU_MAX_BATCH_TOKENS = 2048
 
-    >>> length_sorted_order([[1], [1, 2, 3], [1, 2]])
-    [1, 2, 0]
+
+def resolve_max_batch_tokens(max_batch_tokens: int | None, device) -> int:
+    """The cap on padded tokens per forward pass: `max_batch_tokens` as given (0: no cap), or for `None` the
+    device's default, `CPU_MAX_BATCH_TOKENS` on a CPU and no cap elsewhere (a GPU wants its batches full).
+
+    >>> [resolve_max_batch_tokens(n, device) for n, device in ((None, "cpu"), (None, "cuda:0"), (0, "cpu"))]
+    [2048, 0, 0]
     """
-    return sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    if max_batch_tokens is None:
+        return CPU_MAX_BATCH_TOKENS if torch.device(device).type == "cpu" else 0
+    if isinstance(max_batch_tokens, bool) or not isinstance(max_batch_tokens, int) or max_batch_tokens < 0:
+        raise ValueError(f"max_batch_tokens must be an integer >= 0 (0: no cap) or None, got {max_batch_tokens!r}")
+    return max_batch_tokens
+
+
+def token_budget_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = 0) -> list[list[int]]:
+    """Indices of `lengths` longest first (ties in input order), cut into batches of at most `batch_size` rows and,
+    with `max_tokens`, at most `max_tokens` padded tokens (rows x the batch's longest); a row longer than
+    `max_tokens` goes alone. Rows of length 0 (nothing to run) are not capped.
+
+    >>> token_budget_batches([3, 10, 4, 9, 2], batch_size=4, max_tokens=20)
+    [[1, 3], [2, 0, 4]]
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, start = [], 0
+    while start < len(order):
+        longest = int(lengths[order[start]])
+        rows = batch_size if max_tokens <= 0 or longest <= 0 else max(1, min(batch_size, max_tokens // longest))
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches
 
 
 def inverse_permutation(order: Sequence[int]) -> torch.Tensor:
@@ -296,13 +327,15 @@ __all__ = [
     "inverse_permutation",
     "compiled_kernel_pooling",
     "kernel_pooling",
-    "length_sorted_order",
+    "CPU_MAX_BATCH_TOKENS",
     "length_sorted_sub_batches",
     "maxsim_scores",
     "pad_sequences",
     "real_width",
+    "resolve_max_batch_tokens",
     "segment_mean_cosine",
     "sinusoidal_positions",
     "special_token_id",
+    "token_budget_batches",
     "tokenize_texts",
 ]

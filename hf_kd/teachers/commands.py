@@ -25,6 +25,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return number
+
+
 def _looks_like_a_path(name_or_path: str) -> bool:
     """A folder path rather than a Hub id (`name` or `namespace/name`)."""
     return (
@@ -64,6 +71,7 @@ def run_score(args: argparse.Namespace) -> int:
         args.triples,
         args.out,
         batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
         bf16=args.bf16,
         shard_size=args.shard_size,
         normalize=args.normalize,
@@ -175,6 +183,13 @@ def _add_score_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     score.add_argument("--out", required=True, help="the teacher-score dataset folder to create")
     score.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, help="pairs per forward pass")
+    score.add_argument(
+        "--max-batch-tokens",
+        type=_non_negative_int,
+        default=None,
+        help="tokens per forward pass at most, pairs x the batch's longest (default: 2048 on a CPU, where bigger "
+        "batches only spill the caches, no cap on a GPU; 0: no cap)",
+    )
     score.add_argument(
         "--shard-size", type=_positive_int, default=DEFAULT_SHARD_SIZE, help="distinct pairs per resumable shard"
     )

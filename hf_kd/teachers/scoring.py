@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from ..data.provenance import Provenance
 from ..data.score_dataset import ScoreDataset
+from ..models.ranking_functions import resolve_max_batch_tokens, token_budget_batches
 from ..processes import JobProcesses, job_processes, lock_job_output
 from .base import Teacher
 from .ensemble import check_normalization, check_rescale, mean_ensemble
@@ -84,14 +85,16 @@ def _score_length_sorted(
     queries: list[str],
     passages: list[str],
     batch_size: int,
+    max_batch_tokens: int | None,
     bf16: bool,
     progress: tqdm,
 ) -> np.ndarray:
-    """Scores aligned pairs in batches of similar length (longest first); returns the scores in input order."""
-    order = np.argsort(-np.asarray(teacher.pair_lengths(queries, passages)), kind="stable")
+    """Scores aligned pairs in batches of similar length (longest first, at most `batch_size` pairs and
+    `max_batch_tokens` tokens each; see `token_budget_batches`); returns the scores in input order."""
+    max_tokens = resolve_max_batch_tokens(max_batch_tokens, teacher.device)
+    lengths = teacher.pair_lengths(queries, passages).tolist()
     scores = np.empty(len(queries), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
+    for batch in token_budget_batches(lengths, batch_size, max_tokens):
         with torch.autocast(device_type=teacher.device.type, dtype=torch.bfloat16, enabled=bf16):
             batch_scores = teacher.score([queries[i] for i in batch], [passages[i] for i in batch])
         scores[batch] = batch_scores.numpy()
@@ -112,6 +115,7 @@ def score_pairs(
     batch_size: int = DEFAULT_BATCH_SIZE,
     bf16: bool = False,
     show_progress_bar: bool = False,
+    max_batch_tokens: int | None = None,
 ) -> np.ndarray:
     """Scores aligned (query, passage) pairs, each distinct pair once, in length-sorted batches.
 
@@ -122,6 +126,8 @@ def score_pairs(
         batch_size (`int`, *optional*, defaults to 64): pairs per forward pass.
         bf16 (`bool`, *optional*, defaults to `False`): run under bfloat16 autocast.
         show_progress_bar (`bool`, *optional*, defaults to `False`): show a tqdm bar with the ETA.
+        max_batch_tokens (`int`, *optional*): tokens per forward pass at most (pairs x the batch's longest); `None`:
+            2048 on a CPU, where bigger batches only spill the caches, and no cap elsewhere; 0: no cap.
 
     Returns:
         `np.ndarray`: (n,) float32 raw scores, in input order; NaN for pairs a run teacher does not hold.
@@ -129,7 +135,7 @@ def score_pairs(
     _check_positive("batch_size", batch_size)
     pairs, index = find_distinct_pairs(list(queries), list(passages))
     with tqdm(total=len(pairs), unit="pair", desc=f"scoring ({teacher.name})", disable=not show_progress_bar) as bar:
-        scores = _score_length_sorted(teacher, *pairs.texts(), batch_size, bf16, bar)
+        scores = _score_length_sorted(teacher, *pairs.texts(), batch_size, max_batch_tokens, bf16, bar)
     return scores[index]
 
 
@@ -238,6 +244,7 @@ def score_triples(
     missing: str = "drop",
     overwrite: bool = False,
     show_progress_bar: bool = True,
+    max_batch_tokens: int | None = None,
 ) -> ScoringResult:
     """Scores triples with one or several teachers and writes the teacher-score dataset (`hf-kd score`).
 
@@ -271,6 +278,7 @@ def score_triples(
             the teachers that score it, and the lacking teacher's own columns hold NaN. No score is ever invented.
         overwrite (`bool`, *optional*, defaults to `False`): replace an existing non-empty `out_dir`.
         show_progress_bar (`bool`, *optional*, defaults to `True`): show a tqdm bar with the ETA (main process).
+        max_batch_tokens (`int`, *optional*): tokens per forward pass at most, as in [`score_pairs`].
 
     Returns:
         [`ScoringResult`]: the output folder and the counts of triples and pairs, in every process.
@@ -281,6 +289,7 @@ def score_triples(
         raise ValueError("pass at least one teacher")
     _check_positive("batch_size", batch_size)
     _check_positive("shard_size", shard_size)
+    resolve_max_batch_tokens(max_batch_tokens, "cpu")  # refuses a bad value before any work
     check_normalization(normalize, len(teachers))
     check_rescale(rescale_to, normalize)
     if missing not in MISSING_POLICIES:
@@ -292,7 +301,7 @@ def score_triples(
             teachers,
             triples_dataset,
             out,
-            batch_size,
+            (batch_size, max_batch_tokens),
             bf16,
             shard_size,
             normalize,
@@ -305,12 +314,12 @@ def score_triples(
         )
 
 
-def _score_shards(teachers, names, pairs, todo, work, stamps, batch_size, bf16, bar, shard_count) -> int:
+def _score_shards(teachers, names, pairs, todo, work, stamps, batching, bf16, bar, shard_count) -> int:
     """Scores the shards `todo` and writes each as it is done; returns the pairs scored."""
     for teacher_index, (shard, start, stop) in todo:
         bar.set_postfix_str(f"{names[teacher_index]}, shard {shard + 1}/{shard_count}")
         queries, passages = pairs.texts(start, stop)
-        scores = _score_length_sorted(teachers[teacher_index], queries, passages, batch_size, bf16, bar)
+        scores = _score_length_sorted(teachers[teacher_index], queries, passages, *batching, bf16, bar)
         _write_shard(_shard_path(work, teacher_index, shard), start, scores, stamps[teacher_index])
     return _pairs_in(todo)
 
@@ -319,7 +328,7 @@ def _score_triples_locked(
     teachers,
     triples_dataset,
     out,
-    batch_size,
+    batching,
     bf16,
     shard_size,
     normalize,
@@ -352,12 +361,15 @@ def _score_triples_locked(
     with tqdm(
         total=bar_total, initial=done, unit="pair", desc=desc, disable=not (show_progress_bar and processes.is_main)
     ) as bar:
-        scored = _score_shards(teachers, names, pairs, mine, work, stamps, batch_size, bf16, bar, len(shards))
+        scored = _score_shards(teachers, names, pairs, mine, work, stamps, batching, bf16, bar, len(shards))
     split = processes.gather({"rank": processes.rank, "pairs": scored})  # also waits for every process's shards
 
     def merge_and_write() -> ScoringResult:
         teacher_scores = _merge_shards(work, stamps, names, len(pairs), shard_size, triple_pairs)
-        parameters = {"distinct_pairs": len(pairs), "batch_size": batch_size, "bf16": bf16}
+        batch_size, max_batch_tokens = batching
+        max_tokens = resolve_max_batch_tokens(max_batch_tokens, teachers[0].device)
+        parameters = {"distinct_pairs": len(pairs), "batch_size": batch_size, "max_batch_tokens": max_tokens}
+        parameters["bf16"] = bf16
         parameters["scoring"] = {"processes": split}
         rows, dropped, missing_counts = _write_scores(
             out, triples, pairs, triple_pairs, teacher_scores, descriptions, source, parameters, normalize,
