@@ -72,8 +72,8 @@ def pad_sequences(sequences: Sequence[Sequence[int]], pad_value: int = 0) -> tup
 
 
 # Padded tokens per forward pass on a CPU. Bigger batches there only spill the caches: a MiniLM cross-encoder scored
-# 1,000 DL20 BM25 pairs (95 tokens on average) 14% faster, and 400 SciFact pairs (351 tokens) 38% faster, than in
-# batches of 64 pairs, and as fast as or faster than at any fixed batch size (`benchmarks/score_throughput.py`).
+# 1,000 DL20 BM25 pairs (95 tokens on average) 1.16x, and 400 SciFact pairs (351 tokens) 1.38x, as fast as in batches
+# of 64 pairs, and as fast as at the best fixed batch size for each.
 CPU_MAX_BATCH_TOKENS = 2048
 
 
