@@ -254,14 +254,14 @@ def main(argv: list[str] | None = None) -> int:
                     comparisons.append((workload, name, difference))
 
     header = (
-        f"{'workload':<11} {'method':<26} {'pairs':>6} {'distinct':>8} {'wall s':>8} {'pairs/s':>8} "
+        f"{'workload':<13} {'method':<30} {'pairs':>6} {'distinct':>8} {'wall s':>8} {'pairs/s':>8} "
         f"{'vs peer':>8} {'vs best':>8} {'cpu s':>8} {'cpu vs peer':>11} {'max|diff|':>10}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         print(
-            f"{row['workload']:<11} {row['method']:<26} {row['pairs']:>6} {row['distinct_pairs']:>8} "
+            f"{row['workload']:<13} {row['method']:<30} {row['pairs']:>6} {row['distinct_pairs']:>8} "
             f"{row['seconds']:>8.2f} {row['pairs_per_second']:>8.1f} {row['speedup_vs_peer']:>7.2f}x "
             f"{row['speedup_vs_fastest_peer']:>7.2f}x "
             f"{row['cpu_seconds']:>8.2f} {row['cpu_speedup_vs_peer']:>10.2f}x {row['max_abs_diff_vs_peer']:>10.2e}"
