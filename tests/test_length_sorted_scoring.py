@@ -104,3 +104,28 @@ def test_length_sorted_scoring_equals_candidate_order(architecture, mixed_passag
         assert widths == sorted(widths, reverse=True)
         padded = sum(batch.mask.numel() for batch in batches)
         assert padded < sum(EncodedBatch.cat(representations[s : s + 4]).mask.numel() for s in range(0, 20, 4))
+
+
+@pytest.mark.parametrize("architecture", sorted(OVERRIDES))
+def test_only_joint_pair_scoring_is_sliced_under_the_token_cap(architecture, mixed_passages, query, tokenizer):
+    model = tiny_model(architecture)
+    passages = model.encode_passages(mixed_passages, tokenizer)
+    encoded_query = model.encode_queries([query], tokenizer)
+    widths = []
+    hook = model.score_pairs
+
+    def recording(queries, passages):
+        widths.append(len(passages) * (0 if passages.mask is None else queries.mask.shape[1] + passages.mask.shape[1]))
+        return hook(queries, passages)
+
+    model.score_pairs = recording
+    uncapped = model.score_encoded(encoded_query, passages, max_batch_tokens=0)
+    assert len(widths) == 1
+    widths.clear()
+    joint = encoded_query.mask.shape[1] + passages.mask.shape[1] if passages.mask is not None else 0
+    capped = model.score_encoded(encoded_query, passages, max_batch_tokens=3 * joint + 1)
+    torch.testing.assert_close(capped, uncapped, atol=1e-5, rtol=1e-5)
+    if architecture == "prett":
+        assert len(widths) == 7 and max(widths) <= 3 * joint  # 20 pairs, 3 a slice
+    else:
+        assert len(widths) == 1  # one matrix product or kernel pass: nothing to gain from slicing

@@ -40,6 +40,7 @@ class PreTTModel(SplitRankingModel):
     """
 
     config_class = PreTTConfig
+    scores_pairs_jointly = True
 
     def __init__(self, config: PreTTConfig):
         super().__init__(config)

@@ -300,6 +300,9 @@ class SplitRankingModel(RankingPreTrainedModel):
     """
 
     supports_caching = True
+    # whether `score_pairs` runs transformer layers over each pair's tokens (PreTT): then `score_encoded` keeps each
+    # forward pass under the token cap of `score`
+    scores_pairs_jointly = False
 
     def tokenize_queries(self, tokenizer, queries: Sequence[str]) -> list[list[int]]:
         raise NotImplementedError
@@ -402,8 +405,14 @@ class SplitRankingModel(RankingPreTrainedModel):
         )
 
     @inference
-    def score_encoded(self, queries: EncodedBatch, passages: EncodedBatch) -> torch.Tensor:
-        """Scores cached representations: aligned pairs, or one query broadcast against every passage."""
+    def score_encoded(
+        self, queries: EncodedBatch, passages: EncodedBatch, max_batch_tokens: int | None = None
+    ) -> torch.Tensor:
+        """Scores cached representations: aligned pairs, or one query broadcast against every passage.
+
+        Where pairs run through transformer layers together (`scores_pairs_jointly`, PreTT), they do so in slices of
+        at most `max_batch_tokens` padded tokens (as in `score`: `None` is 2048 on a CPU, no cap elsewhere).
+        """
         if len(queries) == 1 and len(passages) != 1:
             queries = queries.expand(len(passages))
         if len(queries) != len(passages):
@@ -411,8 +420,13 @@ class SplitRankingModel(RankingPreTrainedModel):
                 f"score_encoded needs aligned batches or a single query, got {len(queries)} queries and "
                 f"{len(passages)} passages"
             )
-        device = self.device
-        return self.score_pairs(queries.to(device), passages.to(device)).float().cpu()
+        queries, passages = queries.to(self.device), passages.to(self.device)
+        rows = len(passages)
+        max_tokens = resolve_max_batch_tokens(max_batch_tokens, self.device) if self.scores_pairs_jointly else 0
+        if max_tokens and queries.mask is not None and passages.mask is not None:
+            rows = max(1, max_tokens // (queries.mask.shape[1] + passages.mask.shape[1]))
+        slices = [slice(start, start + rows) for start in range(0, len(passages), rows)]
+        return torch.cat([self.score_pairs(queries[part], passages[part]) for part in slices]).float().cpu()
 
 
 __all__ = ["EncodedBatch", "RankingOutput", "RankingPreTrainedModel", "SplitRankingModel"]
