@@ -321,13 +321,13 @@ def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32
 
 
 __all__ = [
+    "CPU_MAX_BATCH_TOKENS",
     "check_grouping",
     "check_texts",
     "dot_scores",
     "inverse_permutation",
     "compiled_kernel_pooling",
     "kernel_pooling",
-    "CPU_MAX_BATCH_TOKENS",
     "length_sorted_sub_batches",
     "maxsim_scores",
     "pad_sequences",
