@@ -230,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
                 # each precision against the peer in the same precision; differences against float32 scores
                 peer_name = "CrossEncoder.predict bf16" if name.endswith("bf16") else "CrossEncoder.predict"
                 _, peer_seconds, peer_cpu_seconds = results[peer_name]
-                same_precision = [r for n, r in results.items() if n.startswith("CrossEncoder") and n.endswith("bf16")
-                                  == name.endswith("bf16")]  # fmt: skip
-                fastest_peer_seconds = min(seconds for _, seconds, _ in same_precision)
+                peers = [
+                    n for n in results if n.startswith("CrossEncoder") and n.endswith("bf16") == name.endswith("bf16")
+                ]
+                fastest_peer_seconds = min(results[n][1] for n in peers)
                 difference = float(np.abs(scores - reference).max())
                 rows.append(
                     {

@@ -28,7 +28,7 @@ from .ranking_functions import (
     real_width,
     resolve_max_batch_tokens,
     token_budget_batches,
-    tokenize_texts,
+    token_counts,
 )
 from .sentence_transformers_layout import write_sentence_transformers_files
 
@@ -257,22 +257,19 @@ class RankingPreTrainedModel(PreTrainedModel):
                 f"queries and passages must be aligned lists of equal length, got {len(queries)} and {len(passages)}"
             )
         max_tokens = resolve_max_batch_tokens(max_batch_tokens, self.device)
-        query_lengths = self._token_counts(tokenizer, queries, self.config.max_query_length)
-        passage_lengths = self._token_counts(tokenizer, passages, self.config.max_passage_length)
-        lengths = [q + p for q, p in zip(query_lengths, passage_lengths)]
         scores = torch.empty(len(queries), dtype=torch.float32)
-        for rows in token_budget_batches(lengths, batch_size, max_tokens):
+        for rows in token_budget_batches(self.pair_lengths(queries, passages, tokenizer), batch_size, max_tokens):
             inputs = self.prepare_inputs([queries[i] for i in rows], [passages[i] for i in rows], tokenizer)
             inputs = {k: v.to(self.device) for k, v in inputs.items()}
             scores[rows] = self(**inputs).scores.float().cpu()
         return scores
 
-    @staticmethod
-    def _token_counts(tokenizer, texts: Sequence[str], max_length: int) -> list[int]:
-        """Word pieces of each text truncated to `max_length`, each distinct text tokenised once."""
-        distinct = list(dict.fromkeys(texts))
-        counts = dict(zip(distinct, map(len, tokenize_texts(tokenizer, distinct, max_length))))
-        return [counts[text] for text in texts]
+    def pair_lengths(self, queries: Sequence[str], passages: Sequence[str], tokenizer) -> list[int]:
+        """Tokens of each pair joined as `[CLS] q [SEP] p [SEP]`, query and passage truncated as this model truncates
+        them: what `score` sorts and caps batches by."""
+        query_lengths = token_counts(tokenizer, queries, self.config.max_query_length)
+        passage_lengths = token_counts(tokenizer, passages, self.config.max_passage_length)
+        return [q + p + 3 for q, p in zip(query_lengths, passage_lengths)]
 
     def save_pretrained(self, save_directory, *args, tokenizer=None, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors, config with `auto_map`, the modeling code), plus the

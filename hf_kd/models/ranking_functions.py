@@ -48,6 +48,14 @@ def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[lis
     return tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
 
 
+def token_counts(tokenizer, texts: Sequence[str], max_length: int) -> list[int]:
+    """Word pieces of each text as [`tokenize_texts`] gives them (no special tokens, at most `max_length`); each
+    distinct text is tokenised once."""
+    distinct = list(dict.fromkeys(texts))
+    counts = dict(zip(distinct, map(len, tokenize_texts(tokenizer, distinct, max_length))))
+    return [counts[text] for text in texts]
+
+
 def special_token_id(tokenizer, name: str) -> int:
     token_id = getattr(tokenizer, f"{name}_token_id", None)
     if token_id is None:
@@ -337,5 +345,6 @@ __all__ = [
     "sinusoidal_positions",
     "special_token_id",
     "token_budget_batches",
+    "token_counts",
     "tokenize_texts",
 ]

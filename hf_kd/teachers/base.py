@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..models.ranking_functions import token_counts
+
 __all__ = ["Teacher"]
 
 
@@ -67,8 +69,8 @@ class Teacher(ABC):
 
         Each distinct text is tokenised once, since pairs share queries and passages.
         """
-        query_tokens = _token_counts(self.tokenizer, queries, self.max_length)
-        passage_tokens = _token_counts(self.tokenizer, passages, self.max_length)
+        query_tokens = np.asarray(token_counts(self.tokenizer, queries, self.max_length))
+        passage_tokens = np.asarray(token_counts(self.tokenizer, passages, self.max_length))
         return self._pair_length(query_tokens, passage_tokens)
 
     def _pair_length(self, query_tokens: np.ndarray, passage_tokens: np.ndarray) -> np.ndarray:
@@ -111,10 +113,3 @@ class Teacher(ABC):
 def _short_name(name_or_path: str) -> str:
     name = Path(name_or_path.rstrip("/\\")).name or "teacher"
     return re.sub(r"[^0-9A-Za-z_.-]+", "_", name)
-
-
-def _token_counts(tokenizer, texts: Sequence[str], max_tokens: int) -> np.ndarray:
-    """Word-piece count of each text (no special tokens), capped at `max_tokens`; each distinct text once."""
-    distinct, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
-    encoded = tokenizer(distinct.tolist(), add_special_tokens=False, truncation=True, max_length=max_tokens)
-    return np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)[inverse.reshape(-1)]

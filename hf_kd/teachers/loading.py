@@ -32,7 +32,7 @@ from huggingface_hub.errors import EntryNotFoundError
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from ..models import MODEL_CLASSES
-from .base import Teacher, _token_counts
+from .base import Teacher
 from .first_token import FirstTokenScoring
 from .run_teacher import RUN_PREFIX, _load_run_teacher
 
@@ -82,10 +82,7 @@ class HfKdTeacher(Teacher):
         return self._check_scores(self.model(**inputs).scores, len(queries))
 
     def pair_lengths(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
-        config = self.model.config
-        query_tokens = _token_counts(self.tokenizer, queries, config.max_query_length)
-        passage_tokens = _token_counts(self.tokenizer, passages, config.max_passage_length)
-        return query_tokens + passage_tokens + 3
+        return np.asarray(self.model.pair_lengths(queries, passages, self.tokenizer), dtype=np.int64)
 
 
 class SequenceClassificationTeacher(Teacher):
