@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "hf_kd.evaluation.commands",
     "hf_kd.hub.commands",
     "hf_kd.reproduce.commands",
+    "hf_kd.adapt.commands",
 )
 
 

@@ -186,3 +186,58 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_output_arguments(triples_parser)
     triples_parser.set_defaults(func=_run_build_triples)
+    _add_pseudo_queries_parser(commands)
+
+
+def _add_pseudo_queries_parser(commands) -> None:
+    from .pseudo_queries import METHODS
+
+    parser = commands.add_parser(
+        "pseudo-queries",
+        help="make queries from a corpus's own documents, for a teacher to label",
+        description="Writes queries.tsv (qid<TAB>text), query_sources.tsv (qid<TAB>the document it was made from) "
+        "and pseudo_queries.json (parameters and counts) into --out. Deterministic by --seed; duplicate queries are "
+        "dropped and documents too short are skipped, both counted.",
+    )
+    parser.add_argument("--corpus", required=True, type=Path, help="a BEIR folder or a collection TSV (pid<TAB>text)")
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="span",
+        help="span: a run of words of one sentence; keywords: a sentence's rarest words in order; sentence: a whole "
+        "sentence (inverse cloze); title: the title; generator: a text-to-text model (--generator) (default: span)",
+    )
+    parser.add_argument("--per-doc", type=int, default=1, help="queries per document (default: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    parser.add_argument("--min-words", type=int, help="shortest query in words (span 4, keywords 3, sentence 5)")
+    parser.add_argument("--max-words", type=int, help="longest query in words (span 12, keywords 6)")
+    parser.add_argument("--max-documents", type=int, help="use the first documents only")
+    parser.add_argument("--generator", help="a seq2seq model folder or Hub id (e.g. a doc2query T5), for --method generator")
+    parser.add_argument("--batch-size", type=int, default=16, help="documents per generate call (default: 16)")
+    parser.add_argument("--out", required=True, type=Path, help="the folder to write")
+    parser.set_defaults(func=_run_pseudo_queries)
+
+
+def _run_pseudo_queries(args: argparse.Namespace) -> int:
+    from .corpus import read_corpus
+    from .pseudo_queries import make_pseudo_queries, write_pseudo_queries
+
+    pseudo = make_pseudo_queries(
+        read_corpus(args.corpus),
+        args.method,
+        per_doc=args.per_doc,
+        seed=args.seed,
+        min_words=args.min_words,
+        max_words=args.max_words,
+        generator=args.generator,
+        generator_batch_size=args.batch_size,
+        max_documents=args.max_documents,
+    )
+    write_pseudo_queries(pseudo, args.out, corpus=str(args.corpus))
+    stats = pseudo.stats
+    print(
+        f"{stats['queries']} queries from {stats['documents']} documents ({stats['mean_words']} words on average; "
+        f"{stats['duplicates_dropped']} duplicates dropped, {stats['documents_skipped']} documents skipped) -> "
+        f"{args.out}"
+    )
+    return 0

@@ -70,8 +70,13 @@ def train_model(
     model_config: dict | None = None,
     pos_score_column: str = "pos_score",
     neg_score_column: str = "neg_score",
+    bf16: bool = False,
+    backbone_dropout: float | None = None,
 ) -> TrainSummary:
-    """Trains one model with the project's Trainer (skipped when `out` holds a finished run)."""
+    """Trains one model with the project's Trainer (skipped when `out` holds a finished run).
+
+    `budget` is a reproduction's or an adaptation's budget: its `batch_size`, `max_passage_length` and
+    `non_backbone_learning_rate` apply; `bf16` trains under bfloat16 autocast (float32 master weights and loss)."""
     finished = TrainSummary.load(out)
     if finished is not None:
         return finished
@@ -85,6 +90,7 @@ def train_model(
         pos_score_column=pos_score_column,
         neg_score_column=neg_score_column,
         non_backbone_learning_rate=budget.non_backbone_learning_rate,
+        backbone_dropout=backbone_dropout,
     )
     training_args = TrainingArguments(
         output_dir=str(out),
@@ -102,6 +108,8 @@ def train_model(
         data_seed=seed,
         disable_tqdm=False,
         dataloader_num_workers=0,
+        bf16=bf16,
+        use_cpu=bf16 and not torch.cuda.is_available(),  # bfloat16 autocast on the CPU
     )
     return run_training(hf_kd_args, training_args)
 

@@ -1,8 +1,9 @@
-"""Teachers: scoring triples with any ranker (cross-encoders, bi-encoders, hf-kd models, run files) or several,
+"""Teachers: scoring triples with any ranker (cross-encoders, bi-encoders, hf-kd models, run files, BM25 over a corpus) or several,
 normalised mean ensembles, score-distribution analysis."""
 
 from .analysis import analyze_scores, score_statistics
 from .base import Teacher
+from .bm25_teacher import BM25_PREFIX, BM25Teacher
 from .ensemble import NORMALIZATIONS, ensemble_score_datasets, mean_ensemble, normalize_scores
 from .loading import (
     CrossEncoderTeacher,
@@ -16,6 +17,8 @@ from .scoring import ScoringResult, score_pairs, score_triples
 from .triples import DistinctPairs, find_distinct_pairs, read_triples
 
 __all__ = [
+    "BM25_PREFIX",
+    "BM25Teacher",
     "NORMALIZATIONS",
     "RUN_PREFIX",
     "CrossEncoderTeacher",

@@ -12,6 +12,7 @@ from ..processes import job_processes
 from .analysis import SUMMARY_FILENAME, analyze_scores
 from .ensemble import NORMALIZATIONS, ensemble_score_datasets
 from .loading import load_teacher
+from .bm25_teacher import BM25_PREFIX
 from .run_teacher import RUN_PREFIX
 from .scoring import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_SIZE, MISSING_POLICIES, score_triples
 
@@ -45,7 +46,7 @@ def _looks_like_a_path(name_or_path: str) -> bool:
 def _load_teachers(args: argparse.Namespace, device: str | None) -> list:
     teachers = []
     for name_or_path in args.teacher:
-        if not name_or_path.startswith(RUN_PREFIX) and not Path(name_or_path).exists():
+        if not name_or_path.startswith((RUN_PREFIX, BM25_PREFIX)) and not Path(name_or_path).exists():
             if _looks_like_a_path(name_or_path):
                 raise FileNotFoundError(f"teacher folder not found: {name_or_path}")
         with naming_weight_files(name_or_path):
@@ -165,7 +166,8 @@ def _add_score_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH_OR_HUB_ID",
         help="a teacher: an hf-kd checkpoint, a sentence-transformers CrossEncoder or SentenceTransformer "
         "(bi-encoder, scored with its own similarity), an AutoModelForSequenceClassification with one logit, or "
-        "run:PATH, a TREC run file with scores (needs --queries and --collection); repeat for an ensemble",
+        "run:PATH, a TREC run file with scores (needs --queries and --collection), or bm25:CORPUS, BM25 over a BEIR "
+        "folder or collection TSV for any pair of its passages; repeat for an ensemble",
     )
     score.add_argument("--queries", default=None, help="qid<TAB>text file of the queries of run: teachers")
     score.add_argument("--collection", default=None, help="pid<TAB>text file of the passages of run: teachers")

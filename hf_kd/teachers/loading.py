@@ -34,6 +34,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from ..models import MODEL_CLASSES
 from .base import Teacher
 from .first_token import FirstTokenScoring
+from .bm25_teacher import BM25_PREFIX, BM25Teacher
 from .run_teacher import RUN_PREFIX, _load_run_teacher
 
 __all__ = [
@@ -250,7 +251,8 @@ def load_teacher(
         name_or_path (`str` or `os.PathLike`): a local folder or a Hub id: an hf-kd checkpoint (any of the five
             architectures), a sentence-transformers `CrossEncoder` or `SentenceTransformer` folder, or any
             `AutoModelForSequenceClassification` checkpoint with one output logit (it must hold its tokenizer);
-            or `run:PATH`, a TREC run file with scores (needs `queries` and `collection`).
+            or `run:PATH`, a TREC run file with scores (needs `queries` and `collection`); or `bm25:CORPUS`, BM25
+            over a corpus (a BEIR folder or a collection TSV) for any pair of its passages.
         device (`str` or `torch.device`, *optional*): where to run; defaults to CUDA when available, else CPU.
         dtype (`torch.dtype`, *optional*): the dtype to load the weights in; defaults to the checkpoint's.
         max_length (`int`, *optional*): the most tokens of one pair input for `AutoModelForSequenceClassification`
@@ -263,7 +265,7 @@ def load_teacher(
 
     Returns:
         [`Teacher`]: an [`HfKdTeacher`], [`CrossEncoderTeacher`], [`SentenceTransformerTeacher`],
-        [`SequenceClassificationTeacher`] or [`RunTeacher`].
+        [`SequenceClassificationTeacher`], [`RunTeacher`] or [`BM25Teacher`].
 
     Raises:
         ValueError: when the checkpoint has no tokenizer, does not output exactly one logit per pair, or has no
@@ -271,6 +273,8 @@ def load_teacher(
     """
     if str(name_or_path).startswith(RUN_PREFIX):
         return _load_run_teacher(str(name_or_path)[len(RUN_PREFIX) :], queries, collection, name)
+    if str(name_or_path).startswith(BM25_PREFIX):
+        return BM25Teacher.from_corpus(str(name_or_path)[len(BM25_PREFIX) :], name=name)
     name_or_path = str(name_or_path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     config = AutoConfig.from_pretrained(name_or_path, revision=revision)

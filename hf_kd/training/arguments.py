@@ -155,6 +155,14 @@ class HfKdArguments:
             "kernels and layers; the paper uses 1e-4 for TK). Defaults to learning_rate."
         },
     )
+    backbone_dropout: float | None = field(
+        default=None,
+        metadata={
+            "help": "Dropout of the pretrained encoder while training (its hidden and attention dropout; 0 turns it "
+            "off, so that the student's margins carry no dropout noise). Defaults to the backbone's own (0.1 for "
+            "BERT and MiniLM)."
+        },
+    )
     early_stopping_patience: int | None = field(
         default=None,
         metadata={
@@ -249,6 +257,8 @@ class HfKdArguments:
         for name in ("max_query_length", "max_passage_length", "dev_top_k"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.backbone_dropout is not None and not 0.0 <= self.backbone_dropout < 1.0:
+            raise ConfigError(f"backbone_dropout must be in [0, 1), got {self.backbone_dropout}")
         if self.non_backbone_learning_rate is not None and self.non_backbone_learning_rate < 0:
             raise ConfigError(f"non_backbone_learning_rate must be >= 0, got {self.non_backbone_learning_rate}")
 
@@ -303,6 +313,9 @@ def resolve_train_args(explicit: dict[str, Any]) -> tuple[HfKdArguments, Trainin
     """`(HfKdArguments, TrainingArguments)` from the command line's own values (converted by argparse; `config`
     names the YAML file), which override the file's, through `HfArgumentParser.parse_dict`.
 
+    Where neither gives `bf16` (nor `fp16: true`), the precision is the processor's (see
+    `hf_kd.training.precision.default_bf16`): bfloat16 autocast on a CPU with AMX or AVX-512 BF16, float32 elsewhere.
+
     Raises:
         ConfigError: a missing or malformed config file, or an unknown key in it.
     """
@@ -312,6 +325,15 @@ def resolve_train_args(explicit: dict[str, Any]) -> tuple[HfKdArguments, Trainin
     values = _typed_config_values(load_yaml_config(config_path), parser, config_path) if config_path else {}
     names = field_names()
     values.update({key: value for key, value in explicit.items() if key in names})
+    if not values.get("bf16") and not values.get("fp16") and "bf16" not in values:
+        import torch
+
+        from .precision import default_bf16
+
+        on_cuda = torch.cuda.is_available() and not values.get("use_cpu")
+        values["bf16"], _ = default_bf16(on_cuda)
+        if values["bf16"] and not on_cuda:
+            values["use_cpu"] = True  # the Trainer's bfloat16 autocast on a CPU
     hf_kd_args, training_args = parser.parse_dict(values)
     return hf_kd_args, training_args
 

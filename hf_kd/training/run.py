@@ -154,6 +154,8 @@ def build_model(hf_kd_args: HfKdArguments):
                 model = AutoModel.from_pretrained(hf_kd_args.model_name_or_path, **overrides)
     except TypeError as error:
         raise ConfigError(f"model_config: {error}") from error
+    if hf_kd_args.backbone_dropout is not None:
+        set_backbone_dropout(model, hf_kd_args.backbone_dropout)
     if model.config.architecture != hf_kd_args.architecture:
         raise ConfigError(
             f"architecture is {hf_kd_args.architecture!r} but {hf_kd_args.model_name_or_path} holds a "
@@ -161,6 +163,23 @@ def build_model(hf_kd_args: HfKdArguments):
         )
     tokenizer_source = hf_kd_args.tokenizer_name_or_path or hf_kd_args.backbone or hf_kd_args.model_name_or_path
     return model, AutoTokenizer.from_pretrained(tokenizer_source)
+
+
+def set_backbone_dropout(model, probability: float) -> None:
+    """Sets every dropout of the model's pretrained encoder to `probability` (dropout modules, and the attention
+    dropout rates that attention layers keep as numbers), and records it in the encoder's config."""
+    import torch.nn as nn
+
+    for module in model.backbone.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = probability
+        for name in ("dropout_prob", "attention_dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, probability)
+    for backbone_config in {id(c): c for c in (model.config.backbone_config, model.backbone.config)}.values():
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+            if isinstance(getattr(backbone_config, name, None), float):
+                setattr(backbone_config, name, probability)
 
 
 def training_passages(train_dataset: Dataset | IterableDataset, max_rows: int = 50_000) -> list[str]:

@@ -1,0 +1,140 @@
+"""Budgets of `hf-kd adapt`: how many queries, pairs, steps and seeds one adaptation spends.
+
+A budget is a list of settings, never code of its own; every value can be overridden on the command line
+(`--set key=value`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from ..data.pseudo_queries import METHODS
+
+SETTINGS = ("teacher", "self", "twin")
+STUDENTS = ("bert_dot", "colbert", "tk")
+
+
+@dataclass
+class AdaptBudget:
+    """Sizes of one adaptation.
+
+    Attributes:
+        name: `ci`, `short`, `cpu` or `long`.
+        query_method: how pseudo-queries are made where no `--queries` are given (see
+            `hf_kd.data.pseudo_queries`): `span`, `keywords`, `sentence`, `title` or `generator`.
+        queries_per_doc: pseudo-queries per document.
+        max_documents: documents pseudo-queries are made from (None: all).
+        max_queries: queries the student learns from, drawn at random by `seed` from those made or given (None:
+            all).
+        bm25_candidates / dense_candidates: each query's candidates: BM25's and the starting model's top k over
+            the whole corpus; the pairs are drawn from their union.
+        pairs_per_query: random pairs of candidates per query, labelled by the teacher.
+        teacher_max_length: word pieces of each text the dense teacher (the starting model itself) reads.
+        normalize: per-teacher normalisation before averaging BM25 and the dense teacher (see
+            `hf_kd.teachers.ensemble`); the mean is given back in the dense teacher's units.
+        students: architectures adapted: `bert_dot` (full-corpus dense retrieval and re-ranking), `colbert`, `tk`
+            (re-ranking).
+        settings: `teacher` (Margin-MSE from the BM25 + dense ensemble), `self` (the control: Margin-MSE on the same
+            pairs from the starting model's own scores), `twin` (no teacher: RankNet on (pseudo-query, its source
+            document, a BM25 negative); pseudo-queries only).
+        seeds: one student per seed and setting (the order of the training pairs).
+        steps / batch_size / learning_rate: the optimisation of each student (pairs seen = steps x batch_size).
+        max_passage_length: word pieces of each passage, in training and in the saved students.
+        non_backbone_learning_rate: heads, projections and TK.
+        backbone_dropout: the encoder's dropout while training (None: the backbone's own, 0.1).
+        bf16: `auto` (bfloat16 autocast where the CPU has bfloat16 matrix units, see `hf_kd.training.precision`),
+            `true` or `false`.
+        eval_top_k: BM25 candidates re-ranked per evaluation query; dense retrieval ranks the whole corpus.
+        max_eval_queries: evaluation queries (None: all judged ones of the split).
+        seed: the seed of the queries, candidates and pairs.
+    """
+
+    name: str
+    query_method: str = "span"
+    queries_per_doc: int = 1
+    max_documents: int | None = None
+    max_queries: int | None = None
+    bm25_candidates: int = 20
+    dense_candidates: int = 20
+    pairs_per_query: int = 4
+    teacher_max_length: int = 256
+    normalize: str = "query_zscore"
+    students: list[str] = field(default_factory=lambda: ["bert_dot"])
+    settings: list[str] = field(default_factory=lambda: list(SETTINGS))
+    seeds: list[int] = field(default_factory=lambda: [42])
+    steps: int = 100
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    max_passage_length: int = 160
+    non_backbone_learning_rate: float = 1e-3
+    backbone_dropout: float | None = None
+    bf16: str = "auto"
+    eval_top_k: int = 100
+    max_eval_queries: int | None = None
+    seed: int = 0
+
+    def with_overrides(self, overrides: dict[str, Any]) -> AdaptBudget:
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown budget settings {unknown}; known: {', '.join(sorted(known))}")
+        budget = replace(self, **overrides)
+        budget.validate()
+        return budget
+
+    def validate(self) -> None:
+        if self.query_method not in METHODS:
+            raise ValueError(f"query_method must be one of {', '.join(METHODS)}, got {self.query_method!r}")
+        for student in self.students:
+            if student not in STUDENTS:
+                raise ValueError(f"unknown student {student!r}; adapt trains {', '.join(STUDENTS)}")
+        for setting in self.settings:
+            if setting not in SETTINGS:
+                raise ValueError(f"unknown setting {setting!r}; choose from {', '.join(SETTINGS)}")
+        if not self.seeds:
+            raise ValueError("seeds: at least one seed")
+        if self.bf16 not in ("auto", "true", "false"):
+            raise ValueError(f"bf16 must be auto, true or false, got {self.bf16!r}")
+        if self.backbone_dropout is not None and not 0.0 <= self.backbone_dropout < 1.0:
+            raise ValueError(f"backbone_dropout must be in [0, 1), got {self.backbone_dropout}")
+        for name in ("queries_per_doc", "pairs_per_query", "steps", "batch_size", "max_passage_length",
+                     "teacher_max_length", "eval_top_k"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.bm25_candidates < 1 and self.dense_candidates < 1:
+            raise ValueError("bm25_candidates and dense_candidates are both 0: a query would have no candidates")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+BUDGETS: dict[str, AdaptBudget] = {
+    # CI: SciFact's small cut (400 documents), 100 pseudo-queries, a few steps of each setting, in a few minutes
+    "ci": AdaptBudget(
+        name="ci",
+        max_documents=100,
+        bm25_candidates=8,
+        dense_candidates=8,
+        pairs_per_query=2,
+        teacher_max_length=64,
+        steps=6,
+        batch_size=8,
+        max_passage_length=64,
+        eval_top_k=30,
+    ),
+    # about half an hour on two cores for a SciFact-sized corpus (5,000 documents): one seed of each setting
+    "short": AdaptBudget(name="short", max_queries=1600, steps=100, batch_size=32),
+    # three seeds of each setting: means, spreads and paired tests over seeds (about 90 minutes on two cores)
+    "cpu": AdaptBudget(name="cpu", max_queries=1600, steps=100, batch_size=32, seeds=[42, 43, 44]),
+    # hours, unattended and resumable: every document's queries, ten times the steps
+    "long": AdaptBudget(name="long", queries_per_doc=3, steps=1000, batch_size=32, seeds=[42, 43, 44]),
+}
+
+
+def get_adapt_budget(name: str, overrides: dict[str, Any] | None = None) -> AdaptBudget:
+    try:
+        budget = BUDGETS[name]
+    except KeyError:
+        raise ValueError(f"unknown budget {name!r}; choose one of {', '.join(BUDGETS)}") from None
+    return budget.with_overrides(overrides or {})

@@ -1,0 +1,214 @@
+"""Evaluation of an adaptation on the corpus's judged queries: full-corpus dense retrieval (faiss, exact) and
+re-ranking of BM25's top k, for BM25, the starting model, the teacher ensemble and every student; the students of
+one setting are summarised over seeds (mean, spread, and paired tests on per-query means over seeds).
+
+Every model's result is kept in `evaluation/<name>.json` (metrics and per-query nDCG@10) and read back when
+present, so a resumed adaptation measures only what is new.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..evaluation.metrics import evaluate_run
+from ..evaluation.significance import paired_test
+from ..files import write_json_atomic
+
+BASELINE = "start"
+"""The student's exact starting point (the starting model at the students' passage length)."""
+
+
+def _measure(run_dense, run_rerank, eval_data, rel_threshold: int) -> dict[str, Any]:
+    result: dict[str, Any] = {"metrics": {}, "per_query_ndcg@10": {}}
+    for kind, ranked in (("dense", run_dense), ("rerank", run_rerank)):
+        if ranked is None:
+            continue
+        measured = evaluate_run(ranked, eval_data.qrels, rel_threshold=rel_threshold)
+        per_query = measured.pop("per_query")
+        result["metrics"][kind] = {k: float(v) for k, v in measured.items() if isinstance(v, (int, float))}
+        result["per_query_ndcg@10"][kind] = {q: float(v["nDCG@10"]) for q, v in per_query.items()}
+    return result
+
+
+def _kept(folder: Path, name: str, compute) -> dict[str, Any]:
+    path = folder / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    result = compute()
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, result)
+    return result
+
+
+class _CorpusVectors:
+    """A single-vector model's vectors of the whole corpus, searched exactly with faiss, and its scores of any
+    (query, document) pair from the same vectors."""
+
+    def __init__(self, model, tokenizer, corpus: dict[str, str]):
+        from ..evaluation.dense import DenseIndex, encode_texts
+
+        self.model, self.tokenizer = model, tokenizer
+        self.ids = list(corpus)
+        self.rows = {doc_id: row for row, doc_id in enumerate(self.ids)}
+        self.vectors = encode_texts(model, tokenizer, [corpus[d] for d in self.ids], "passages", batch_size=64)
+        self.index = DenseIndex.build(self.vectors, self.ids)
+
+    def query_vectors(self, queries: dict[str, str]) -> np.ndarray:
+        from ..evaluation.dense import encode_texts
+
+        return encode_texts(self.model, self.tokenizer, list(queries.values()), "queries", show_progress=False)
+
+    def retrieve(self, queries: dict[str, str], k: int = 100) -> dict[str, dict[str, float]]:
+        scores, ids = self.index.search(self.query_vectors(queries), k)
+        return {q: {p: float(s) for p, s in zip(ids[i], scores[i])} for i, q in enumerate(queries)}
+
+    def all_scores(self, queries: dict[str, str]) -> np.ndarray:
+        return self.query_vectors(queries) @ self.vectors.T
+
+    def rerank(self, queries: dict[str, str], candidates: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        scores = self.all_scores(queries)
+        return {q: {p: float(scores[i, self.rows[p]]) for p in candidates.get(q, {})} for i, q in enumerate(queries)}
+
+
+def _bert_dot(start_model: str, max_passage_length: int):
+    from transformers import AutoTokenizer
+
+    from .. import model_class_for
+
+    model = model_class_for("bert_dot").from_backbone(
+        start_model, pooling="mean", normalize_embeddings=True, max_passage_length=max_passage_length
+    )
+    return model.eval(), AutoTokenizer.from_pretrained(start_model)
+
+
+def fuse(
+    first: np.ndarray, second: np.ndarray, depth: int = 100, rescale_to_second: bool = True
+) -> list[dict[int, float]]:
+    """The teacher ensemble on whole-corpus score rows: for each query, the union of both rankers' top `depth`,
+    each ranker's scores z-scored over that union, averaged, and (by default) given back in `second`'s units.
+
+    Returns:
+        For each query, document row -> fused score over the union.
+    """
+    fused = []
+    for a, b in zip(first, second):
+        union = np.union1d(np.argsort(-a)[:depth], np.argsort(-b)[:depth])
+        za = (a[union] - a[union].mean()) / (a[union].std() or 1.0)
+        zb = (b[union] - b[union].mean()) / (b[union].std() or 1.0)
+        mean = (za + zb) / 2
+        if rescale_to_second:
+            mean = mean * (b[union].std() or 1.0) + b[union].mean()
+        fused.append(dict(zip(union.tolist(), mean.tolist())))
+    return fused
+
+
+def evaluate_adaptation(run) -> dict[str, Any]:
+    """Measures BM25, the starting model (zero-shot, at the teacher's and at the students' passage length), the
+    teacher ensemble and every student on `run.eval_data`; returns the rows and the summary over seeds."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from ..evaluation.bm25 import BM25Index
+    from ..teachers import BM25Teacher
+
+    eval_data, budget, corpus = run.eval_data, run.budget, run.corpus
+    folder = run.out / "evaluation"
+    rel_threshold = 1 if max(g for judged in eval_data.qrels.values() for g in judged.values()) <= 1 else 2
+    queries = eval_data.queries
+    k = budget.eval_top_k
+    bm25_run = BM25Index.build(corpus, show_progress=False).search(queries, k=k, show_progress=False)
+    rows: dict[str, dict[str, Any]] = {}
+    rows["BM25"] = _kept(folder, "BM25", lambda: _measure(bm25_run, bm25_run, eval_data, rel_threshold))
+
+    def zero_shot(length: int) -> dict[str, Any]:
+        vectors = _CorpusVectors(*_bert_dot(run.start_model, length), corpus)
+        return _measure(vectors.retrieve(queries, k), vectors.rerank(queries, bm25_run), eval_data, rel_threshold)
+
+    def teacher() -> dict[str, Any]:
+        vectors = _CorpusVectors(*_bert_dot(run.start_model, budget.teacher_max_length), corpus)
+        lexical = BM25Teacher(corpus, name="bm25")
+        bm25_scores = np.stack([lexical._query_scores(text) for text in queries.values()])
+        fused = fuse(bm25_scores, vectors.all_scores(queries), depth=k)
+        dense = {}
+        for qid, scores in zip(queries, fused):
+            top = sorted(scores.items(), key=lambda item: -item[1])[:k]
+            dense[qid] = {vectors.ids[row]: score for row, score in top}
+        return _measure(dense, None, eval_data, rel_threshold)
+
+    rows[f"start ({budget.teacher_max_length})"] = _kept(folder, "start-teacher-length",
+                                                         lambda: zero_shot(budget.teacher_max_length))  # fmt: skip
+    rows[BASELINE] = _kept(folder, "start", lambda: zero_shot(budget.max_passage_length))
+    rows["teacher (BM25 + start)"] = _kept(folder, "teacher", teacher)
+    for name, student_folder in run.students.items():
+
+        def student(student_folder=student_folder) -> dict[str, Any]:
+            model = AutoModel.from_pretrained(student_folder).eval()
+            tokenizer = AutoTokenizer.from_pretrained(student_folder)
+            if model.config.architecture == "bert_dot":
+                vectors = _CorpusVectors(model, tokenizer, corpus)
+                return _measure(vectors.retrieve(queries, k), vectors.rerank(queries, bm25_run), eval_data,
+                                rel_threshold)  # fmt: skip
+            from ..evaluation.rerank_set import RerankSet
+
+            needed = {p for cands in bm25_run.values() for p in cands}
+            rerank_set = RerankSet(queries, {p: corpus[p] for p in needed}, bm25_run, eval_data.qrels, top_k=k,
+                                   rel_threshold=rel_threshold, name=eval_data.name)  # fmt: skip
+            return _measure(None, rerank_set.rerank(model, tokenizer), eval_data, rel_threshold)
+
+        rows[name] = _kept(folder, name, student)
+    return {
+        "eval_set": eval_data.name,
+        "num_queries": len(queries),
+        "rel_threshold": rel_threshold,
+        "rows": {name: row["metrics"] for name, row in rows.items()},
+        "summary": summarise(rows, run),
+        "per_query_ndcg@10": {name: row["per_query_ndcg@10"] for name, row in rows.items()},
+    }
+
+
+def _seed_mean(per_query: list[dict[str, float]]) -> dict[str, float]:
+    queries = sorted(set.intersection(*(set(p) for p in per_query)))
+    return {q: float(np.mean([p[q] for p in per_query])) for q in queries}
+
+
+def summarise(rows: dict[str, dict[str, Any]], run) -> list[dict[str, Any]]:
+    """One line per (architecture, setting, retrieval): nDCG@10 mean over seeds and its spread (the standard deviation
+    of the seeds' means), and paired t-tests of the per-query means over seeds against the start, the self control
+    and the twin."""
+    from .pipeline import student_runs
+
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name, architecture, setting, _ in student_runs(run):
+        groups.setdefault((architecture, setting), []).append(name)
+    lines = []
+    for kind in ("dense", "rerank"):
+        means = {}
+        for (architecture, setting), names in groups.items():
+            measured = [rows[n]["per_query_ndcg@10"][kind] for n in names if kind in rows[n]["per_query_ndcg@10"]]
+            if measured:
+                means[(architecture, setting)] = (_seed_mean(measured), [float(np.mean(list(m.values())))
+                                                                         for m in measured])  # fmt: skip
+        start = rows[BASELINE]["per_query_ndcg@10"][kind]
+        for (architecture, setting), (per_query, seed_means) in means.items():
+            line = {
+                "student": architecture,
+                "setting": setting,
+                "retrieval": kind,
+                "seeds": len(seed_means),
+                "ndcg@10": float(np.mean(list(per_query.values()))),
+                "seed_means": seed_means,
+                "spread": float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else 0.0,
+                "comparisons": {},
+            }
+            against = {"start": start}
+            for other in ("self", "twin"):
+                if other != setting and (architecture, other) in means:
+                    against[other] = means[(architecture, other)][0]
+            for other, baseline in against.items():
+                difference, p, n = paired_test(per_query, baseline)
+                line["comparisons"][other] = {"difference": difference, "p": p, "queries": n}
+            lines.append(line)
+    return lines

@@ -1,0 +1,439 @@
+"""`hf-kd adapt`: a corpus in, a student adapted to it out.
+
+queries -> candidates -> pairs -> teacher scores -> students -> evaluation. The queries are a user's unjudged
+queries (`--queries`) or pseudo-queries made from the corpus; each query's candidates are BM25's and the starting
+model's top k over the corpus; random pairs of them are labelled by BM25 and the starting model together (per-query
+z-scores, averaged, in the starting model's units: on SciFact that ensemble ranks +0.067 nDCG@10 above the starting
+model, with no label); the students learn the ensemble's margins with Margin-MSE. Beside them, the controls: the
+same pairs labelled by the starting model alone (`self`) and, for pseudo-queries, a student without any teacher
+(`twin`: RankNet on the source document against a BM25 negative).
+
+Every stage writes its result under the output folder and is skipped when that result exists, so a killed
+adaptation continues where it stopped; the folder holds one budget's adaptation of one corpus only.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+
+from ..data.corpus import Document, corpus_file, corpus_texts, read_corpus
+from ..data.ir_files import read_beir, read_qrels, read_queries_tsv, write_run
+from ..data.pseudo_queries import make_pseudo_queries, read_query_sources, write_pseudo_queries
+from ..data.schemas import TRIPLES_FEATURES
+from ..data.score_dataset import ScoreDataset
+from ..data.triples import build_candidate_pairs
+from ..files import write_json_atomic, write_text_atomic
+from ..jobs import file_fingerprint, fingerprint_changes, output_lock
+from .budgets import AdaptBudget
+
+DENSE_TEACHER = "minilm"
+LEXICAL_TEACHER = "bm25"
+
+
+def _log(message: str) -> None:
+    print(f"[hf-kd adapt] {message}", flush=True)
+
+
+@dataclass
+class EvalData:
+    """Judged queries of the corpus that measure the students (never trained on)."""
+
+    name: str
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+
+@dataclass
+class Adaptation:
+    """What the stages of one adaptation share."""
+
+    budget: AdaptBudget
+    out: Path
+    corpus_path: str
+    documents: dict[str, Document]
+    start_model: str
+    queries_source: str | None = None
+    queries_split: str = "train"
+    eval_data: EvalData | None = None
+    corpus: dict[str, str] = field(default_factory=dict)
+    queries: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    students: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scores_dir(self) -> Path:
+        return self.out / "teacher_scores"
+
+    def bf16(self) -> bool:
+        if self.budget.bf16 != "auto":
+            return self.budget.bf16 == "true"
+        import torch
+
+        from ..training.precision import default_bf16
+
+        return default_bf16(torch.cuda.is_available(), announce=False)[0]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def read_eval_data(
+    corpus_path: str,
+    documents: dict[str, Document],
+    split: str | None,
+    queries: str | None,
+    qrels: str | None,
+    max_queries: int | None,
+) -> EvalData | None:
+    """The evaluation queries: `--eval-queries` + `--qrels`, or a BEIR folder's `split`; None where there are none."""
+    if (queries is None) != (qrels is None):
+        raise ValueError("pass both --eval-queries and --qrels, or neither")
+    if queries is not None:
+        texts, judgements, name = read_queries_tsv(queries), read_qrels(qrels), Path(qrels).stem
+    elif split and Path(corpus_path).is_dir() and (Path(corpus_path) / "qrels" / f"{split}.tsv").is_file():
+        beir = read_beir(corpus_path, split=split)
+        texts, judgements, name = beir.queries, beir.qrels, f"{Path(corpus_path).name}-{split}"
+    else:
+        return None
+    judged = [q for q in judgements if q in texts and any(d in documents for d in judgements[q])]
+    if not judged:
+        raise ValueError(f"evaluation set {name}: no judged query has a text and a judged document in the corpus")
+    judged = judged[:max_queries] if max_queries else judged
+    return EvalData(name=name, queries={q: texts[q] for q in judged}, qrels={q: judgements[q] for q in judged})
+
+
+def read_user_queries(path: str, split: str) -> dict[str, str]:
+    """A query log: a `qid<TAB>text` file, or a BEIR folder's queries judged in `split` (their judgements unused)."""
+    if Path(path).is_dir():
+        return read_beir(path, split=split).queries
+    return read_queries_tsv(path)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The stages
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def prepare_queries(run: Adaptation) -> None:
+    """The queries the student learns from: the user's, or pseudo-queries of the corpus; never an evaluation
+    query (same id or same text), drawn down to `max_queries` at random."""
+    folder = run.out / "queries"
+    if (folder / "queries.tsv").is_file():
+        run.queries = read_queries_tsv(folder / "queries.tsv")
+        sources = folder / "query_sources.tsv"
+        run.sources = read_query_sources(sources) if sources.is_file() else {}
+        return
+    budget = run.budget
+    stats: dict[str, Any]
+    if run.queries_source is not None:
+        queries, sources = read_user_queries(run.queries_source, run.queries_split), {}
+        stats = {"source": str(run.queries_source), "split": run.queries_split, "given": len(queries)}
+    else:
+        pseudo = make_pseudo_queries(
+            run.documents,
+            budget.query_method,
+            per_doc=budget.queries_per_doc,
+            seed=budget.seed,
+            max_documents=budget.max_documents,
+        )
+        queries, sources, stats = pseudo.queries, pseudo.sources, dict(pseudo.stats)
+    held_out = run.eval_data
+    if held_out is not None:
+        eval_texts = {" ".join(t.lower().split()) for t in held_out.queries.values()}
+        kept = {q: t for q, t in queries.items() if q not in held_out.queries and " ".join(t.lower().split())
+                not in eval_texts}  # fmt: skip
+        stats["dropped_evaluation_queries"] = len(queries) - len(kept)
+        queries = kept
+    if budget.max_queries is not None and len(queries) > budget.max_queries:
+        chosen = set(random.Random(budget.seed).sample(sorted(queries), budget.max_queries))
+        queries = {q: t for q, t in queries.items() if q in chosen}
+    if not queries:
+        raise ValueError("no training query is left (every one is an evaluation query)")
+    stats["queries"] = len(queries)
+    from ..data.pseudo_queries import PseudoQueries
+
+    write_pseudo_queries(
+        PseudoQueries(queries, {q: sources[q] for q in queries if q in sources}, stats), folder, run.corpus_path
+    )
+    if not sources:
+        (folder / "query_sources.tsv").unlink()
+    run.queries, run.sources = queries, {q: sources[q] for q in queries if q in sources}
+
+
+def _dense_encoder(run: Adaptation):
+    from ..mining.retrieval import load_dense_encoder
+
+    return load_dense_encoder(run.start_model)
+
+
+def retrieve_candidates_stage(run: Adaptation) -> dict[str, dict[str, dict[str, float]]]:
+    """BM25's and the starting model's top k of every query over the whole corpus, kept as TREC runs."""
+    from ..data.ir_files import read_run
+    from ..mining.retrieval import retrieve_candidates
+
+    folder, budget = run.out / "candidates", run.budget
+    runs = {}
+    for name, retriever, k in ((LEXICAL_TEACHER, "bm25", budget.bm25_candidates),
+                               ("dense", run.start_model, budget.dense_candidates)):  # fmt: skip
+        path = folder / f"{name}.trec"
+        if k < 1:
+            continue
+        if not path.is_file():
+            _log(f"candidates: {name} top {k} of {len(run.queries)} queries over {len(run.corpus)} documents")
+            found = retrieve_candidates(retriever, run.queries, run.corpus, k)
+            folder.mkdir(parents=True, exist_ok=True)
+            write_run(found, path, tag=name)
+        runs[name] = read_run(path)
+    return runs
+
+
+def build_pairs(run: Adaptation, candidates: dict[str, dict[str, dict[str, float]]]) -> Path:
+    """Random pairs of each query's candidates (`pairs_per_query`), as text triples for the teachers; and, where
+    the queries have source documents, the twin's triples (source document, BM25 negative)."""
+    path = run.out / "pairs.parquet"
+    budget = run.budget
+    if not path.is_file():
+        pairs, stats = build_candidate_pairs(
+            list(candidates.values()),
+            pairs_per_query=budget.pairs_per_query,
+            seed=budget.seed,
+            query_ids=run.queries,
+            passage_ids=run.corpus,
+        )
+        if not pairs:
+            raise ValueError("no query has two candidates: nothing for a teacher to label")
+        _write_triples(path, [(run.queries[q], run.corpus[a], run.corpus[b]) for q, a, b in pairs])
+        write_json_atomic(run.out / "pairs.json", {"pairs": len(pairs), "queries": stats.queries,
+                                                   "short_of_pairs": stats.short_of_pairs,
+                                                   "without_two_candidates": stats.queries_without_negative})  # fmt: skip
+    if "twin" in budget.settings and run.sources and not (run.out / "twin_triples.parquet").is_file():
+        rng = random.Random(budget.seed)
+        bm25 = candidates.get(LEXICAL_TEACHER, {})
+        triples = []
+        for qid, source in run.sources.items():
+            negatives = [pid for pid in bm25.get(qid, {}) if pid != source]
+            for negative in rng.sample(negatives, min(budget.pairs_per_query, len(negatives))):
+                triples.append((run.queries[qid], run.corpus[source], run.corpus[negative]))
+        _write_triples(run.out / "twin_triples.parquet", triples)
+    return path
+
+
+def _write_triples(path: Path, triples: list[tuple[str, str, str]]) -> None:
+    columns = list(zip(*triples)) if triples else [[], [], []]
+    staging = path.with_name(path.name + ".tmp")
+    Dataset.from_dict(
+        {"query": list(columns[0]), "positive": list(columns[1]), "negative": list(columns[2])},
+        features=TRIPLES_FEATURES,
+    ).to_parquet(str(staging))
+    staging.replace(path)
+
+
+def label_pairs(run: Adaptation, pairs: Path) -> None:
+    """BM25 and the starting model score every pair; their per-query normalised mean, in the starting model's
+    units, is the teacher (`pos_score`), and each one's own scores stay beside it (`pos_score_minilm` is the self
+    control's teacher)."""
+    if ScoreDataset.is_score_dataset(run.scores_dir):
+        return
+    from ..teachers import BM25Teacher, load_teacher, score_triples
+
+    teachers = [
+        BM25Teacher(run.corpus, source=run.corpus_path, name=LEXICAL_TEACHER),
+        load_teacher(run.start_model, max_length=run.budget.teacher_max_length, name=DENSE_TEACHER),
+    ]
+    score_triples(
+        teachers,
+        str(pairs),
+        run.scores_dir,
+        batch_size=32,
+        normalize=run.budget.normalize,
+        rescale_to=DENSE_TEACHER,
+        overwrite=True,
+    )
+
+
+def student_runs(run: Adaptation) -> list[tuple[str, str, str, int]]:
+    """(name, architecture, setting, seed) of every student the budget trains."""
+    settings = [s for s in run.budget.settings if s != "twin" or run.sources]
+    return [
+        (f"{architecture}-{setting}-s{seed}", architecture, setting, seed)
+        for architecture in run.budget.students
+        for setting in settings
+        for seed in run.budget.seeds
+    ]
+
+
+def train_students(run: Adaptation) -> None:
+    from types import SimpleNamespace
+
+    from ..reproduce.stages import student_config, train_model
+
+    budget = run.budget
+    # the starting model is a sentence-transformers bi-encoder (mean pooling, cosine), as MiniLM is
+    starting_point = SimpleNamespace(backbone="minilm")
+    for name, architecture, setting, seed in student_runs(run):
+        folder = run.out / "students" / name
+        if setting == "twin":
+            train_file, loss, columns = str(run.out / "twin_triples.parquet"), "ranknet", ScoreDataset.score_columns()
+        else:
+            teacher = DENSE_TEACHER if setting == "self" else None
+            train_file, loss, columns = str(run.scores_dir), "margin_mse", ScoreDataset.score_columns(teacher)
+        _log(f"student {name}")
+        train_model(
+            budget,
+            folder,
+            architecture=architecture,
+            backbone=run.start_model,
+            loss=loss,
+            train_file=train_file,
+            steps=budget.steps,
+            seed=seed,
+            learning_rate=budget.learning_rate,
+            model_config=student_config(starting_point, architecture),
+            pos_score_column=columns[0],
+            neg_score_column=columns[1],
+            bf16=run.bf16(),
+            backbone_dropout=budget.backbone_dropout,
+        )
+        run.students[name] = str(folder)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The whole adaptation
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def run_adaptation(
+    corpus: str,
+    out: str | Path,
+    budget: AdaptBudget,
+    *,
+    queries: str | None = None,
+    queries_split: str = "train",
+    eval_split: str | None = "test",
+    eval_queries: str | None = None,
+    qrels: str | None = None,
+    start_model: str | None = None,
+) -> dict[str, Any]:
+    """Adapts a student to `corpus` (a BEIR folder or a collection TSV) and writes `results.json` and `tables.md`
+    into `out`; see the module's description. Holds the lock of `out` throughout.
+
+    Args:
+        corpus: the corpus to adapt to.
+        out: the output folder (resumed when it holds this budget's adaptation of this corpus).
+        budget: an [`AdaptBudget`].
+        queries: a query log (`qid<TAB>text`, or a BEIR folder's `queries_split`); None: pseudo-queries.
+        eval_split: the BEIR split that measures the students (ignored where the folder has none).
+        eval_queries, qrels: judged queries instead of a BEIR split.
+        start_model: the student's starting point and dense teacher (a sentence-transformers folder); defaults to
+            all-MiniLM-L6-v2.
+    """
+    budget.validate()
+    out = Path(out)
+    with output_lock(out):
+        return _run(corpus, out, budget, queries, queries_split, eval_split, eval_queries, qrels, start_model)
+
+
+def _run(corpus, out, budget, queries, queries_split, eval_split, eval_queries, qrels, start_model) -> dict[str, Any]:
+    from ..pretrained import minilm_path
+    from .evaluation import evaluate_adaptation
+    from .report import write_adaptation_report
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def stage(name: str, work: Callable[[], Any]) -> Any:
+        _log(f"stage {name}")
+        t0 = time.perf_counter()
+        result = work()
+        timings[name] = round(time.perf_counter() - t0, 2)
+        _log(f"stage {name}: {timings[name]:.1f} s")
+        return result
+
+    documents = read_corpus(corpus)
+    run = Adaptation(
+        budget=budget,
+        out=out,
+        corpus_path=str(Path(corpus).resolve()),
+        documents=documents,
+        start_model=str(start_model or minilm_path()),
+        queries_source=queries,
+        queries_split=queries_split,
+        corpus=corpus_texts(documents),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    _check_same_job(run, out)
+    run.eval_data = read_eval_data(run.corpus_path, documents, eval_split, eval_queries, qrels, budget.max_eval_queries)
+    stage("queries", lambda: prepare_queries(run))
+    _log(f"{len(run.queries)} training queries" + (f", {len(run.sources)} with a source document" if run.sources
+                                                   else ""))  # fmt: skip
+    candidates = stage("candidates", lambda: retrieve_candidates_stage(run))
+    pairs = stage("pairs", lambda: build_pairs(run, candidates))
+    stage("teacher_scores", lambda: label_pairs(run, pairs))
+    stage("students", lambda: train_students(run))
+    evaluation = stage("evaluation", lambda: evaluate_adaptation(run)) if run.eval_data else None
+    results = {
+        "budget": budget.to_dict(),
+        "corpus": run.corpus_path,
+        "documents": len(documents),
+        "start_model": run.start_model,
+        "queries": json.loads((out / "queries" / "pseudo_queries.json").read_text(encoding="utf-8")),
+        "pairs": json.loads((out / "pairs.json").read_text(encoding="utf-8")),
+        "bf16": run.bf16(),
+        "students": {name: folder for name, folder in run.students.items()},
+        "evaluation": evaluation,
+        **_timings(out, timings, round(time.perf_counter() - started, 2)),
+    }
+    write_json_atomic(out / "results.json", results)
+    write_text_atomic(out / "tables.md", write_adaptation_report(results))
+    _log(f"done in {results['wall_time_s']:.0f} s: {out / 'tables.md'}")
+    return results
+
+
+def _timings(out: Path, stage_seconds: dict[str, float], wall_time_s: float) -> dict[str, Any]:
+    """Each finished run into the folder (`invocations`) and their sums per stage."""
+    previous = []
+    path = out / "results.json"
+    if path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8")).get("invocations", [])
+    invocations = [*previous, {"stage_seconds": stage_seconds, "wall_time_s": wall_time_s}]
+    totals: dict[str, float] = {}
+    for invocation in invocations:
+        for name, seconds in invocation["stage_seconds"].items():
+            totals[name] = round(totals.get(name, 0.0) + seconds, 2)
+    return {"stage_seconds": totals, "wall_time_s": round(sum(i["wall_time_s"] for i in invocations), 2),
+            "invocations": invocations}  # fmt: skip
+
+
+# settings that only add work to a finished folder, never change what is in it
+_ADDITIVE = ("seeds", "settings", "students", "max_eval_queries")
+
+
+def _check_same_job(run: Adaptation, out: Path) -> None:
+    """Records what the folder adapts (corpus, queries, start model, budget) in `adapt.json`, or checks that the
+    adaptation in it is the same one: its finished stages are reused, so two jobs are never mixed."""
+    current = {
+        "corpus": file_fingerprint(corpus_file(run.corpus_path)),
+        "queries": None if run.queries_source is None else str(Path(run.queries_source).resolve()),
+        "queries_split": run.queries_split if run.queries_source else None,
+        "start_model": run.start_model,
+        "budget": {k: v for k, v in run.budget.to_dict().items() if k not in _ADDITIVE},
+    }
+    path = out / "adapt.json"
+    if path.is_file():
+        changes = fingerprint_changes(json.loads(path.read_text(encoding="utf-8")), current)
+        if changes:
+            raise ValueError(
+                f"{out} holds another adaptation ({'; '.join(changes)}); its finished stages would be mixed with "
+                "this one's: use another --out, or remove the folder"
+            )
+    write_json_atomic(path, current)

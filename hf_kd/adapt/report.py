@@ -1,0 +1,80 @@
+"""`tables.md` of an adaptation: what it learned from, what each model measures, and whether the differences are
+real."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..evaluation.significance import format_p
+
+_SETTING_NAMES = {
+    "teacher": "adapted (Margin-MSE from BM25 + start)",
+    "self": "self control (Margin-MSE from the start's own scores)",
+    "twin": "no-teacher twin (RankNet, source document vs a BM25 negative)",
+}
+_METRICS = ("nDCG@10", "MRR@10", "Recall@100")
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def write_adaptation_report(results: dict[str, Any]) -> str:
+    budget, queries, pairs = results["budget"], results["queries"], results["pairs"]
+    made = f"{queries.get('method')} pseudo-queries" if "method" in queries else f"queries of {queries.get('source')}"
+    lines = [
+        f"# Adaptation to {results['corpus']} ({results['documents']} documents), budget `{budget['name']}`",
+        "",
+        f"- training queries: {queries['queries']} ({made}); pairs labelled: {pairs['pairs']}",
+        f"- students: {', '.join(budget['students'])} from {results['start_model']}, {budget['steps']} steps of "
+        f"{budget['batch_size']} pairs, learning rate {budget['learning_rate']}, {budget['max_passage_length']} word "
+        f"pieces, {'bfloat16' if results['bf16'] else 'float32'}, dropout "
+        f"{'of the backbone' if budget['backbone_dropout'] is None else budget['backbone_dropout']}, seeds "
+        f"{budget['seeds']}",
+        f"- time: {results['wall_time_s'] / 60:.1f} min ("
+        + ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in results["stage_seconds"].items())
+        + ")",
+        "",
+    ]
+    evaluation = results.get("evaluation")
+    if not evaluation:
+        lines.append("No judged queries for this corpus: nothing was measured (pass --eval-queries and --qrels).")
+        return "\n".join(lines) + "\n"
+    lines += [
+        f"## {evaluation['eval_set']}: {evaluation['num_queries']} judged queries",
+        "",
+        "Dense: the whole corpus, exact search. Re-rank: BM25's top "
+        f"{budget['eval_top_k']}. The teacher is measured as a ranker of the whole corpus (the union of its members' "
+        "top lists); re-ranking students are not dense retrievers (–).",
+        "",
+        "| model | " + " | ".join(f"dense {m}" for m in _METRICS) + " | " + " | ".join(f"re-rank {m}" for m in
+                                                                                 _METRICS) + " |",  # fmt: skip
+        "|---|" + "---|" * (2 * len(_METRICS)),
+    ]
+    for name, metrics in evaluation["rows"].items():
+        dense, rerank = metrics.get("dense", {}), metrics.get("rerank", {})
+        lines.append(
+            f"| {name} | "
+            + " | ".join(_cell(dense.get(m)) for m in _METRICS)
+            + " | "
+            + " | ".join(_cell(rerank.get(m)) for m in _METRICS)
+            + " |"
+        )
+    lines += [
+        "",
+        "### Over seeds: nDCG@10 mean ± spread (the standard deviation of the seeds' means), and paired t-tests on "
+        "the per-query means over seeds",
+        "",
+        "| student | setting | retrieval | seeds | nDCG@10 | vs start | vs self control | vs twin |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for line in evaluation["summary"]:
+        cells = []
+        for other in ("start", "self", "twin"):
+            c = line["comparisons"].get(other)
+            cells.append("–" if c is None else f"{c['difference']:+.3f}, p={format_p(c['p'])}")
+        lines.append(
+            f"| {line['student']} | {_SETTING_NAMES[line['setting']]} | {line['retrieval']} | {line['seeds']} | "
+            f"{line['ndcg@10']:.3f} ± {line['spread']:.3f} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
