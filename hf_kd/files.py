@@ -2,7 +2,10 @@
 
 Atomic writes: write a temporary file in the target's folder, then `os.replace` it, so a crash never leaves a
 half-written file under the final name. (`hf_kd/models` keeps its own small copy, because that folder travels alone
-inside checkpoints.) [`atomic_folder`] does the same for a whole output folder. Readers of text files call
+inside checkpoints.) [`atomic_folder`] does the same for a whole output folder. Their temporary files and folders
+([`create_temp_file`], [`create_temp_folder`]) are created with the modes a plain `open()` / `mkdir` asks for, 0o666
+and 0o777, so the user's umask (or a folder's default ACL) decides what the finished files get, as for any other
+file the jobs write; `tempfile`'s private 0o600 / 0o700 would survive the rename. Readers of text files call
 [`skip_bom`] so that a UTF-8 byte order mark is not read as data. [`naming_weight_files`] turns a truncated or corrupt
 `.safetensors` file into a one-line error that names it.
 """
@@ -12,8 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import traceback
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -24,6 +27,8 @@ __all__ = [
     "WeightFileError",
     "atomic_folder",
     "atomic_path",
+    "create_temp_file",
+    "create_temp_folder",
     "naming_weight_files",
     "read_json_file",
     "remove_staging_leftovers",
@@ -35,13 +40,49 @@ __all__ = [
 
 UTF8_BOM = b"\xef\xbb\xbf"
 
+_TEMP_NAME_TRIES = 10_000  # as many as `tempfile` tries
+_TEMP_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _create_unique(folder: str | os.PathLike, prefix: str, suffix: str, create) -> Path:
+    """`create(path)` for a new random name `folder/PREFIX<random>SUFFIX`, retried while the name is taken."""
+    for _ in range(_TEMP_NAME_TRIES):
+        path = Path(folder) / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            create(path)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free temporary name {prefix}*{suffix} in {folder}")
+
+
+def create_temp_file(folder: str | os.PathLike, prefix: str = ".", suffix: str = ".tmp") -> Path:
+    """Creates a new empty file `folder/PREFIX<random>SUFFIX` and returns its path.
+
+    Unlike `tempfile.mkstemp` (always 0o600), the file gets the mode a plain `open(path, "w")` gives: 0o666 less the
+    umask (e.g. 0o644 under umask 022), so that a file renamed from it into place is as readable as any other output.
+    """
+    return _create_unique(folder, prefix, suffix, lambda path: os.close(os.open(path, _TEMP_FILE_FLAGS, 0o666)))
+
+
+def create_temp_folder(folder: str | os.PathLike, prefix: str = ".") -> Path:
+    """Creates a new empty folder `folder/PREFIX<random>` and returns its path.
+
+    Unlike `tempfile.mkdtemp` (always 0o700), the folder gets the mode a plain `mkdir` gives: 0o777 less the umask
+    (e.g. 0o755 under umask 022), so that a staging folder renamed into place is as open as any other output folder.
+    """
+    return _create_unique(folder, prefix, "", lambda path: os.mkdir(path, 0o777))
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yields a temporary path beside `path`; when the block succeeds it replaces `path`, otherwise it is removed."""
+    """Yields a temporary path beside `path`; when the block succeeds it replaces `path`, otherwise it is removed.
+
+    The temporary file exists (empty) when the block starts, with the mode a plain `open()` gives under the current
+    umask; writers that open it for writing keep that mode, and `path` ends with it.
+    """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp_name = create_temp_file(path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         yield Path(tmp_name)
         with open(tmp_name, "rb") as written:
@@ -60,7 +101,7 @@ def _staging_prefixes(path: Path) -> tuple[str, str]:
 @contextlib.contextmanager
 def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     """Yields an empty staging folder beside `path`; when the block succeeds the staging folder becomes `path`,
-    otherwise it is removed.
+    otherwise it is removed. The staging folder has the mode a plain `mkdir` gives under the current umask.
 
     An existing `path` is renamed aside before the staging folder takes its name and is removed afterwards, so
     `path` is at every moment either the previous folder, absent for the instant between two renames, or the
@@ -70,12 +111,12 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging_prefix, old_prefix = _staging_prefixes(path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=staging_prefix))
+    tmp = create_temp_folder(path.parent, prefix=staging_prefix)
     try:
         yield tmp
         old = None
         if path.is_dir():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=old_prefix))
+            old = create_temp_folder(path.parent, prefix=old_prefix)
             os.replace(path, old)  # onto an empty folder: allowed
         elif path.exists():
             path.unlink()

@@ -21,13 +21,12 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .files import write_json_atomic
+from .files import create_temp_folder, write_json_atomic
 
 __all__ = [
     "MANIFEST_FILENAME",
@@ -228,7 +227,7 @@ def open_work_folder(work: Path, manifest: dict, overwrite: bool, job: str, inpu
                 f"{inputs} to resume it, or pass overwrite=True (--overwrite) to start over"
             )
         shutil.rmtree(work)
-    tmp = Path(tempfile.mkdtemp(dir=work.parent, prefix=f".{work.name}.tmp-"))
+    tmp = create_temp_folder(work.parent, prefix=f".{work.name}.tmp-")
     write_json_atomic(tmp / MANIFEST_FILENAME, manifest)
     os.replace(tmp, work)  # the work folder never exists without its manifest
     return False

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..files import skip_bom
+from ..files import atomic_path, skip_bom
 from .errors import DataFormatError
 
 __all__ = [
@@ -202,19 +201,12 @@ def write_run(run: dict[str, dict[str, float]], path: str | os.PathLike, tag: st
     """
     if not tag or any(c.isspace() for c in tag):
         raise ValueError(f"tag must be a non-empty string without whitespace, got {tag!r}")
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for qid, candidates in run.items():
-                ranked = sorted(candidates.items(), key=lambda item: (-item[1], item[0]))
-                f.writelines(
-                    f"{qid} Q0 {pid} {rank} {float(score)!r} {tag}\n" for rank, (pid, score) in enumerate(ranked, 1)
-                )
-        os.replace(tmp_name, path)
-    except BaseException:
-        os.unlink(tmp_name)
-        raise
+    with atomic_path(path) as tmp_path, open(tmp_path, "w", encoding="utf-8") as f:
+        for qid, candidates in run.items():
+            ranked = sorted(candidates.items(), key=lambda item: (-item[1], item[0]))
+            f.writelines(
+                f"{qid} Q0 {pid} {rank} {float(score)!r} {tag}\n" for rank, (pid, score) in enumerate(ranked, 1)
+            )
 
 
 @dataclass

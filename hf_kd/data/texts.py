@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import pyarrow.csv as pa_csv
 from datasets import Dataset
 from datasets.arrow_writer import ArrowWriter
 
+from ..files import create_temp_file
 from .errors import DataFormatError
 from .reader_base import _canonical_integers
 from .schemas import ID_TO_TEXT_COLUMN, TEXTS_FEATURES
@@ -347,8 +347,7 @@ def _tsv_to_arrow(path: Path, kind: str, cache_dir: str | os.PathLike | None) ->
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = str(create_temp_file(target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     line_offset = 0
     try:
         reader = pa_csv.open_csv(

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from ..data.ir_files import read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run, write_run
 from ..files import naming_weight_files
+from ..models.ranking_functions import CPU_MAX_BATCH_TOKENS
 from .metrics import METRIC_NAMES, PRIMARY_METRIC, evaluate_run
 from .records import record_evaluation
 from .reports import EvaluationReport, dataset_of_qrels, read_reports
 
-__all__ = ["add_subcommands", "load_model"]
+__all__ = ["add_max_batch_tokens_argument", "add_subcommands", "load_model"]
 
 
 def load_model(model_dir: str, device: str | None = None):
@@ -79,6 +80,30 @@ def _rel_threshold(args: argparse.Namespace) -> int:
     return 1 if args.beir else 2
 
 
+def _max_batch_tokens(value: str) -> int:
+    """The argparse type of `--max-batch-tokens`: an integer >= 0."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (0: no cap), got {value!r}")
+    return number
+
+
+def add_max_batch_tokens_argument(parser: argparse.ArgumentParser, what: str = "texts or pairs") -> None:
+    """Adds `--max-batch-tokens N` (`args.max_batch_tokens`, `None` when not given), the cap on padded tokens per
+    forward pass that the models' `score`, `encode_queries` and `encode_passages` take."""
+    parser.add_argument(
+        "--max-batch-tokens",
+        type=_max_batch_tokens,
+        default=None,
+        metavar="N",
+        help=f"padded tokens per forward pass at most, {what} x the batch's longest (default: "
+        f"{CPU_MAX_BATCH_TOKENS} on a CPU, where bigger batches only spill the caches, no cap on a GPU; 0: no cap)",
+    )
+
+
 def _add_data_arguments(parser: argparse.ArgumentParser, collection: bool = True) -> None:
     parser.add_argument("--queries", help="queries TSV (qid<TAB>text)")
     if collection:
@@ -126,7 +151,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     check_run_inputs(evaluation_set.candidates(), queries, collection)  # fail before loading the model
     model, tokenizer = load_model(args.model, args.device)
     reranked = evaluation_set.rerank(
-        model, tokenizer, batch_size=args.batch_size, cache_passages=not args.no_cache, show_progress=True
+        model,
+        tokenizer,
+        batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
+        cache_passages=not args.no_cache,
+        show_progress=True,
     )
     result = evaluate_run(reranked, qrels, rel_threshold)
     first_stage_result = evaluate_run(first_stage, qrels, rel_threshold)
@@ -163,6 +193,7 @@ def _add_evaluate(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output folder for run.trec and metrics.json")
     parser.add_argument("--top-k", type=int, default=100, help="candidates re-ranked per query (default: 100)")
     parser.add_argument("--batch-size", type=int, default=64, help="texts or pairs per forward pass (default: 64)")
+    add_max_batch_tokens_argument(parser)
     parser.add_argument("--no-cache", action="store_true", help="score pairs without caching passage encodings")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.set_defaults(func=run_evaluate)
@@ -224,6 +255,7 @@ def run_index(args: argparse.Namespace) -> int:
         index_shards=args.index_shards,
         fp16=args.fp16,
         batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
         shard_size=args.shard_size,
         device=args.device,
         source=Path(args.beir) / "corpus.jsonl" if args.beir else args.collection,
@@ -265,6 +297,7 @@ def _add_index(subparsers) -> None:
         "parallel with an exact merge of their top-k (default: 1)",
     )
     parser.add_argument("--batch-size", type=int, default=64, help="passages per forward pass (default: 64)")
+    add_max_batch_tokens_argument(parser, "passages")
     parser.add_argument(
         "--shard-size",
         type=int,
@@ -286,7 +319,15 @@ def run_retrieve(args: argparse.Namespace) -> int:
     index = DenseIndex.load(args.index)
     model, tokenizer = load_model(args.model, args.device)
     searched = index.for_device(model.device)  # on the model's GPU with a GPU build of faiss
-    run = dense_retrieve(model, tokenizer, searched, queries, k=args.k, batch_size=args.batch_size)
+    run = dense_retrieve(
+        model,
+        tokenizer,
+        searched,
+        queries,
+        k=args.k,
+        batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_run(run, out / "run.trec", tag=_run_tag(args.model))
@@ -320,6 +361,7 @@ def _add_retrieve(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output folder for run.trec and metrics.json")
     parser.add_argument("--k", type=int, default=1000, help="passages retrieved per query (default: 1000)")
     parser.add_argument("--batch-size", type=int, default=64, help="queries per forward pass (default: 64)")
+    add_max_batch_tokens_argument(parser, "queries")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.set_defaults(func=run_retrieve)
 

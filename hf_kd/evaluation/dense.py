@@ -12,6 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..files import atomic_path, write_json_atomic
+from .rerank import token_cap
 
 __all__ = ["INDEX_TYPES", "DenseIndex", "dense_retrieve", "encode_texts", "faiss_gpu_count", "index_factory_string"]
 
@@ -74,6 +75,7 @@ def encode_texts(
     batch_size: int = 64,
     fp16: bool = False,
     show_progress: bool = True,
+    max_batch_tokens: int | None = None,
 ) -> np.ndarray:
     """Encodes texts into one vector each with a single-vector model (BERT_DOT), in length-sorted batches.
 
@@ -89,6 +91,9 @@ def encode_texts(
         fp16 (`bool`, *optional*, defaults to `False`): return float16 vectors (half the memory of a large
             collection); float32 otherwise.
         show_progress (`bool`, *optional*, defaults to `True`): show a progress bar.
+        max_batch_tokens (`int`, *optional*): padded tokens per forward pass at most, texts x the batch's longest
+            (`None`: 2048 on a CPU, no cap elsewhere; 0: no cap; see
+            `hf_kd.models.ranking_functions.resolve_max_batch_tokens`).
 
     Returns:
         `np.ndarray`: (len(texts), D) vectors, in the order of `texts`.
@@ -106,7 +111,10 @@ def encode_texts(
     with tqdm(total=len(texts), desc=f"Encoding {kind}", unit=kind[:-1], disable=not show_progress) as progress:
         for start in range(0, len(order), chunk):
             rows = order[start : start + chunk]
-            embeddings = encode([texts[i] for i in rows], tokenizer, batch_size=batch_size).embeddings
+            texts_of_chunk = [texts[i] for i in rows]
+            embeddings = encode(
+                texts_of_chunk, tokenizer, batch_size=batch_size, **token_cap(max_batch_tokens)
+            ).embeddings
             _check_single_vectors(model, embeddings)
             if vectors is None:
                 vectors = np.empty((len(texts), embeddings.shape[1]), dtype=np.float16 if fp16 else np.float32)
@@ -381,6 +389,7 @@ def dense_retrieve(
     k: int = 1000,
     batch_size: int = 64,
     show_progress: bool = True,
+    max_batch_tokens: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Encodes the queries and returns the top-`k` passages of the index for each.
 
@@ -392,6 +401,7 @@ def dense_retrieve(
         k (`int`, *optional*, defaults to 1000): passages per query.
         batch_size (`int`, *optional*, defaults to 64): queries per forward pass.
         show_progress (`bool`, *optional*, defaults to `True`): show a progress bar.
+        max_batch_tokens (`int`, *optional*): padded tokens per forward pass at most, as in [`encode_texts`].
 
     Returns:
         `dict[str, dict[str, float]]`: query id -> {passage id -> inner product}.
@@ -399,8 +409,9 @@ def dense_retrieve(
     if not queries:
         raise ValueError("no queries to search for")
     query_ids = list(queries)
+    texts = [queries[qid] for qid in query_ids]
     vectors = encode_texts(
-        model, tokenizer, [queries[qid] for qid in query_ids], "queries", batch_size, show_progress=show_progress
+        model, tokenizer, texts, "queries", batch_size, show_progress=show_progress, max_batch_tokens=max_batch_tokens
     )
     if vectors.shape[1] != index.dim:
         raise ValueError(f"the model gives {vectors.shape[1]}-d vectors but the index holds {index.dim}-d vectors")

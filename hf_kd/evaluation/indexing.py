@@ -43,6 +43,7 @@ import numpy as np
 
 from ..files import atomic_folder, remove_staging_leftovers, write_json_atomic
 from ..jobs import model_files_fingerprint, open_work_folder
+from ..models.ranking_functions import resolve_max_batch_tokens
 from ..processes import JobProcesses, job_processes, lock_job_output
 from .dense import DenseIndex, encode_texts
 
@@ -138,6 +139,7 @@ def build_dense_index(
     index_shards: int = 1,
     fp16: bool = False,
     batch_size: int = 64,
+    max_batch_tokens: int | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
     device: str | None = None,
     source: str | os.PathLike | None = None,
@@ -157,6 +159,8 @@ def build_dense_index(
             searched together with an exact merge of their top-k (`DenseIndex.build`'s `num_shards`).
         fp16 (`bool`, *optional*, defaults to `False`): encode into float16 vectors.
         batch_size (`int`, *optional*, defaults to 64): passages per forward pass.
+        max_batch_tokens (`int`, *optional*): padded tokens per forward pass at most, passages x the batch's longest
+            (`None`: 2048 on a CPU, no cap elsewhere; 0: no cap; see `hf_kd.evaluation.encode_texts`).
         shard_size (`int`, *optional*, defaults to 100,000): passages per resumable shard.
         device (`str`, *optional*): torch device (CUDA when available by default).
         source (`str` or `os.PathLike`, *optional*): the file the collection was read from, for the manifest.
@@ -171,6 +175,7 @@ def build_dense_index(
     for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    resolve_max_batch_tokens(max_batch_tokens, "cpu")  # refuses a bad value before any work
     if not collection:
         raise ValueError("no passages to index")
     from .commands import load_model
@@ -186,7 +191,8 @@ def build_dense_index(
         shards = list(enumerate(range(0, len(collection), shard_size)))
         todo = processes.from_main(lambda: _open_work(work, manifest, overwrite, shards))
         texts, show = list(collection.values()), show_progress and processes.is_main
-        done = _encode_shards(model, tokenizer, texts, processes.share(todo), work, shard_size, batch_size, fp16, show)
+        batching = (batch_size, max_batch_tokens)
+        done = _encode_shards(model, tokenizer, texts, processes.share(todo), work, shard_size, batching, fp16, show)
         encoded = sum(processes.gather(done))
         built: dict[str, DenseIndex] = {}
 
@@ -207,12 +213,16 @@ def build_dense_index(
     return IndexBuildResult(out, built.get("index"), encoded, len(collection) - encoded, time.perf_counter() - started)
 
 
-def _encode_shards(model, tokenizer, texts, todo, work: Path, shard_size: int, batch_size: int, fp16, show) -> int:
-    """Encodes the shards `todo` (index, first passage) and writes each as it is done; returns the passages encoded."""
+def _encode_shards(model, tokenizer, texts, todo, work: Path, shard_size: int, batching, fp16, show) -> int:
+    """Encodes the shards `todo` (index, first passage) in batches of `batching` (batch size, token cap) and writes
+    each as it is done; returns the passages encoded."""
+    batch_size, max_batch_tokens = batching
     encoded = 0
     for shard, start in todo:
         shard_texts = texts[start : start + shard_size]
-        vectors = encode_texts(model, tokenizer, shard_texts, "passages", batch_size, fp16, show)
+        vectors = encode_texts(
+            model, tokenizer, shard_texts, "passages", batch_size, fp16, show, max_batch_tokens=max_batch_tokens
+        )
         _write_shard(_shard_path(work, shard), vectors)
         encoded += len(shard_texts)
     return encoded

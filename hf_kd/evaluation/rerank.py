@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..models.ranking_functions import inverse_permutation, token_budget_batches
+from ..models.ranking_functions import inverse_permutation, resolve_max_batch_tokens, token_budget_batches
 
 __all__ = [
     "check_run_inputs",
@@ -65,13 +65,24 @@ def check_run_inputs(candidates: dict[str, list[str]], queries: dict[str, str], 
         )
 
 
+def token_cap(max_batch_tokens: int | None) -> dict[str, int]:
+    """The keyword argument that passes a token cap on to a model's `score`, `encode_queries`, `encode_passages` or
+    `score_encoded`: none for `None` (the model's default), so that a model without the argument still works."""
+    return {} if max_batch_tokens is None else {"max_batch_tokens": max_batch_tokens}
+
+
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
 def encode_passage_cache(
-    model, tokenizer, passages: dict[str, str], batch_size: int = 64, show_progress: bool = True
+    model,
+    tokenizer,
+    passages: dict[str, str],
+    batch_size: int = 64,
+    show_progress: bool = True,
+    max_batch_tokens: int | None = None,
 ) -> dict:
     """Encodes every passage once and keeps its representation.
 
@@ -86,6 +97,8 @@ def encode_passage_cache(
         passages (`dict[str, str]`): passage id -> text.
         batch_size (`int`, *optional*, defaults to 64): passages per forward pass.
         show_progress (`bool`, *optional*, defaults to `True`): show a progress bar.
+        max_batch_tokens (`int`, *optional*): padded tokens per forward pass at most (`None`: 2048 on a CPU, no cap
+            elsewhere; 0: no cap; see `hf_kd.models.ranking_functions.resolve_max_batch_tokens`).
 
     Returns:
         `dict[str, EncodedBatch]`: passage id -> its 1-row representation.
@@ -94,7 +107,9 @@ def encode_passage_cache(
     cache = {}
     with tqdm(total=len(order), desc="Encoding passages", unit="passage", disable=not show_progress) as progress:
         for pids in _chunks(order, batch_size * ENCODE_CHUNK_BATCHES):
-            encoded = model.encode_passages([passages[pid] for pid in pids], tokenizer, batch_size=batch_size)
+            encoded = model.encode_passages(
+                [passages[pid] for pid in pids], tokenizer, batch_size=batch_size, **token_cap(max_batch_tokens)
+            )
             cache.update(zip(pids, encoded.unbind()))
             progress.update(len(pids))
     return cache
@@ -119,10 +134,14 @@ def length_sorted_batches(representations: Sequence, batch_size: int) -> tuple[l
     return batches, inverse_permutation([i for rows in rows_of_batches for i in rows])
 
 
-def score_cached(model, query, batches: Sequence, restore: torch.Tensor) -> torch.Tensor:
+def score_cached(
+    model, query, batches: Sequence, restore: torch.Tensor, max_batch_tokens: int | None = None
+) -> torch.Tensor:
     """`model.score_encoded` of one encoded query against batches from `length_sorted_batches`, in the order of
-    the representations the batches were built from."""
-    return torch.cat([model.score_encoded(query, batch) for batch in batches])[restore]
+    the representations the batches were built from (`max_batch_tokens`: the token cap of the models that run pairs
+    through transformer layers together, PreTT)."""
+    scores = [model.score_encoded(query, batch, **token_cap(max_batch_tokens)) for batch in batches]
+    return torch.cat(scores)[restore]
 
 
 def rerank(
@@ -135,6 +154,7 @@ def rerank(
     batch_size: int = 64,
     cache_passages: bool = True,
     show_progress: bool = True,
+    max_batch_tokens: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Re-ranks the `top_k` candidates of every query of a run with a zoo model.
 
@@ -156,13 +176,18 @@ def rerank(
         batch_size (`int`, *optional*, defaults to 64): texts or pairs per forward pass.
         cache_passages (`bool`, *optional*, defaults to `True`): reuse passage representations across queries.
         show_progress (`bool`, *optional*, defaults to `True`): show progress bars.
+        max_batch_tokens (`int`, *optional*): padded tokens per forward pass at most, texts or pairs x the batch's
+            longest (`None`: 2048 on a CPU, no cap elsewhere; 0: no cap; see
+            `hf_kd.models.ranking_functions.resolve_max_batch_tokens`).
 
     Returns:
         `dict[str, dict[str, float]]`: query id -> {passage id -> model score} for the top-`k` candidates.
 
     Raises:
-        ValueError: if the run is empty or names a query or passage without text.
+        ValueError: if the run is empty, names a query or passage without text, or `max_batch_tokens` is not an
+            integer >= 0.
     """
+    resolve_max_batch_tokens(max_batch_tokens, "cpu")  # refuses a bad value before any work
     candidates = top_candidates(run, top_k)
     check_run_inputs(candidates, queries, collection)
     query_ids = [qid for qid, pids in candidates.items() if pids]
@@ -171,20 +196,25 @@ def rerank(
     with torch.inference_mode():
         if cache_passages and getattr(model, "supports_caching", False):
             distinct = {pid: collection[pid] for qid in query_ids for pid in candidates[qid]}
-            cache = encode_passage_cache(model, tokenizer, distinct, batch_size, show_progress)
+            cache = encode_passage_cache(model, tokenizer, distinct, batch_size, show_progress, max_batch_tokens)
             encoded_queries = model.encode_queries(
-                [queries[qid] for qid in query_ids], tokenizer, batch_size=batch_size
+                [queries[qid] for qid in query_ids], tokenizer, batch_size=batch_size, **token_cap(max_batch_tokens)
             )
             for qid, query in zip(
                 tqdm(query_ids, desc="Re-ranking", unit="query", disable=not show_progress), encoded_queries.unbind()
             ):
                 batches, restore = length_sorted_batches([cache[pid] for pid in candidates[qid]], batch_size)
-                reranked[qid] = dict(zip(candidates[qid], score_cached(model, query, batches, restore).tolist()))
+                scores = score_cached(model, query, batches, restore, max_batch_tokens)
+                reranked[qid] = dict(zip(candidates[qid], scores.tolist()))
         else:
             for qid in tqdm(query_ids, desc="Re-ranking", unit="query", disable=not show_progress):
                 pids = candidates[qid]
                 scores = model.score(
-                    [queries[qid]] * len(pids), [collection[pid] for pid in pids], tokenizer, batch_size
+                    [queries[qid]] * len(pids),
+                    [collection[pid] for pid in pids],
+                    tokenizer,
+                    batch_size,
+                    **token_cap(max_batch_tokens),
                 )
                 reranked[qid] = dict(zip(pids, scores.tolist()))
     return reranked

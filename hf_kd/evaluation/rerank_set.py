@@ -70,7 +70,13 @@ class RerankSet:
         return {qid: {pid: self.run[qid][pid] for pid in pids} for qid, pids in self.candidates().items()}
 
     def rerank(
-        self, model, tokenizer, batch_size: int = 64, cache_passages: bool = True, show_progress: bool = False
+        self,
+        model,
+        tokenizer,
+        batch_size: int = 64,
+        cache_passages: bool = True,
+        show_progress: bool = False,
+        max_batch_tokens: int | None = None,
     ) -> dict[str, dict[str, float]]:
         """The candidates re-scored by a zoo `model` (see [`rerank`])."""
         return rerank(
@@ -83,6 +89,7 @@ class RerankSet:
             batch_size=batch_size,
             cache_passages=cache_passages,
             show_progress=show_progress,
+            max_batch_tokens=max_batch_tokens,
         )
 
     def evaluate(self, run: dict[str, dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..data.ir_files import read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run
 from ..data.writers import check_output_folder
+from ..evaluation.commands import add_max_batch_tokens_argument
 from .negatives import SAMPLING, find_positives, mine_hard_negatives, parse_rank_range
 from .output import OUTPUT_FORMATS, write_mined
 
@@ -80,6 +81,7 @@ def run_mine(args: argparse.Namespace) -> int:
         qrels_path=qrels_path,
         sources=sources,
         batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
         device=device,
         index=args.index,
         show_progress=processes.is_main,
@@ -206,5 +208,6 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder (or TSV file with triples-tsv)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--batch-size", type=int, default=64, help="texts or pairs per forward pass (default: 64)")
+    add_max_batch_tokens_argument(parser)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.set_defaults(func=run_mine)

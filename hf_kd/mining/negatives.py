@@ -12,6 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.errors import DataFormatError
+from ..models.ranking_functions import resolve_max_batch_tokens
 from .retrieval import retrieve_candidates
 
 SAMPLING = ("random", "top")
@@ -202,23 +203,26 @@ def _teacher_scores(
     queries: Mapping[str, str],
     collection: Mapping[str, str],
     pairs: list[tuple[str, str]],
-    batch_size: int,
+    batching: tuple[int, int | None],
     show_progress: bool,
     device: str | None,
     stats: MiningStats,
 ) -> dict[tuple[str, str], float]:
     """The teacher's score of every pair. Under `accelerate launch --num_processes N` each process scores every N-th
-    pair on its own device and every process gets all the scores; `stats` records the pairs of each process."""
+    pair on its own device and every process gets all the scores; `stats` records the pairs of each process.
+    `batching`: pairs per forward pass and the cap on padded tokens per forward pass."""
     from ..processes import JobProcesses, job_processes
     from ..teachers.scoring import score_pairs
 
     processes = JobProcesses(job_processes(device))
     share = processes.share(pairs)
+    batch_size, max_batch_tokens = batching
     scores = score_pairs(
         teacher,
         [queries[qid] for qid, _ in share],
         [collection[pid] for _, pid in share],
         batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
         show_progress_bar=show_progress and processes.is_main,
     )
     scored: dict[tuple[str, str], float] = {}
@@ -296,7 +300,7 @@ def _first_stage_candidates(
     collection: Mapping[str, str],
     positives: Mapping[str, list[str]],
     depth: int,
-    batch_size: int,
+    batching: tuple[int, int | None],
     device: str | None,
     index: str | os.PathLike | None,
     show_progress: bool,
@@ -307,12 +311,14 @@ def _first_stage_candidates(
     mined_queries = {qid: queries[qid] for qid in positives}
     if not mined_queries:
         return {}
+    batch_size, max_batch_tokens = batching
     return retrieve_candidates(
         retriever,
         mined_queries,
         collection,
         depth,
         batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
         device=device,
         index=index,
         show_progress=show_progress,
@@ -327,7 +333,7 @@ def _candidate_windows(
     collection: Mapping[str, str],
     positives: Mapping[str, list[str]],
     rank_range: tuple[int, int],
-    batch_size: int,
+    batching: tuple[int, int | None],
     device: str | None,
     index: str | os.PathLike | None,
     show_progress: bool,
@@ -337,7 +343,7 @@ def _candidate_windows(
     first stage, checked to have text in the collection."""
     if candidates is None:
         candidates = _first_stage_candidates(
-            retriever, queries, collection, positives, rank_range[1], batch_size, device, index, show_progress, stats
+            retriever, queries, collection, positives, rank_range[1], batching, device, index, show_progress, stats
         )
     windows = {qid: _window(candidates.get(qid, {}), rank_range) for qid in positives}
     unknown = sorted({pid for window in windows.values() for pid in window if pid not in collection})
@@ -353,7 +359,7 @@ def _score_positives_and_candidates(
     qrels: Mapping[str, Mapping[str, int]],
     positives: Mapping[str, list[str]],
     windows: Mapping[str, list[str]],
-    batch_size: int,
+    batching: tuple[int, int | None],
     show_progress: bool,
     device: str | None,
     stats: MiningStats,
@@ -363,7 +369,7 @@ def _score_positives_and_candidates(
     if teacher is None:
         return None
     pairs = [(q, p) for q in positives for p in [*positives[q], *_unjudged(windows[q], qrels.get(q, {}))]]
-    return _teacher_scores(teacher, queries, collection, pairs, batch_size, show_progress, device, stats)
+    return _teacher_scores(teacher, queries, collection, pairs, batching, show_progress, device, stats)
 
 
 def _mine_queries(positives, windows, qrels, collection, scores, options, stats, show_progress) -> list[MinedRow]:
@@ -402,6 +408,7 @@ def mine_hard_negatives(
     qrels_path: str | os.PathLike | None = None,
     sources: Mapping[str, str] | None = None,
     batch_size: int = 64,
+    max_batch_tokens: int | None = None,
     device: str | None = None,
     index: str | os.PathLike | None = None,
     show_progress: bool = True,
@@ -430,6 +437,9 @@ def mine_hard_negatives(
             text instead of failing (see [`find_positives`]).
         qrels_path, sources: the files named in errors (see [`find_positives`]).
         batch_size (`int`, *optional*, defaults to 64): texts or pairs per forward pass.
+        max_batch_tokens (`int`, *optional*): padded tokens per forward pass at most, texts or pairs x the batch's
+            longest, for a dense retriever and the teacher (`None`: 2048 on a CPU, no cap elsewhere; 0: no cap; see
+            `hf_kd.models.ranking_functions.resolve_max_batch_tokens`).
         device (`str`, *optional*): torch device of a dense retriever. Under `accelerate launch --num_processes N`
             the processes share the teacher's pairs (on CPUs where `device` is a CPU), and each gets all the scores.
         index (`str` or `os.PathLike`, *optional*): the `hf-kd index` folder of the dense retriever over this
@@ -440,6 +450,8 @@ def mine_hard_negatives(
         [`MiningResult`]: one row per positive that got at least one negative, in qrels order (positives by id).
     """
     _check_options(num_negatives, rank_range, sampling, margin, relative_margin, teacher)
+    resolve_max_batch_tokens(max_batch_tokens, "cpu")  # refuses a bad value before any work
+    batching = (batch_size, max_batch_tokens)
     options = {"num_negatives": num_negatives, "sampling": sampling, "seed": seed, "margins": (margin, relative_margin)}
     stats = MiningStats(
         parameters=_recorded_parameters(retriever, candidates, index, rank_range, min_grade, teacher, options)
@@ -461,14 +473,14 @@ def mine_hard_negatives(
         collection,
         positives,
         rank_range,
-        batch_size,
+        batching,
         device,
         index,
         show_progress,
         stats,
     )
     scores = _score_positives_and_candidates(
-        teacher, queries, collection, qrels, positives, windows, batch_size, show_progress, device, stats
+        teacher, queries, collection, qrels, positives, windows, batching, show_progress, device, stats
     )
     rows = _mine_queries(positives, windows, qrels, collection, scores, options, stats, show_progress)
     return MiningResult(rows, stats)

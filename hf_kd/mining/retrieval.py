@@ -15,7 +15,9 @@ import numpy as np
 class _SentenceTransformerEncoder:
     """A sentence-transformers bi-encoder behind the `encode_queries` / `encode_passages` interface of BERT_DOT that
     `hf_kd.evaluation.dense.encode_texts` calls; vectors are normalised for a cosine model, so that the inner
-    product of the faiss index is the model's similarity."""
+    product of the faiss index is the model's similarity. Texts are batched as the hf-kd models batch them: longest
+    first, at most `batch_size` texts and `max_batch_tokens` padded tokens per batch (the texts as the model tokenises
+    them, without a prompt the model may put before them)."""
 
     def __init__(self, model, name_or_path: str):
         similarity = model.similarity_fn_name or "cosine"
@@ -29,21 +31,44 @@ class _SentenceTransformerEncoder:
         self.normalize = similarity == "cosine"
         self.config = SimpleNamespace(architecture="SentenceTransformer")
 
-    def _encode(self, encode, texts: Sequence[str], batch_size: int) -> SimpleNamespace:
-        embeddings = encode(
-            list(texts),
-            batch_size=batch_size,
-            convert_to_tensor=True,
-            normalize_embeddings=self.normalize,
-            show_progress_bar=False,
-        )
-        return SimpleNamespace(embeddings=embeddings)
+    def _encode(self, encode, texts: Sequence[str], batch_size: int, max_batch_tokens: int | None) -> SimpleNamespace:
+        import torch
 
-    def encode_queries(self, texts: Sequence[str], tokenizer=None, batch_size: int = 64) -> SimpleNamespace:
-        return self._encode(getattr(self.model, "encode_query", self.model.encode), texts, batch_size)
+        from ..models.ranking_functions import inverse_permutation, resolve_max_batch_tokens, token_budget_batches
 
-    def encode_passages(self, texts: Sequence[str], tokenizer=None, batch_size: int = 64) -> SimpleNamespace:
-        return self._encode(getattr(self.model, "encode_document", self.model.encode), texts, batch_size)
+        texts = list(texts)
+        max_tokens = resolve_max_batch_tokens(max_batch_tokens, self.device)
+        if not max_tokens or not texts:  # sentence-transformers sorts by length and batches by `batch_size` itself
+            batches = [list(range(len(texts)))]
+        else:
+            lengths = self.model.tokenize(texts)["attention_mask"].sum(dim=1).tolist()
+            batches = token_budget_batches(lengths, batch_size, max_tokens)
+        parts = [
+            encode(
+                [texts[i] for i in rows],
+                batch_size=batch_size,
+                convert_to_tensor=True,
+                normalize_embeddings=self.normalize,
+                show_progress_bar=False,
+            )
+            for rows in batches
+        ]
+        if len(parts) == 1:
+            return SimpleNamespace(embeddings=parts[0])
+        order = inverse_permutation([i for rows in batches for i in rows]).to(parts[0].device)
+        return SimpleNamespace(embeddings=torch.cat(parts)[order])
+
+    def encode_queries(
+        self, texts: Sequence[str], tokenizer=None, batch_size: int = 64, max_batch_tokens: int | None = None
+    ) -> SimpleNamespace:
+        encode = getattr(self.model, "encode_query", self.model.encode)
+        return self._encode(encode, texts, batch_size, max_batch_tokens)
+
+    def encode_passages(
+        self, texts: Sequence[str], tokenizer=None, batch_size: int = 64, max_batch_tokens: int | None = None
+    ) -> SimpleNamespace:
+        encode = getattr(self.model, "encode_document", self.model.encode)
+        return self._encode(encode, texts, batch_size, max_batch_tokens)
 
 
 def load_dense_encoder(name_or_path: str | os.PathLike, device: str | None = None):
@@ -85,6 +110,7 @@ def retrieve_candidates(
     k: int,
     *,
     batch_size: int = 64,
+    max_batch_tokens: int | None = None,
     device: str | None = None,
     index: str | os.PathLike | None = None,
     show_progress: bool = True,
@@ -102,6 +128,8 @@ def retrieve_candidates(
         queries, collection: query id -> text, passage id -> text.
         k (`int`): passages per query.
         batch_size (`int`, *optional*, defaults to 64): texts per forward pass of a dense model.
+        max_batch_tokens (`int`, *optional*): padded tokens per forward pass of a dense model at most (`None`: 2048
+            on a CPU, no cap elsewhere; 0: no cap; see `hf_kd.evaluation.encode_texts`).
         device (`str`, *optional*): torch device of a dense model.
         index (`str` or `os.PathLike`, *optional*): a folder written by `hf-kd index` (`build_dense_index`) with the
             dense `retriever` over this `collection`; it is searched instead of encoding the collection again
@@ -136,7 +164,9 @@ def retrieve_candidates(
         if not my_queries:
             return {}
         dense_index = dense_index.for_device(model.device)  # this process's GPU with a GPU build of faiss
-        return dense_retrieve(model, tokenizer, dense_index, my_queries, k, batch_size, show_progress=show_progress)
+        return dense_retrieve(
+            model, tokenizer, dense_index, my_queries, k, batch_size, show_progress, max_batch_tokens=max_batch_tokens
+        )
 
     if index is not None:
         from ..evaluation.indexing import check_index_build
@@ -147,7 +177,10 @@ def retrieve_candidates(
     model, tokenizer = load_dense_encoder(retriever, processes.device or device)
     ids = list(collection)
     mine = processes.share(ids)
-    vectors = encode_texts(model, tokenizer, [collection[pid] for pid in mine], "passages", batch_size, show_progress)
+    texts = [collection[pid] for pid in mine]
+    vectors = encode_texts(
+        model, tokenizer, texts, "passages", batch_size, show_progress=show_progress, max_batch_tokens=max_batch_tokens
+    )
     dense_index = DenseIndex.build(_interleaved(processes.gather(vectors), len(ids)), ids, "Flat")
     return _merged_runs(processes, queries, search(model, tokenizer, dense_index), len(mine), record)
 

@@ -30,7 +30,7 @@ from .ranking_functions import (
     token_budget_batches,
     token_counts,
 )
-from .sentence_transformers_layout import write_sentence_transformers_files
+from .sentence_transformers_layout import file_versions, give_plain_file_modes, write_sentence_transformers_files
 
 # --------------------------------------------------------------------------------------------------------------------
 # Backbone
@@ -274,13 +274,16 @@ class RankingPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, tokenizer=None, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors, config with `auto_map`, the modeling code), plus the
         tokenizer when given and the sentence-transformers files where the architecture has them, so the folder is
-        a complete checkpoint."""
+        a complete checkpoint. Every file written gets the mode a plain `open()` gives under the user's umask
+        (safetensors writes the weights through a private temporary file, mode 0o600)."""
+        is_main_process = kwargs.get("is_main_process", True)
+        before = file_versions(save_directory) if is_main_process else {}
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if tokenizer is not None:
             tokenizer.save_pretrained(save_directory)
-        is_main_process = kwargs.get("is_main_process", True)
         if is_main_process:
             write_sentence_transformers_files(self, save_directory)
+            give_plain_file_modes(save_directory, before)
         return result
 
 

@@ -3,14 +3,18 @@ folder loadable by sentence-transformers as well (`SentenceTransformer`, `CrossE
 
 Each layout is a function of the model's config, keyed by its `model_type`; `RankingPreTrainedModel.save_pretrained`
 writes them with `write_sentence_transformers_files`. Only the standard library: this file is copied with the
-modeling code into every checkpoint folder.
+modeling code into every checkpoint folder, so it also holds the folder's own file helpers: an atomic JSON writer
+whose files get the mode a plain `open()` gives under the user's umask, and [`give_plain_file_modes`], which gives
+that mode to the files a library wrote through a private temporary file (safetensors writes `model.safetensors`
+with mode 0o600).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Callable
 from typing import Any
 
@@ -165,10 +169,26 @@ def sentence_transformers_files(config: RankingConfig) -> Layout:
     return {} if builder is None else builder(config)
 
 
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _open_new_file(folder: str, suffix: str) -> tuple[int, str]:
+    """Opens a new file `folder/.<random><suffix>` for writing, with the mode a plain `open()` gives (0o666 less the
+    umask; `tempfile.mkstemp` would give 0o600, kept by the rename into place)."""
+    for _ in range(10_000):
+        path = os.path.join(folder, f".{secrets.token_hex(6)}{suffix}")
+        try:
+            return os.open(path, _NEW_FILE_FLAGS, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name .*{suffix} in {folder}")
+
+
 def write_json_atomic(path: str, content: Any) -> None:
-    """Writes JSON through a temporary file in the same folder, so a crash never leaves a half-written file."""
+    """Writes JSON through a temporary file in the same folder, so a crash never leaves a half-written file; the file
+    gets the mode a plain `open()` gives under the current umask."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+    fd, tmp = _open_new_file(os.path.dirname(path) or ".", ".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(content, f, indent=2)
@@ -176,6 +196,47 @@ def write_json_atomic(path: str, content: Any) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def file_versions(folder: str | os.PathLike) -> dict[str, tuple[int, int]]:
+    """(inode, modification time) of each file directly in `folder` (none when it does not exist): what
+    [`give_plain_file_modes`] compares with to find the files written since."""
+    if not os.path.isdir(folder):
+        return {}
+    with os.scandir(folder) as entries:
+        return {
+            entry.path: (info.st_ino, info.st_mtime_ns)
+            for entry in entries
+            if entry.is_file(follow_symlinks=False)
+            for info in [entry.stat(follow_symlinks=False)]
+        }
+
+
+def _plain_file_mode(folder: str | os.PathLike) -> int:
+    """The permission bits a file created with a plain `open()` gets in `folder` (the umask, or the folder's default
+    ACL), read from a probe file that is removed at once."""
+    fd, probe = _open_new_file(os.fspath(folder), ".mode")
+    try:
+        return stat.S_IMODE(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+
+
+def give_plain_file_modes(folder: str | os.PathLike, before: dict[str, tuple[int, int]]) -> list[str]:
+    """Gives the files directly in `folder` that were created or replaced since [`file_versions`] returned `before`
+    the mode a plain `open()` gives there, where theirs differs (a file written through `tempfile` is 0o600 whatever
+    the umask); returns the paths changed."""
+    changed = []
+    mode = None
+    for path, version in file_versions(folder).items():
+        if before.get(path) == version:
+            continue
+        mode = _plain_file_mode(folder) if mode is None else mode
+        if stat.S_IMODE(os.stat(path, follow_symlinks=False).st_mode) != mode:
+            os.chmod(path, mode)
+            changed.append(path)
+    return changed
 
 
 def write_sentence_transformers_files(model_or_config, save_directory: str | os.PathLike) -> list[str]:
@@ -194,6 +255,8 @@ __all__ = [
     "bert_dot_layout",
     "colbert_chat_template",
     "colbert_layout",
+    "file_versions",
+    "give_plain_file_modes",
     "sentence_transformers_files",
     "write_json_atomic",
     "write_sentence_transformers_files",
