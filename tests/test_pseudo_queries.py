@@ -63,7 +63,8 @@ def test_every_method_is_deterministic_by_seed_and_maps_queries_to_their_documen
         assert max(lengths) <= 6 and all(len(set(q.lower().split())) == len(q.split()) for q in first.queries.values())
     if method == "title":
         assert len(first.queries) <= 400 and all(
-            first.queries[q] in " ".join(scifact_small[d].title.split()) and len(first.queries[q]) >= len(scifact_small[d].title) - 3
+            first.queries[q] in " ".join(scifact_small[d].title.split())
+            and len(first.queries[q]) >= len(scifact_small[d].title) - 3
             for q, d in first.sources.items()
         )
     if method != "title":
@@ -133,14 +134,31 @@ def _tiny_t5(folder, tokenizer, always_end: bool = False):
     return str(folder)
 
 
-def test_a_generator_writes_queries_deterministically_and_an_empty_one_fails_clearly(tmp_path, tokenizer,
-                                                                                     scifact_small):  # fmt: skip
+def test_a_generator_writes_queries_deterministically_and_an_empty_one_fails_clearly(
+    tmp_path, tokenizer, scifact_small
+):
     documents = dict(list(scifact_small.items())[:6])
     generator = _tiny_t5(tmp_path / "t5", tokenizer)
-    first = make_pseudo_queries(documents, "generator", per_doc=2, generator=generator, generator_max_length=8,
-                                generator_batch_size=4, seed=1, show_progress=False)  # fmt: skip
-    again = make_pseudo_queries(documents, "generator", per_doc=2, generator=generator, generator_max_length=8,
-                                generator_batch_size=4, seed=1, show_progress=False)  # fmt: skip
+    first = make_pseudo_queries(
+        documents,
+        "generator",
+        per_doc=2,
+        generator=generator,
+        generator_max_length=8,
+        generator_batch_size=4,
+        seed=1,
+        show_progress=False,
+    )
+    again = make_pseudo_queries(
+        documents,
+        "generator",
+        per_doc=2,
+        generator=generator,
+        generator_max_length=8,
+        generator_batch_size=4,
+        seed=1,
+        show_progress=False,
+    )
     assert first.queries == again.queries and len(first.queries) >= 6
     assert set(first.sources.values()) <= set(documents)
     silent = _tiny_t5(tmp_path / "silent", tokenizer, always_end=True)
@@ -150,8 +168,22 @@ def test_a_generator_writes_queries_deterministically_and_an_empty_one_fails_cle
 
 def test_the_command_writes_queries_sources_and_counts(tmp_path, ci_data, scifact_small):
     out = tmp_path / "pq"
-    code = main(["data", "pseudo-queries", "--corpus", str(ci_data / "scifact-small"), "--method", "span",
-                 "--per-doc", "2", "--seed", "5", "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "data",
+            "pseudo-queries",
+            "--corpus",
+            str(ci_data / "scifact-small"),
+            "--method",
+            "span",
+            "--per-doc",
+            "2",
+            "--seed",
+            "5",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     queries = dict(line.split("\t") for line in (out / "queries.tsv").read_text().splitlines())
     sources = read_query_sources(out)

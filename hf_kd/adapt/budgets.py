@@ -98,8 +98,15 @@ class AdaptBudget:
             raise ValueError(f"bf16 must be auto, true or false, got {self.bf16!r}")
         if self.backbone_dropout is not None and not 0.0 <= self.backbone_dropout < 1.0:
             raise ValueError(f"backbone_dropout must be in [0, 1), got {self.backbone_dropout}")
-        for name in ("queries_per_doc", "pairs_per_query", "steps", "batch_size", "max_passage_length",
-                     "teacher_max_length", "eval_top_k"):  # fmt: skip
+        for name in (
+            "queries_per_doc",
+            "pairs_per_query",
+            "steps",
+            "batch_size",
+            "max_passage_length",
+            "teacher_max_length",
+            "eval_top_k",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.bm25_candidates < 1 and self.dense_candidates < 1:

@@ -138,8 +138,10 @@ def evaluate_adaptation(run) -> dict[str, Any]:
             dense[qid] = {vectors.ids[row]: score for row, score in top}
         return _measure(dense, None, eval_data, rel_threshold)
 
-    rows[f"start ({budget.teacher_max_length})"] = _kept(folder, "start-teacher-length",
-                                                         lambda: zero_shot(budget.teacher_max_length))  # fmt: skip
+    if budget.teacher_max_length != budget.max_passage_length:  # the starting model as the teacher reads
+        rows[f"start ({budget.teacher_max_length} word pieces)"] = _kept(
+            folder, "start-teacher-length", lambda: zero_shot(budget.teacher_max_length)
+        )
     rows[BASELINE] = _kept(folder, "start", lambda: zero_shot(budget.max_passage_length))
     rows["teacher (BM25 + start)"] = _kept(folder, "teacher", teacher)
     for name, student_folder in run.students.items():
@@ -149,13 +151,21 @@ def evaluate_adaptation(run) -> dict[str, Any]:
             tokenizer = AutoTokenizer.from_pretrained(student_folder)
             if model.config.architecture == "bert_dot":
                 vectors = _CorpusVectors(model, tokenizer, corpus)
-                return _measure(vectors.retrieve(queries, k), vectors.rerank(queries, bm25_run), eval_data,
-                                rel_threshold)  # fmt: skip
+                return _measure(
+                    vectors.retrieve(queries, k), vectors.rerank(queries, bm25_run), eval_data, rel_threshold
+                )
             from ..evaluation.rerank_set import RerankSet
 
             needed = {p for cands in bm25_run.values() for p in cands}
-            rerank_set = RerankSet(queries, {p: corpus[p] for p in needed}, bm25_run, eval_data.qrels, top_k=k,
-                                   rel_threshold=rel_threshold, name=eval_data.name)  # fmt: skip
+            rerank_set = RerankSet(
+                queries,
+                {p: corpus[p] for p in needed},
+                bm25_run,
+                eval_data.qrels,
+                top_k=k,
+                rel_threshold=rel_threshold,
+                name=eval_data.name,
+            )
             return _measure(None, rerank_set.rerank(model, tokenizer), eval_data, rel_threshold)
 
         rows[name] = _kept(folder, name, student)
@@ -189,8 +199,10 @@ def summarise(rows: dict[str, dict[str, Any]], run) -> list[dict[str, Any]]:
         for (architecture, setting), names in groups.items():
             measured = [rows[n]["per_query_ndcg@10"][kind] for n in names if kind in rows[n]["per_query_ndcg@10"]]
             if measured:
-                means[(architecture, setting)] = (_seed_mean(measured), [float(np.mean(list(m.values())))
-                                                                         for m in measured])  # fmt: skip
+                means[(architecture, setting)] = (
+                    _seed_mean(measured),
+                    [float(np.mean(list(m.values()))) for m in measured],
+                )
         start = rows[BASELINE]["per_query_ndcg@10"][kind]
         for (architecture, setting), (per_query, seed_means) in means.items():
             line = {

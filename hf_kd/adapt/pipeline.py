@@ -150,8 +150,11 @@ def prepare_queries(run: Adaptation) -> None:
     held_out = run.eval_data
     if held_out is not None:
         eval_texts = {" ".join(t.lower().split()) for t in held_out.queries.values()}
-        kept = {q: t for q, t in queries.items() if q not in held_out.queries and " ".join(t.lower().split())
-                not in eval_texts}  # fmt: skip
+        kept = {
+            q: t
+            for q, t in queries.items()
+            if q not in held_out.queries and " ".join(t.lower().split()) not in eval_texts
+        }
         stats["dropped_evaluation_queries"] = len(queries) - len(kept)
         queries = kept
     if budget.max_queries is not None and len(queries) > budget.max_queries:
@@ -183,8 +186,10 @@ def retrieve_candidates_stage(run: Adaptation) -> dict[str, dict[str, dict[str, 
 
     folder, budget = run.out / "candidates", run.budget
     runs = {}
-    for name, retriever, k in ((LEXICAL_TEACHER, "bm25", budget.bm25_candidates),
-                               ("dense", run.start_model, budget.dense_candidates)):  # fmt: skip
+    for name, retriever, k in (
+        (LEXICAL_TEACHER, "bm25", budget.bm25_candidates),
+        ("dense", run.start_model, budget.dense_candidates),
+    ):
         path = folder / f"{name}.trec"
         if k < 1:
             continue
@@ -213,9 +218,15 @@ def build_pairs(run: Adaptation, candidates: dict[str, dict[str, dict[str, float
         if not pairs:
             raise ValueError("no query has two candidates: nothing for a teacher to label")
         _write_triples(path, [(run.queries[q], run.corpus[a], run.corpus[b]) for q, a, b in pairs])
-        write_json_atomic(run.out / "pairs.json", {"pairs": len(pairs), "queries": stats.queries,
-                                                   "short_of_pairs": stats.short_of_pairs,
-                                                   "without_two_candidates": stats.queries_without_negative})  # fmt: skip
+        write_json_atomic(
+            run.out / "pairs.json",
+            {
+                "pairs": len(pairs),
+                "queries": stats.queries,
+                "short_of_pairs": stats.short_of_pairs,
+                "without_two_candidates": stats.queries_without_negative,
+            },
+        )
     if "twin" in budget.settings and run.sources and not (run.out / "twin_triples.parquet").is_file():
         rng = random.Random(budget.seed)
         bm25 = candidates.get(LEXICAL_TEACHER, {})
@@ -374,8 +385,9 @@ def _run(corpus, out, budget, queries, queries_split, eval_split, eval_queries, 
     _check_same_job(run, out)
     run.eval_data = read_eval_data(run.corpus_path, documents, eval_split, eval_queries, qrels, budget.max_eval_queries)
     stage("queries", lambda: prepare_queries(run))
-    _log(f"{len(run.queries)} training queries" + (f", {len(run.sources)} with a source document" if run.sources
-                                                   else ""))  # fmt: skip
+    _log(
+        f"{len(run.queries)} training queries" + (f", {len(run.sources)} with a source document" if run.sources else "")
+    )
     candidates = stage("candidates", lambda: retrieve_candidates_stage(run))
     pairs = stage("pairs", lambda: build_pairs(run, candidates))
     stage("teacher_scores", lambda: label_pairs(run, pairs))
@@ -410,8 +422,11 @@ def _timings(out: Path, stage_seconds: dict[str, float], wall_time_s: float) -> 
     for invocation in invocations:
         for name, seconds in invocation["stage_seconds"].items():
             totals[name] = round(totals.get(name, 0.0) + seconds, 2)
-    return {"stage_seconds": totals, "wall_time_s": round(sum(i["wall_time_s"] for i in invocations), 2),
-            "invocations": invocations}  # fmt: skip
+    return {
+        "stage_seconds": totals,
+        "wall_time_s": round(sum(i["wall_time_s"] for i in invocations), 2),
+        "invocations": invocations,
+    }
 
 
 # settings that only add work to a finished folder, never change what is in it

@@ -19,6 +19,17 @@ def _cell(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def _model_label(path: str) -> str:
+    from ..pretrained import minilm_path
+
+    try:
+        if str(path) == str(minilm_path()):
+            return "all-MiniLM-L6-v2"
+    except (ImportError, FileNotFoundError):
+        pass
+    return str(path)
+
+
 def write_adaptation_report(results: dict[str, Any]) -> str:
     budget, queries, pairs = results["budget"], results["queries"], results["pairs"]
     made = f"{queries.get('method')} pseudo-queries" if "method" in queries else f"queries of {queries.get('source')}"
@@ -26,7 +37,7 @@ def write_adaptation_report(results: dict[str, Any]) -> str:
         f"# Adaptation to {results['corpus']} ({results['documents']} documents), budget `{budget['name']}`",
         "",
         f"- training queries: {queries['queries']} ({made}); pairs labelled: {pairs['pairs']}",
-        f"- students: {', '.join(budget['students'])} from {results['start_model']}, {budget['steps']} steps of "
+        f"- students: {', '.join(budget['students'])} from {_model_label(results['start_model'])}, {budget['steps']} steps of "
         f"{budget['batch_size']} pairs, learning rate {budget['learning_rate']}, {budget['max_passage_length']} word "
         f"pieces, {'bfloat16' if results['bf16'] else 'float32'}, dropout "
         f"{'of the backbone' if budget['backbone_dropout'] is None else budget['backbone_dropout']}, seeds "
@@ -43,12 +54,17 @@ def write_adaptation_report(results: dict[str, Any]) -> str:
     lines += [
         f"## {evaluation['eval_set']}: {evaluation['num_queries']} judged queries",
         "",
+        "`start` is the students' starting point as they read passages "
+        f"({budget['max_passage_length']} word pieces). "
         "Dense: the whole corpus, exact search. Re-rank: BM25's top "
         f"{budget['eval_top_k']}. The teacher is measured as a ranker of the whole corpus (the union of its members' "
         "top lists); re-ranking students are not dense retrievers (–).",
         "",
-        "| model | " + " | ".join(f"dense {m}" for m in _METRICS) + " | " + " | ".join(f"re-rank {m}" for m in
-                                                                                 _METRICS) + " |",  # fmt: skip
+        "| model | "
+        + " | ".join(f"dense {m}" for m in _METRICS)
+        + " | "
+        + " | ".join(f"re-rank {m}" for m in _METRICS)
+        + " |",
         "|---|" + "---|" * (2 * len(_METRICS)),
     ]
     for name, metrics in evaluation["rows"].items():

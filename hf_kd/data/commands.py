@@ -212,7 +212,9 @@ def _add_pseudo_queries_parser(commands) -> None:
     parser.add_argument("--min-words", type=int, help="shortest query in words (span 4, keywords 3, sentence 5)")
     parser.add_argument("--max-words", type=int, help="longest query in words (span 12, keywords 6)")
     parser.add_argument("--max-documents", type=int, help="use the first documents only")
-    parser.add_argument("--generator", help="a seq2seq model folder or Hub id (e.g. a doc2query T5), for --method generator")
+    parser.add_argument(
+        "--generator", help="a seq2seq model folder or Hub id (e.g. a doc2query T5), for --method generator"
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="documents per generate call (default: 16)")
     parser.add_argument("--out", required=True, type=Path, help="the folder to write")
     parser.set_defaults(func=_run_pseudo_queries)

@@ -191,8 +191,9 @@ def make_pseudo_queries(
     counts = Counter()
     made: list[tuple[str, list[str]]] = []
     if method == "generator":
-        made = _generate(chosen, str(generator), per_doc, seed, generator_batch_size, generator_max_length, counts,
-                         show_progress)  # fmt: skip
+        made = _generate(
+            chosen, str(generator), per_doc, seed, generator_batch_size, generator_max_length, counts, show_progress
+        )
     else:
         idf = None
         if method == "keywords":
@@ -273,12 +274,14 @@ def _generate(
         batch = chosen[start : start + batch_size]
         # one seed per batch, from the seed and the batch's first document: reruns give the same queries
         torch.manual_seed(random.Random(f"{seed}/{batch[0][0]}").getrandbits(63))
-        inputs = tokenizer([d.full_text for _, d in batch], truncation=True, max_length=384, padding=True,
-                           return_tensors="pt")  # fmt: skip
+        inputs = tokenizer(
+            [d.full_text for _, d in batch], truncation=True, max_length=384, padding=True, return_tensors="pt"
+        )
         inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
         with torch.inference_mode():
-            output = model.generate(**inputs, do_sample=True, top_p=0.95, top_k=0, max_new_tokens=max_length,
-                                    num_return_sequences=per_doc)  # fmt: skip
+            output = model.generate(
+                **inputs, do_sample=True, top_p=0.95, top_k=0, max_new_tokens=max_length, num_return_sequences=per_doc
+            )
         texts = [_clean_query(t) for t in tokenizer.batch_decode(output, skip_special_tokens=True)]
         counts["empty_generations"] += sum(not t for t in texts)
         for i, (doc_id, _) in enumerate(batch):

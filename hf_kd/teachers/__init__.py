@@ -1,5 +1,5 @@
-"""Teachers: scoring triples with any ranker (cross-encoders, bi-encoders, hf-kd models, run files, BM25 over a corpus) or several,
-normalised mean ensembles, score-distribution analysis."""
+"""Teachers: scoring triples with any ranker (cross-encoders, bi-encoders, hf-kd models, run files, BM25 over a
+corpus) or several, normalised mean ensembles, score-distribution analysis."""
 
 from .analysis import analyze_scores, score_statistics
 from .base import Teacher

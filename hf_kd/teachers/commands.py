@@ -10,9 +10,9 @@ from ..data.writers import check_output_folder
 from ..files import naming_weight_files
 from ..processes import job_processes
 from .analysis import SUMMARY_FILENAME, analyze_scores
+from .bm25_teacher import BM25_PREFIX
 from .ensemble import NORMALIZATIONS, ensemble_score_datasets
 from .loading import load_teacher
-from .bm25_teacher import BM25_PREFIX
 from .run_teacher import RUN_PREFIX
 from .scoring import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_SIZE, MISSING_POLICIES, score_triples
 

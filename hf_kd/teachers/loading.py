@@ -33,8 +33,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 
 from ..models import MODEL_CLASSES
 from .base import Teacher
-from .first_token import FirstTokenScoring
 from .bm25_teacher import BM25_PREFIX, BM25Teacher
+from .first_token import FirstTokenScoring
 from .run_teacher import RUN_PREFIX, _load_run_teacher
 
 __all__ = [

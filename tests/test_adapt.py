@@ -1,0 +1,199 @@
+"""`hf-kd adapt` on SciFact's ci cut: BM25 as a teacher of any pair, the teacher ensemble, every stage, the controls,
+resuming, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from transformers import AutoModel
+
+from hf_kd.adapt import get_adapt_budget
+from hf_kd.adapt.evaluation import fuse
+from hf_kd.cli import main
+from hf_kd.data import ScoreDataset, read_beir
+from hf_kd.evaluation.bm25 import BM25Index
+from hf_kd.teachers import BM25Teacher, load_teacher, normalize_scores
+
+
+@pytest.fixture(scope="module")
+def scifact_small(ci_data):
+    return read_beir(ci_data / "scifact-small", split="test")
+
+
+def test_bm25_teacher_scores_any_pair_as_bm25_ranks_it(ci_data, scifact_small):
+    teacher = load_teacher(f"bm25:{ci_data / 'scifact-small'}")
+    assert isinstance(teacher, BM25Teacher) and teacher.describe()["documents"] == 400
+    queries = dict(list(scifact_small.queries.items())[:5])
+    ranked = BM25Index.build(scifact_small.corpus, show_progress=False).search(queries, k=400, show_progress=False)
+    for qid, text in queries.items():
+        pids = list(ranked[qid])[:10] + list(ranked[qid])[-3:]
+        scores = teacher.score([text] * len(pids), [scifact_small.corpus[p] for p in pids]).numpy()
+        np.testing.assert_allclose(scores, [ranked[qid][p] for p in pids], rtol=1e-5)
+    # a passage that matches no query word scores 0, as BM25 gives it
+    unmatched = next(p for p in scifact_small.corpus if p not in ranked[qid])
+    assert teacher.score([text], [scifact_small.corpus[unmatched]]).item() == 0.0
+    with pytest.raises(ValueError, match="the passage 'not a document of SciFact' is not in its corpus"):
+        teacher.score(["a query"], ["not a document of SciFact"])
+
+
+def test_the_ensemble_is_the_mean_of_per_query_z_scores_in_the_dense_units():
+    bm25 = np.array([[10.0, 0.0, 5.0, 1.0]])
+    dense = np.array([[0.2, 0.8, 0.5, 0.1]])
+    fused = fuse(bm25, dense, depth=2)[0]
+    union = [0, 1, 2]  # BM25's top 2 are rows 0 and 2, the dense top 2 rows 1 and 2
+    assert sorted(fused) == union
+    zb = (bm25[0, union] - bm25[0, union].mean()) / bm25[0, union].std()
+    zd = (dense[0, union] - dense[0, union].mean()) / dense[0, union].std()
+    expected = (zb + zd) / 2 * dense[0, union].std() + dense[0, union].mean()
+    np.testing.assert_allclose([fused[r] for r in union], expected)
+    # the same normalisation as the teacher-score datasets' query_zscore
+    pos, _ = normalize_scores(bm25[0, union], bm25[0, union], "query_zscore", groups=np.zeros(3))
+    np.testing.assert_allclose(pos, zb)
+
+
+def test_bad_budget_settings_are_refused():
+    with pytest.raises(ValueError, match="unknown budget 'huge'"):
+        get_adapt_budget("huge")
+    with pytest.raises(ValueError, match="unknown setting 'T1'"):
+        get_adapt_budget("ci", {"settings": ["T1"]})
+    with pytest.raises(ValueError, match="query_method must be one of"):
+        get_adapt_budget("ci", {"query_method": "cloze"})
+    with pytest.raises(ValueError, match="unknown budget settings \\['epochs'\\]"):
+        get_adapt_budget("ci", {"epochs": 2})
+    with pytest.raises(ValueError, match="backbone_dropout must be in"):
+        get_adapt_budget("ci", {"backbone_dropout": 1.5})
+
+
+@pytest.fixture(scope="module")
+def ci_adaptation(tmp_path_factory, ci_data):
+    out = tmp_path_factory.mktemp("adapt") / "ci"
+    code = main(["adapt", "--corpus", str(ci_data / "scifact-small"), "--budget", "ci", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_every_stage_runs_and_every_row_is_measured(ci_adaptation, ci_data):
+    results = json.loads((ci_adaptation / "results.json").read_text())
+    assert set(results["stage_seconds"]) == {
+        "queries",
+        "candidates",
+        "pairs",
+        "teacher_scores",
+        "students",
+        "evaluation",
+    }
+    queries = (ci_adaptation / "queries" / "queries.tsv").read_text().splitlines()
+    assert len(queries) == results["queries"]["queries"] > 90
+    test_queries = set(read_beir(ci_data / "scifact-small", split="test").queries.values())
+    assert not {line.split("\t")[1] for line in queries} & test_queries
+    scores = ScoreDataset.open(ci_adaptation / "teacher_scores")
+    assert scores.teachers == ["bm25", "minilm"]
+    assert scores.num_rows == results["pairs"]["pairs"]
+    rows = results["evaluation"]["rows"]
+    for name in (
+        "BM25",
+        "start",
+        "teacher (BM25 + start)",
+        "bert_dot-teacher-s42",
+        "bert_dot-self-s42",
+        "bert_dot-twin-s42",
+    ):
+        assert 0.0 < rows[name].get("dense", rows[name].get("rerank"))["nDCG@10"] <= 1.0
+    # the teacher ensemble ranks better than the start on the ci cut too
+    assert rows["teacher (BM25 + start)"]["dense"]["nDCG@10"] > rows["start"]["dense"]["nDCG@10"]
+    settings = {(line["setting"], line["retrieval"]) for line in results["evaluation"]["summary"]}
+    assert settings == {(s, r) for s in ("teacher", "self", "twin") for r in ("dense", "rerank")}
+    teacher_line = next(line for line in results["evaluation"]["summary"] if line["setting"] == "teacher")
+    assert set(teacher_line["comparisons"]) == {"start", "self", "twin"}
+    tables = (ci_adaptation / "tables.md").read_text()
+    assert "self control" in tables and "no-teacher twin" in tables and "p=" in tables
+    # the students are ordinary checkpoints, trained in the precision the summary records
+    model = AutoModel.from_pretrained(ci_adaptation / "students" / "bert_dot-teacher-s42")
+    assert model.config.architecture == "bert_dot"
+    summary = json.loads((ci_adaptation / "students" / "bert_dot-teacher-s42" / "train_summary.json").read_text())
+    assert summary["arguments"]["training"]["bf16"] == results["bf16"]
+
+
+def test_a_rerun_resumes_without_work_and_another_budget_is_refused(ci_adaptation, ci_data, capsys):
+    before = json.loads((ci_adaptation / "results.json").read_text())
+    assert (
+        main(["adapt", "--corpus", str(ci_data / "scifact-small"), "--budget", "ci", "--out", str(ci_adaptation)]) == 0
+    )
+    after = json.loads((ci_adaptation / "results.json").read_text())
+    assert after["evaluation"]["rows"] == before["evaluation"]["rows"]
+    assert len(after["invocations"]) == 2 and after["invocations"][1]["wall_time_s"] < 30
+    capsys.readouterr()
+    code = main(
+        [
+            "adapt",
+            "--corpus",
+            str(ci_data / "scifact-small"),
+            "--budget",
+            "ci",
+            "--set",
+            "steps=7",
+            "--out",
+            str(ci_adaptation),
+        ]
+    )
+    assert code == 1
+    assert "holds another adaptation (budget.steps: 6 -> 7)" in capsys.readouterr().err
+
+
+def test_a_query_log_is_used_as_it_is_and_evaluation_queries_are_kept_out(tmp_path, ci_data, scifact_small):
+    log = tmp_path / "log.tsv"
+    test_queries = list(scifact_small.queries.items())
+    train = read_beir(ci_data / "scifact-small", split="train").queries
+    rows = list(train.items())[:12] + test_queries[:3]  # three evaluation queries leaked into the log
+    log.write_text("".join(f"{q}\t{t}\n" for q, t in rows))
+    out = tmp_path / "log-run"
+    code = main(
+        [
+            "adapt",
+            "--corpus",
+            str(ci_data / "scifact-small"),
+            "--queries",
+            str(log),
+            "--budget",
+            "ci",
+            "--set",
+            "settings=[teacher]",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["queries"]["given"] == 15 and results["queries"]["dropped_evaluation_queries"] == 3
+    assert results["queries"]["queries"] == 12 and not (out / "twin_triples.parquet").exists()
+    assert {line["setting"] for line in results["evaluation"]["summary"]} == {"teacher"}
+
+
+def test_bad_input_fails_in_one_line(tmp_path, ci_data, capsys):
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    assert main(["adapt", "--corpus", str(empty), "--budget", "ci", "--out", str(tmp_path / "a")]) == 1
+    assert "empty.tsv: the corpus holds no document" in capsys.readouterr().err
+    duplicate = tmp_path / "duplicate.tsv"
+    duplicate.write_text("d1\tsome text here\nd1\tother text\n")
+    assert main(["adapt", "--corpus", str(duplicate), "--budget", "ci", "--out", str(tmp_path / "b")]) == 1
+    assert "duplicate.tsv, line 2: duplicate pid 'd1'" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "adapt",
+                "--corpus",
+                str(ci_data / "scifact-small"),
+                "--eval-queries",
+                str(empty),
+                "--budget",
+                "ci",
+                "--out",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 1
+    )
+    assert "pass both --eval-queries and --qrels" in capsys.readouterr().err
