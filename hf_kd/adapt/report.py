@@ -37,11 +37,11 @@ def write_adaptation_report(results: dict[str, Any]) -> str:
         f"# Adaptation to {results['corpus']} ({results['documents']} documents), budget `{budget['name']}`",
         "",
         f"- training queries: {queries['queries']} ({made}); pairs labelled: {pairs['pairs']}",
-        f"- students: {', '.join(budget['students'])} from {_model_label(results['start_model'])}, {budget['steps']} steps of "
-        f"{budget['batch_size']} pairs, learning rate {budget['learning_rate']}, {budget['max_passage_length']} word "
-        f"pieces, {'bfloat16' if results['bf16'] else 'float32'}, dropout "
-        f"{'of the backbone' if budget['backbone_dropout'] is None else budget['backbone_dropout']}, seeds "
-        f"{budget['seeds']}",
+        f"- students: {', '.join(budget['students'])} from {_model_label(results['start_model'])}, "
+        f"{budget['steps']} steps of {budget['batch_size']} pairs, learning rate {budget['learning_rate']}, "
+        f"{budget['max_passage_length']} word pieces, {'bfloat16' if results['bf16'] else 'float32'}, dropout "
+        f"{'of the backbone' if budget['backbone_dropout'] is None else budget['backbone_dropout']}, "
+        f"seeds {budget['seeds']}",
         f"- time: {results['wall_time_s'] / 60:.1f} min ("
         + ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in results["stage_seconds"].items())
         + ")",
