@@ -38,6 +38,30 @@ def test_bm25_teacher_scores_any_pair_as_bm25_ranks_it(ci_data, scifact_small):
         teacher.score(["a query"], ["not a document of SciFact"])
 
 
+def test_vectors_encoded_once_score_as_the_sentence_transformer_does(scifact_small, minilm_path):
+    from hf_kd.adapt.vectors import CorpusVectors, start_encoder
+    from hf_kd.teachers.vector_teacher import VectorTeacher
+
+    corpus = dict(list(scifact_small.corpus.items())[:40])
+    queries = dict(list(scifact_small.queries.items())[:4])
+    vectors = CorpusVectors(*start_encoder(minilm_path, 128, special_tokens_included=True), corpus)
+    teacher = VectorTeacher(
+        minilm_path,
+        dict(zip(queries.values(), vectors.query_vectors(queries))),
+        vectors.vectors,
+        list(corpus.values()),
+        max_length=128,
+        name="minilm",
+    )
+    reference = load_teacher(minilm_path, max_length=128)
+    pairs_q = [q for q in queries.values() for _ in range(10)]
+    pairs_p = [corpus[d] for d in list(corpus)[:10]] * len(queries)
+    np.testing.assert_allclose(teacher.score(pairs_q, pairs_p), reference.score(pairs_q, pairs_p), atol=2e-5)
+    assert teacher.describe()["kind"] == "bi_encoder_vectors"
+    with pytest.raises(ValueError, match="no vector for the passage 'elsewhere'"):
+        teacher.score([pairs_q[0]], ["elsewhere"])
+
+
 def test_the_ensemble_is_the_mean_of_per_query_z_scores_in_the_dense_units():
     bm25 = np.array([[10.0, 0.0, 5.0, 1.0]])
     dense = np.array([[0.2, 0.8, 0.5, 0.1]])

@@ -17,6 +17,7 @@ import numpy as np
 from ..evaluation.metrics import evaluate_run
 from ..evaluation.significance import paired_test
 from ..files import write_json_atomic
+from .vectors import CorpusVectors, start_encoder
 
 BASELINE = "start"
 """The student's exact starting point (the starting model at the students' passage length)."""
@@ -42,47 +43,6 @@ def _kept(folder: Path, name: str, compute) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, result)
     return result
-
-
-class _CorpusVectors:
-    """A single-vector model's vectors of the whole corpus, searched exactly with faiss, and its scores of any
-    (query, document) pair from the same vectors."""
-
-    def __init__(self, model, tokenizer, corpus: dict[str, str]):
-        from ..evaluation.dense import DenseIndex, encode_texts
-
-        self.model, self.tokenizer = model, tokenizer
-        self.ids = list(corpus)
-        self.rows = {doc_id: row for row, doc_id in enumerate(self.ids)}
-        self.vectors = encode_texts(model, tokenizer, [corpus[d] for d in self.ids], "passages", batch_size=64)
-        self.index = DenseIndex.build(self.vectors, self.ids)
-
-    def query_vectors(self, queries: dict[str, str]) -> np.ndarray:
-        from ..evaluation.dense import encode_texts
-
-        return encode_texts(self.model, self.tokenizer, list(queries.values()), "queries", show_progress=False)
-
-    def retrieve(self, queries: dict[str, str], k: int = 100) -> dict[str, dict[str, float]]:
-        scores, ids = self.index.search(self.query_vectors(queries), k)
-        return {q: {p: float(s) for p, s in zip(ids[i], scores[i])} for i, q in enumerate(queries)}
-
-    def all_scores(self, queries: dict[str, str]) -> np.ndarray:
-        return self.query_vectors(queries) @ self.vectors.T
-
-    def rerank(self, queries: dict[str, str], candidates: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        scores = self.all_scores(queries)
-        return {q: {p: float(scores[i, self.rows[p]]) for p in candidates.get(q, {})} for i, q in enumerate(queries)}
-
-
-def _bert_dot(start_model: str, max_passage_length: int):
-    from transformers import AutoTokenizer
-
-    from .. import model_class_for
-
-    model = model_class_for("bert_dot").from_backbone(
-        start_model, pooling="mean", normalize_embeddings=True, max_passage_length=max_passage_length
-    )
-    return model.eval(), AutoTokenizer.from_pretrained(start_model)
 
 
 def fuse(
@@ -124,11 +84,14 @@ def evaluate_adaptation(run) -> dict[str, Any]:
     rows["BM25"] = _kept(folder, "BM25", lambda: _measure(bm25_run, bm25_run, eval_data, rel_threshold))
 
     def zero_shot(length: int) -> dict[str, Any]:
-        vectors = _CorpusVectors(*_bert_dot(run.start_model, length), corpus)
+        # at the teacher's length these are the vectors the candidates were drawn from: read back, not encoded
+        teacher_length = length == budget.teacher_max_length
+        cache = run.start_vectors_path if teacher_length else None
+        vectors = CorpusVectors(*start_encoder(run.start_model, length, teacher_length), corpus, cache)
         return _measure(vectors.retrieve(queries, k), vectors.rerank(queries, bm25_run), eval_data, rel_threshold)
 
     def teacher() -> dict[str, Any]:
-        vectors = _CorpusVectors(*_bert_dot(run.start_model, budget.teacher_max_length), corpus)
+        vectors = run.start_vectors()
         lexical = BM25Teacher(corpus, name="bm25")
         bm25_scores = np.stack([lexical._query_scores(text) for text in queries.values()])
         fused = fuse(bm25_scores, vectors.all_scores(queries), depth=k)
@@ -150,7 +113,7 @@ def evaluate_adaptation(run) -> dict[str, Any]:
             model = AutoModel.from_pretrained(student_folder).eval()
             tokenizer = AutoTokenizer.from_pretrained(student_folder)
             if model.config.architecture == "bert_dot":
-                vectors = _CorpusVectors(model, tokenizer, corpus)
+                vectors = CorpusVectors(model, tokenizer, corpus)
                 return _measure(
                     vectors.retrieve(queries, k), vectors.rerank(queries, bm25_run), eval_data, rel_threshold
                 )

@@ -72,6 +72,17 @@ class Adaptation:
     def scores_dir(self) -> Path:
         return self.out / "teacher_scores"
 
+    @property
+    def start_vectors_path(self) -> Path:
+        """The starting model's vectors of the corpus at the teacher's length (dense candidates and teacher)."""
+        return self.out / "candidates" / "start_vectors.npy"
+
+    def start_vectors(self):
+        from .vectors import CorpusVectors, start_encoder
+
+        encoder = start_encoder(self.start_model, self.budget.teacher_max_length, special_tokens_included=True)
+        return CorpusVectors(*encoder, self.corpus, self.start_vectors_path)
+
     def bf16(self) -> bool:
         if self.budget.bf16 != "auto":
             return self.budget.bf16 == "true"
@@ -173,29 +184,24 @@ def prepare_queries(run: Adaptation) -> None:
     run.queries, run.sources = queries, {q: sources[q] for q in queries if q in sources}
 
 
-def _dense_encoder(run: Adaptation):
-    from ..mining.retrieval import load_dense_encoder
-
-    return load_dense_encoder(run.start_model)
-
-
 def retrieve_candidates_stage(run: Adaptation) -> dict[str, dict[str, dict[str, float]]]:
-    """BM25's and the starting model's top k of every query over the whole corpus, kept as TREC runs."""
+    """BM25's and the starting model's top k of every query over the whole corpus, kept as TREC runs; the starting
+    model's corpus vectors are kept too (the dense teacher scores from them)."""
     from ..data.ir_files import read_run
-    from ..mining.retrieval import retrieve_candidates
+    from ..evaluation.bm25 import BM25Index
 
     folder, budget = run.out / "candidates", run.budget
     runs = {}
-    for name, retriever, k in (
-        (LEXICAL_TEACHER, "bm25", budget.bm25_candidates),
-        ("dense", run.start_model, budget.dense_candidates),
-    ):
+    for name, k in ((LEXICAL_TEACHER, budget.bm25_candidates), ("dense", budget.dense_candidates)):
         path = folder / f"{name}.trec"
         if k < 1:
             continue
         if not path.is_file():
             _log(f"candidates: {name} top {k} of {len(run.queries)} queries over {len(run.corpus)} documents")
-            found = retrieve_candidates(retriever, run.queries, run.corpus, k)
+            if name == LEXICAL_TEACHER:
+                found = BM25Index.build(run.corpus).search(run.queries, k=k)
+            else:
+                found = run.start_vectors().retrieve(run.queries, k)
             folder.mkdir(parents=True, exist_ok=True)
             write_run(found, path, tag=name)
         runs[name] = read_run(path)
@@ -255,12 +261,19 @@ def label_pairs(run: Adaptation, pairs: Path) -> None:
     control's teacher)."""
     if ScoreDataset.is_score_dataset(run.scores_dir):
         return
-    from ..teachers import BM25Teacher, load_teacher, score_triples
+    from ..teachers import BM25Teacher, score_triples
+    from ..teachers.vector_teacher import VectorTeacher
 
-    teachers = [
-        BM25Teacher(run.corpus, source=run.corpus_path, name=LEXICAL_TEACHER),
-        load_teacher(run.start_model, max_length=run.budget.teacher_max_length, name=DENSE_TEACHER),
-    ]
+    vectors = run.start_vectors()
+    dense = VectorTeacher(
+        run.start_model,
+        dict(zip(run.queries.values(), vectors.query_vectors(run.queries))),
+        vectors.vectors,
+        [run.corpus[d] for d in vectors.ids],
+        max_length=run.budget.teacher_max_length,
+        name=DENSE_TEACHER,
+    )
+    teachers = [BM25Teacher(run.corpus, source=run.corpus_path, name=LEXICAL_TEACHER), dense]
     score_triples(
         teachers,
         str(pairs),
