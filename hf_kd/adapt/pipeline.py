@@ -288,11 +288,12 @@ def label_pairs(run: Adaptation, pairs: Path) -> None:
 def student_runs(run: Adaptation) -> list[tuple[str, str, str, int]]:
     """(name, architecture, setting, seed) of every student the budget trains."""
     settings = [s for s in run.budget.settings if s != "twin" or run.sources]
+    # seed by seed: an interrupted run has every setting of its first seeds
     return [
         (f"{architecture}-{setting}-s{seed}", architecture, setting, seed)
+        for seed in run.budget.seeds
         for architecture in run.budget.students
         for setting in settings
-        for seed in run.budget.seeds
     ]
 
 
