@@ -156,13 +156,6 @@ def test_the_reproduction_trains_from_the_first_teachers_columns(triples, two_te
         _teacher_columns(tmp_path / "scores", ["teacher_3", "teacher_1"])
 
 
-def test_push_hands_the_folder_to_push_scores(monkeypatch, tmp_path):
-    calls = []
-    monkeypatch.setattr("hf_kd.hub.push.push_scores", lambda *args, **kwargs: calls.append((args, kwargs)) or "ok")
-    assert ScoreDataset(tmp_path).push("org/scores", private=True) == "ok"
-    assert calls == [((tmp_path, "org/scores"), {"private": True})]
-
-
 def test_doctests():
     result = doctest.testmod(score_dataset)
     assert result.attempted > 0 and result.failed == 0

@@ -115,6 +115,17 @@ class AdaptBudget:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def student_runs(self, with_sources: bool) -> list[tuple[str, str, str, int]]:
+        """(name, architecture, setting, seed) of every student, seed by seed (an interrupted run has every setting
+        of its first seeds); the twin only where the queries have source documents."""
+        settings = [s for s in self.settings if s != "twin" or with_sources]
+        return [
+            (f"{architecture}-{setting}-s{seed}", architecture, setting, seed)
+            for seed in self.seeds
+            for architecture in self.students
+            for setting in settings
+        ]
+
 
 BUDGETS: dict[str, AdaptBudget] = {
     # CI: SciFact's small cut (400 documents), 100 pseudo-queries, a few steps of each setting, in a few minutes

@@ -151,10 +151,8 @@ def summarise(rows: dict[str, dict[str, Any]], run) -> list[dict[str, Any]]:
     """One line per (architecture, setting, retrieval): nDCG@10 mean over seeds and its spread (the standard deviation
     of the seeds' means), and paired t-tests of the per-query means over seeds against the start, the self control
     and the twin."""
-    from .pipeline import student_runs
-
     groups: dict[tuple[str, str], list[str]] = {}
-    for name, architecture, setting, _ in student_runs(run):
+    for name, architecture, setting, _ in run.budget.student_runs(with_sources=bool(run.sources)):
         groups.setdefault((architecture, setting), []).append(name)
     lines = []
     for kind in ("dense", "rerank"):

@@ -285,18 +285,6 @@ def label_pairs(run: Adaptation, pairs: Path) -> None:
     )
 
 
-def student_runs(run: Adaptation) -> list[tuple[str, str, str, int]]:
-    """(name, architecture, setting, seed) of every student the budget trains."""
-    settings = [s for s in run.budget.settings if s != "twin" or run.sources]
-    # seed by seed: an interrupted run has every setting of its first seeds
-    return [
-        (f"{architecture}-{setting}-s{seed}", architecture, setting, seed)
-        for seed in run.budget.seeds
-        for architecture in run.budget.students
-        for setting in settings
-    ]
-
-
 def train_students(run: Adaptation) -> None:
     from types import SimpleNamespace
 
@@ -305,7 +293,7 @@ def train_students(run: Adaptation) -> None:
     budget = run.budget
     # the starting model is a sentence-transformers bi-encoder (mean pooling, cosine), as MiniLM is
     starting_point = SimpleNamespace(backbone="minilm")
-    for name, architecture, setting, seed in student_runs(run):
+    for name, architecture, setting, seed in budget.student_runs(with_sources=bool(run.sources)):
         folder = run.out / "students" / name
         if setting == "twin":
             train_file, loss, columns = str(run.out / "twin_triples.parquet"), "ranknet", ScoreDataset.score_columns()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,9 +29,6 @@ from .schemas import ID_SCHEMAS, SCHEMAS, SCORED_TRIPLES_FEATURES, schema_of_col
 from .text_join import join_texts
 from .texts import TextStore
 from .writers import DEFAULT_SHARD_ROWS, TEXT_FILES, ParquetShardWriter, write_scores
-
-if TYPE_CHECKING:
-    from huggingface_hub import CommitInfo
 
 __all__ = ["ScoreDataset", "TeacherScores"]
 
@@ -435,12 +431,6 @@ class ScoreDataset:
             for cast in pa.Table.from_batches([batch]).select(list(features)).cast(schema).to_batches():
                 writer.write(cast)
         return [path.relative_to(out).as_posix() for path in writer.close()]
-
-    def push(self, repo_id: str, **kwargs: Any) -> CommitInfo:
-        """Uploads the dataset to a dataset repository of the Hub; see `hf_kd.hub.push_scores` for the arguments."""
-        from ..hub.push import push_scores
-
-        return push_scores(self.path, repo_id, **kwargs)
 
 
 def _record_batches(columns: dict[str, pa.Array | np.ndarray], schema: pa.Schema) -> Iterator[pa.RecordBatch]:

@@ -12,27 +12,13 @@ import sys
 from pathlib import Path
 
 from ..data.ir_files import read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run, write_run
-from ..files import naming_weight_files
 from ..models.ranking_functions import CPU_MAX_BATCH_TOKENS
+from .loading import load_model
 from .metrics import METRIC_NAMES, PRIMARY_METRIC, evaluate_run
 from .records import record_evaluation
 from .reports import EvaluationReport, dataset_of_qrels, read_reports
 
 __all__ = ["add_max_batch_tokens_argument", "add_subcommands", "load_model"]
-
-
-def load_model(model_dir: str, device: str | None = None):
-    """Loads a saved zoo model and its tokenizer, on `device` (CUDA when available by default), in eval mode."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    import hf_kd  # noqa: F401  (registers the zoo architectures with AutoModel)
-
-    with naming_weight_files(model_dir):
-        model = AutoModel.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device).eval(), tokenizer
 
 
 def _run_tag(model_dir: str) -> str:
@@ -144,8 +130,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("pass --qrels (or --beir DIR) to evaluate the re-ranked run")
     rel_threshold = _rel_threshold(args)
     first_stage = read_run(args.run)
+    dataset = _dataset_fields(args, qrels_source)
     evaluation_set = RerankSet(
         queries, collection, first_stage, qrels, top_k=args.top_k, rel_threshold=rel_threshold,
+        name="-".join(part for part in (dataset["dataset"], dataset["split"]) if part) or Path(args.run).name,
         run_file=str(args.run), qrels_file=qrels_source,
     )  # fmt: skip
     check_run_inputs(evaluation_set.candidates(), queries, collection)  # fail before loading the model
@@ -156,7 +144,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_batch_tokens=args.max_batch_tokens,
         cache_passages=not args.no_cache,
-        show_progress=True,
+        show_progress=True,  # "Re-ranking msmarco-dl20 with MODEL", one step per query
+        model_name=Path(args.model).resolve().name,
     )
     result = evaluate_run(reranked, qrels, rel_threshold)
     first_stage_result = evaluate_run(first_stage, qrels, rel_threshold)

@@ -178,7 +178,7 @@ def build_dense_index(
     resolve_max_batch_tokens(max_batch_tokens, "cpu")  # refuses a bad value before any work
     if not collection:
         raise ValueError("no passages to index")
-    from .commands import load_model
+    from .loading import load_model
 
     out = Path(out)
     processes = JobProcesses(job_processes(device))

@@ -80,7 +80,7 @@ def load_dense_encoder(name_or_path: str | os.PathLike, device: str | None = Non
     """
     from transformers import AutoConfig
 
-    from ..evaluation.commands import load_model
+    from ..evaluation.loading import load_model
     from ..files import naming_weight_files
     from ..models import MODEL_CLASSES
 
