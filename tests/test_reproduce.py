@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
+import re
+import stat
 
 import pytest
 from transformers import AutoModel
@@ -12,7 +17,26 @@ from hf_kd.cli import main
 from hf_kd.data import ScoreDataset
 from hf_kd.reproduce import get_budget
 from hf_kd.reproduce.data import dl20_split
-from hf_kd.reproduce.stages import Reproduction, _self_teacher_name, _teacher_columns
+from hf_kd.reproduce.stages import Reproduction, _self_teacher_name, _teacher_columns, build_backbones
+
+
+@contextlib.contextmanager
+def umask(mask: int):
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def unreadable_by_others(folder) -> list[str]:
+    """The files and folders under `folder` that group and others cannot read (or, for folders, enter)."""
+    wanted = {True: stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH, False: stat.S_IRGRP | stat.S_IROTH}
+    return sorted(
+        str(path.relative_to(folder))
+        for path in folder.rglob("*")
+        if stat.S_IMODE(path.lstat().st_mode) & wanted[path.is_dir()] != wanted[path.is_dir()]
+    )
 
 
 def test_dl20_split_is_fixed_and_disjoint():
@@ -45,9 +69,74 @@ def test_bad_budget_settings_are_rejected():
 
 @pytest.fixture(scope="module")
 def ci_reproduction(tmp_path_factory, shared_data):
+    """The ci reproduction, run under umask 022; what it wrote to stderr (its progress bars) is kept beside it in
+    `stderr.txt`."""
     out = tmp_path_factory.mktemp("reproduce") / "run"
-    assert main(["reproduce", "--budget", "ci", "--data-dir", str(shared_data), "--out", str(out)]) == 0
+    stderr = io.StringIO()
+    with umask(0o022), contextlib.redirect_stderr(stderr):
+        code = main(["reproduce", "--budget", "ci", "--data-dir", str(shared_data), "--out", str(out)])
+    (out.parent / "stderr.txt").write_text(stderr.getvalue(), encoding="utf-8")
+    assert code == 0, stderr.getvalue()[-5000:]
     return out
+
+
+def test_every_stage_shows_what_it_is_doing(ci_reproduction):
+    stderr = (ci_reproduction.parent / "stderr.txt").read_text(encoding="utf-8")
+    metrics = json.loads((ci_reproduction / "results.json").read_text())["metrics"]
+    # every model the evaluation stage re-ranks with has a bar naming the set and the model, per query: the students
+    # (BERT_CAT scores pairs, the others encode the passages first), the trained teacher and the pretrained one
+    rerankers = [name for name in metrics if name not in ("BM25", "T2 (teacher mean)")]
+    assert {"teacher_1", "teacher_2", "bert_cat-T1", "bert_dot-T2", "tk-none"} <= set(rerankers)
+    for name in rerankers:
+        for dataset in ("dl20-dev", "scifact-test"):
+            assert f"Re-ranking {dataset} with {name}: 100%" in stderr, (name, dataset)
+    assert "Encoding the passages of dl20-dev with colbert-T2: 100%" in stderr
+    assert "Encoding the passages of dl20-dev with bert_cat-T2" not in stderr  # BERT_CAT caches nothing
+    states = re.split(r"[\r\n]", stderr)
+    bar = next(state for state in states if state.startswith("Re-ranking dl20-dev with bert_dot-T2: 100%"))
+    assert "| 5/5 [" in bar and ("query/s]" in bar or "s/query]" in bar)  # one step per query of the 5 DL20 dev queries
+    # the latency stage times each model under a bar, and the teachers score the triples under one
+    for name in ("BERT_DOT", "ColBERT", "PreTT", "TK", "BERT_CAT (small)", "BERT_CAT (teacher_2)"):
+        assert f"Latency {name}: 100%" in stderr, name
+    assert "scoring: 100%" in stderr
+
+
+def test_every_file_of_the_reproduction_is_readable_by_others_under_umask_022(ci_reproduction):
+    assert unreadable_by_others(ci_reproduction) == []
+    assert (ci_reproduction / "backbones" / "student-L2" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    "students, expected",
+    [
+        (["bert_dot", "tk"], {"teacher_2": "teacher_2-L2", "student": "student-L2"}),  # no small BERT_CAT backbone
+        (["bert_cat"], {"teacher_2": "teacher_2-L2", "small_cat": "small_cat-L1"}),
+        (["bert_cat", "colbert"], {"teacher_2": "teacher_2-L2", "student": "student-L2", "small_cat": "small_cat-L1"}),
+    ],
+)
+def test_only_the_backbones_the_budget_trains_on_are_built(tmp_path, students, expected):
+    budget = get_budget("ci", {"students": students, "loss_comparison": []})
+    run = Reproduction(budget, tmp_path / "run", data=None)
+    with umask(0o022):
+        build_backbones(run)
+    folder = tmp_path / "run" / "backbones"
+    assert sorted(os.listdir(folder)) == sorted(expected.values())
+    assert run.backbones == {use: str(folder / name) for use, name in expected.items()}
+    assert unreadable_by_others(tmp_path / "run") == []  # model.safetensors too, not safetensors' private 0o600
+    with umask(0o077):
+        build_backbones(Reproduction(budget, tmp_path / "private", data=None))
+    weights = tmp_path / "private" / "backbones" / "teacher_2-L2" / "model.safetensors"
+    assert oct(stat.S_IMODE(weights.stat().st_mode)) == oct(0o600)  # the umask decides, both ways
+
+
+def test_the_help_says_what_the_budgets_train(capsys):
+    with pytest.raises(SystemExit) as exit_code:
+        main(["reproduce", "--help"])
+    assert exit_code.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "pretrained ones such as all-mpnet-base-v2 (the short budget: one teacher, one BERT_DOT student)" in text
+    assert "BERT_CAT cross-encoders trained here with RankNet where the budget names teacher_layers" in text
+    assert "trains BERT_CAT teachers" not in text
 
 
 def test_every_stage_runs_and_every_cell_is_filled(ci_reproduction):
@@ -99,6 +188,7 @@ def test_a_rerun_with_the_same_seed_gives_the_same_numbers(ci_reproduction, tmp_
     args = ["reproduce", "--budget", "ci", "--data-dir", str(shared_data), "--out", str(out)]
     assert main([*args, "--set", "students=[bert_dot, tk]", "--set", "loss_comparison=[]"]) == 0
     second = json.loads((out / "results.json").read_text())["metrics"]
+    assert sorted(os.listdir(out / "backbones")) == ["student-L2", "teacher_2-L2"]  # no BERT_CAT student
     for name in ["teacher_1", "teacher_2", "bert_dot-none", "bert_dot-T1", "bert_dot-T2", "tk-T2"]:
         for dataset in ("dl20-dev", "scifact-test"):
             assert second[name][dataset] == pytest.approx(first[name][dataset], abs=1e-6), (name, dataset)
@@ -253,3 +343,99 @@ def test_the_self_distillation_control_learns_from_zero_shot_minilm(ci_reproduct
     table = (ci_reproduction / "tables.md").read_text()
     assert "| bert_dot-T1 vs bert_dot-self |" in table and "| bert_dot-T2 vs bert_dot-self |" in table
     assert "self (zero-shot MiniLM): DL20 dev" in table
+
+
+def _short_like_results() -> dict:
+    """The results of a budget like `short`: one pretrained teacher that is not evaluated (teacher_eval_sets empty),
+    BERT_DOT without a teacher and from T1, and the self-distillation control."""
+    results = _results({"BM25": 0.45, "MiniLM zero-shot": 0.61, "bert_dot-none": 0.60, "bert_dot-T1": 0.62})
+    results["budget"].update(
+        students=["bert_dot"],
+        settings=["none", "T1"],
+        loss_comparison=[],
+        pretrained_teachers=["mpnet"],
+        teacher_layers=[],
+        teacher_eval_sets=[],
+    )
+    for name, metrics in results["metrics"].items():
+        if name != "bert_dot-T1":  # evaluated on DL20 dev only
+            metrics["scifact-test"] = {"nDCG@10": 0.5, "MRR@10": 0.4}
+    results["metrics"]["teacher_1"] = {}  # measured on no evaluation set
+    return results
+
+
+def test_an_empty_cell_says_why_it_is_empty():
+    from hf_kd.reproduce.report import claims_table, paper_table, significance_table, students_table
+
+    results = _short_like_results()
+    reason = "the teacher is not evaluated in this budget (teacher_eval_sets is empty)"
+    table = students_table(results)
+    assert "| BERT_DOT | 0.600 / 0.600 | 0.500 / 0.400 | 0.620 / 0.620 | –¹ |" in table
+    assert "| teacher_1 | –² | –² |" in table
+    assert table.endswith(f"- ¹ bert_dot-T1 is not evaluated on scifact-test in this run\n- ² {reason}")
+    assert table.count("–") == 3  # no dash without its mark
+    paper = paper_table(results)
+    assert "| teacher: teacher_1 (BERT-Base_CAT) | –¹ / 0.730 |" in paper and paper.endswith(f"- ¹ {reason}")
+    claims = claims_table(results)
+    assert "| the teacher (teacher_1) beats BM25 | –¹ | – vs 0.450 |" in claims
+    assert "- ¹ not decided: a number the claim compares is missing (–); the notes of the tables above say why" in (
+        claims
+    )
+    # a setting the paper did not run, and a model not in the results at all
+    results["budget"]["settings"] = ["none", "T1", "self"]
+    paper = paper_table(results)
+    assert "| BERT_DOT (DistilBERT_DOT) | 0.600 / 0.670 | 0.620 / 0.704 | –¹ / –² |" in paper
+    assert "- ¹ bert_dot-self is not in results.json: not trained or not evaluated in this run" in paper
+    assert "- ² the paper has no self (zero-shot MiniLM) setting" in paper
+    # a comparison on a set one side lacks
+    results["per_query_ndcg@10"] = {
+        "bert_dot-T1": {"dl20-dev": {"q1": 0.5, "q2": 0.8, "q3": 0.6}},
+        "bert_dot-none": {"dl20-dev": {"q1": 0.4, "q2": 0.6, "q3": 0.6}, "scifact-test": {"q4": 0.2}},
+    }
+    significance = significance_table(results)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in significance.splitlines()[2:] if line.startswith("|")}
+    assert rows["bert_dot-T1 vs bert_dot-none"].startswith("| bert_dot-T1 vs bert_dot-none | +0.100, p=")
+    assert rows["bert_dot-T1 vs bert_dot-none"].endswith(" | –¹ |")
+    assert "- ¹ bert_dot-T1 is not evaluated on scifact-test in this run" in significance
+    assert rows["bert_dot-none vs MiniLM zero-shot"] == "| bert_dot-none vs MiniLM zero-shot | –² | –³ |"
+    assert "- ² results.json holds no per-query nDCG@10 of MiniLM zero-shot on dl20-dev" in significance
+
+
+def test_the_teachers_mean_says_why_it_is_missing_on_a_set_the_teachers_skip():
+    from hf_kd.reproduce.report import missing_reason
+
+    results = _short_like_results()
+    results["budget"].update(pretrained_teachers=["mpnet", "minilm"], teacher_eval_sets=["dl20-dev"])
+    results["metrics"]["T2 (teacher mean)"] = {"dl20-dev": {"nDCG@10": 0.7, "MRR@10": 0.6}}
+    assert missing_reason(results, "T2 (teacher mean)", "scifact-test") == (
+        "the teachers' mean needs every teacher's scores, and the pretrained teachers are not evaluated on "
+        "scifact-test in this budget (teacher_eval_sets: dl20-dev)"
+    )
+    assert missing_reason(results, "teacher_2", "scifact-test") == (
+        "the teacher is not evaluated on scifact-test in this budget (teacher_eval_sets: dl20-dev)"
+    )
+
+
+def test_the_latency_table_records_the_load_and_warns_when_the_machine_was_busy(ci_reproduction, tmp_path):
+    from hf_kd.reproduce.report import write_report
+
+    results = json.loads((ci_reproduction / "results.json").read_text())
+    for row in results["latency"]:  # the ci run recorded the load around each timing
+        assert len(row["load_average_before"]) == len(row["load_average_after"]) == 3 and row["cpu_threads"] >= 1
+    tables = (ci_reproduction / "tables.md").read_text()
+    assert "Machine load (1-minute load average before / after each timing" in tables
+    for row in results["latency"]:
+        row.update(cpu_threads=2, load_average_before=[1.0, 0.5, 0.2], load_average_after=[1.9, 0.8, 0.3])
+    idle = write_report(results, tmp_path)
+    assert "Warning" not in idle and "BERT_DOT 1.00 / 1.90 on 2 threads" in idle
+    busy = results["latency"][1]["name"]
+    results["latency"][1].update(load_average_after=[3.9, 2.5, 1.0])  # two threads used, four busy
+    tables = write_report(results, tmp_path)
+    assert (tmp_path / "tables.md").read_text() == tables
+    efficiency = tables.split("## Efficiency")[1]
+    assert (
+        f"**Warning: timed on a busy machine.** The load average exceeded the CPU threads used while {busy} was "
+        "timed: other work ran at the same time, so its latency is too high. On an idle machine, remove "
+        "latency.json from the output folder and run the same command again."
+    ) in efficiency
+    assert f"{busy} 1.00 / 3.90 on 2 threads" in efficiency

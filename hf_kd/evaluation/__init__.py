@@ -42,6 +42,7 @@ _EXPORTS = {
     "LatencyResult": "latency",
     "latency_candidates": "latency",
     "measure_rerank_latency": "latency",
+    "timed_while_busy": "latency",
     "RerankSet": "rerank_set",
     "EvaluationReport": "reports",
     "read_reports": "reports",
@@ -52,6 +53,7 @@ _EXPORTS = {
     "EfficiencyRow": "report",
     "efficiency_markdown": "report",
     "join_efficiency": "report",
+    "machine_load_note": "report",
     "plot_efficiency": "report",
     "write_efficiency_report": "report",
 }

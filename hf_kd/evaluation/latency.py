@@ -3,10 +3,15 @@
 Only what happens at query time is timed: for architectures that cache passage representations (BERT_DOT,
 ColBERT, PreTT, TK) the candidates are encoded beforehand, as an index would hold them, and a query costs one
 query encoding plus scoring against the cached representations; BERT_CAT scores every (query, passage) pair.
+
+A timing is only as good as the machine was idle: each result records the system's load average before and after
+the measurement beside the CPU threads the model computed with, and [`timed_while_busy`] says whether other work ran
+(the load exceeded those threads).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import resource
 import statistics
@@ -21,7 +26,14 @@ from tqdm.auto import tqdm
 
 from .rerank import encode_passage_cache, length_sorted_batches, score_cached
 
-__all__ = ["LatencyResult", "latency_candidates", "measure_rerank_latency", "peak_memory_bytes"]
+__all__ = [
+    "LatencyResult",
+    "latency_candidates",
+    "load_average",
+    "measure_rerank_latency",
+    "peak_memory_bytes",
+    "timed_while_busy",
+]
 
 
 @dataclass
@@ -41,6 +53,10 @@ class LatencyResult:
         storage_bytes_per_passage (`float`): mean bytes of the cached representation of a passage (0 for
             BERT_CAT, which caches nothing).
         device (`str`): where the model ran.
+        cpu_threads (`int` or `None`): CPU threads torch computed with (`torch.get_num_threads()`).
+        load_average_before (`list[float]` or `None`): the system's 1, 5 and 15 minute load averages
+            (`os.getloadavg()`) just before the measurement; None where the platform has none.
+        load_average_after (`list[float]` or `None`): the same just after it.
     """
 
     name: str
@@ -53,9 +69,33 @@ class LatencyResult:
     peak_memory_bytes: int
     storage_bytes_per_passage: float
     device: str
+    cpu_threads: int | None = None
+    load_average_before: list[float] | None = None
+    load_average_after: list[float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def load_average() -> list[float] | None:
+    """The system's 1, 5 and 15 minute load averages (`os.getloadavg()`), rounded to 0.01; None where the platform
+    has none (Windows)."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def timed_while_busy(result: LatencyResult | dict) -> bool | None:
+    """Whether other work ran while `result` was measured: the 1-minute load average before or after the measurement
+    exceeded the CPU threads the model computed with (its own threads account for at most that many); None when the
+    result records no load (older results, or a platform without load averages)."""
+    item = result.to_dict() if isinstance(result, LatencyResult) else result
+    threads = item.get("cpu_threads")
+    loads = [load[0] for load in (item.get("load_average_before"), item.get("load_average_after")) if load]
+    if not threads or not loads:
+        return None
+    return max(loads) > threads
 
 
 def latency_candidates(
@@ -170,6 +210,7 @@ def measure_rerank_latency(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
+    load_before = load_average()
     timings_ms = []
     storage_bytes, num_stored = 0, 0
     with torch.inference_mode():
@@ -188,6 +229,7 @@ def measure_rerank_latency(
             _synchronize(device)
             timings_ms.append((time.perf_counter() - start) * 1000)
             del prepared
+    load_after = load_average()
 
     return LatencyResult(
         name=name or type(model).__name__,
@@ -200,4 +242,7 @@ def measure_rerank_latency(
         peak_memory_bytes=peak_memory_bytes(device),
         storage_bytes_per_passage=storage_bytes / num_stored if num_stored else 0.0,
         device=str(device),
+        cpu_threads=torch.get_num_threads(),
+        load_average_before=load_before,
+        load_average_after=load_after,
     )

@@ -12,13 +12,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..files import atomic_path, write_json_atomic, write_text_atomic
-from .latency import LatencyResult
+from .latency import LatencyResult, timed_while_busy
 
 __all__ = [
     "EfficiencyRow",
     "efficiency_markdown",
     "format_bytes",
     "join_efficiency",
+    "machine_load_note",
     "plot_efficiency",
     "write_efficiency_report",
 ]
@@ -108,6 +109,36 @@ def efficiency_markdown(rows: Sequence[EfficiencyRow], metric_names: Sequence[st
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _load_text(load: Sequence[float] | None) -> str:
+    return "?" if not load else f"{load[0]:.2f}"
+
+
+def machine_load_note(latencies: Sequence[LatencyResult | dict], remeasure: str = "measure again") -> str:
+    """The line under an efficiency table that records the machine's load during each timing (the 1-minute load
+    average before and after it, against the CPU threads the model computed with), and warns, naming the models,
+    when other work ran (see [`timed_while_busy`]): their latencies are too high. Empty when no latency records a
+    load. `remeasure` says how to time again (after "on an idle machine, ")."""
+    items = [latency.to_dict() if isinstance(latency, LatencyResult) else dict(latency) for latency in latencies]
+    recorded = [item for item in items if timed_while_busy(item) is not None]
+    if not recorded:
+        return ""
+    loads = "; ".join(
+        f"{item['name']} {_load_text(item.get('load_average_before'))} / "
+        f"{_load_text(item.get('load_average_after'))} on {item['cpu_threads']} threads"
+        for item in recorded
+    )
+    note = f"Machine load (1-minute load average before / after each timing, against the CPU threads used): {loads}."
+    busy = [item["name"] for item in recorded if timed_while_busy(item)]
+    if busy:
+        note = (
+            f"**Warning: timed on a busy machine.** The load average exceeded the CPU threads used while "
+            f"{', '.join(busy)} {'was' if len(busy) == 1 else 'were'} timed: other work ran at the same time, so "
+            f"{'its latency is' if len(busy) == 1 else 'their latencies are'} too high. On an idle machine, "
+            f"{remeasure}.\n\n{note}"
+        )
+    return note
 
 
 def plot_efficiency(

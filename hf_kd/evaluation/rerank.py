@@ -83,6 +83,7 @@ def encode_passage_cache(
     batch_size: int = 64,
     show_progress: bool = True,
     max_batch_tokens: int | None = None,
+    desc: str = "Encoding passages",
 ) -> dict:
     """Encodes every passage once and keeps its representation.
 
@@ -99,13 +100,14 @@ def encode_passage_cache(
         show_progress (`bool`, *optional*, defaults to `True`): show a progress bar.
         max_batch_tokens (`int`, *optional*): padded tokens per forward pass at most (`None`: 2048 on a CPU, no cap
             elsewhere; 0: no cap; see `hf_kd.models.ranking_functions.resolve_max_batch_tokens`).
+        desc (`str`, *optional*, defaults to `"Encoding passages"`): what the progress bar says.
 
     Returns:
         `dict[str, EncodedBatch]`: passage id -> its 1-row representation.
     """
     order = sorted(passages, key=lambda pid: len(passages[pid]))
     cache = {}
-    with tqdm(total=len(order), desc="Encoding passages", unit="passage", disable=not show_progress) as progress:
+    with tqdm(total=len(order), desc=desc, unit="passage", disable=not show_progress) as progress:
         for pids in _chunks(order, batch_size * ENCODE_CHUNK_BATCHES):
             encoded = model.encode_passages(
                 [passages[pid] for pid in pids], tokenizer, batch_size=batch_size, **token_cap(max_batch_tokens)
@@ -155,6 +157,7 @@ def rerank(
     cache_passages: bool = True,
     show_progress: bool = True,
     max_batch_tokens: int | None = None,
+    label: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """Re-ranks the `top_k` candidates of every query of a run with a zoo model.
 
@@ -179,6 +182,9 @@ def rerank(
         max_batch_tokens (`int`, *optional*): padded tokens per forward pass at most, texts or pairs x the batch's
             longest (`None`: 2048 on a CPU, no cap elsewhere; 0: no cap; see
             `hf_kd.models.ranking_functions.resolve_max_batch_tokens`).
+        label (`str`, *optional*): what is re-ranked with what, for the progress bars (e.g. `"dl20-dev with
+            bert_dot-T1"` gives "Encoding the passages of dl20-dev with bert_dot-T1" and "Re-ranking dl20-dev with
+            bert_dot-T1", one step per query).
 
     Returns:
         `dict[str, dict[str, float]]`: query id -> {passage id -> model score} for the top-`k` candidates.
@@ -192,22 +198,26 @@ def rerank(
     check_run_inputs(candidates, queries, collection)
     query_ids = [qid for qid, pids in candidates.items() if pids]
     reranked: dict[str, dict[str, float]] = {qid: {} for qid in candidates}
+    rerank_desc = f"Re-ranking {label}" if label else "Re-ranking"
+    encode_desc = f"Encoding the passages of {label}" if label else "Encoding passages"
 
     with torch.inference_mode():
         if cache_passages and getattr(model, "supports_caching", False):
             distinct = {pid: collection[pid] for qid in query_ids for pid in candidates[qid]}
-            cache = encode_passage_cache(model, tokenizer, distinct, batch_size, show_progress, max_batch_tokens)
+            cache = encode_passage_cache(
+                model, tokenizer, distinct, batch_size, show_progress, max_batch_tokens, desc=encode_desc
+            )
             encoded_queries = model.encode_queries(
                 [queries[qid] for qid in query_ids], tokenizer, batch_size=batch_size, **token_cap(max_batch_tokens)
             )
             for qid, query in zip(
-                tqdm(query_ids, desc="Re-ranking", unit="query", disable=not show_progress), encoded_queries.unbind()
+                tqdm(query_ids, desc=rerank_desc, unit="query", disable=not show_progress), encoded_queries.unbind()
             ):
                 batches, restore = length_sorted_batches([cache[pid] for pid in candidates[qid]], batch_size)
                 scores = score_cached(model, query, batches, restore, max_batch_tokens)
                 reranked[qid] = dict(zip(candidates[qid], scores.tolist()))
         else:
-            for qid in tqdm(query_ids, desc="Re-ranking", unit="query", disable=not show_progress):
+            for qid in tqdm(query_ids, desc=rerank_desc, unit="query", disable=not show_progress):
                 pids = candidates[qid]
                 scores = model.score(
                     [queries[qid]] * len(pids),

@@ -77,8 +77,10 @@ class RerankSet:
         cache_passages: bool = True,
         show_progress: bool = False,
         max_batch_tokens: int | None = None,
+        model_name: str | None = None,
     ) -> dict[str, dict[str, float]]:
-        """The candidates re-scored by a zoo `model` (see [`rerank`])."""
+        """The candidates re-scored by a zoo `model` (see [`rerank`]); with `show_progress`, the bars name this set
+        and `model_name` ("Re-ranking dl20-dev with bert_dot-T1", one step per query)."""
         return rerank(
             model,
             tokenizer,
@@ -90,6 +92,7 @@ class RerankSet:
             cache_passages=cache_passages,
             show_progress=show_progress,
             max_batch_tokens=max_batch_tokens,
+            label=self.name if model_name is None else f"{self.name} with {model_name}",
         )
 
     def evaluate(self, run: dict[str, dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:

@@ -79,6 +79,10 @@ class RankingConfig(PreTrainedConfig):
             Rows of the smallest sub-batch the training forward pass splits a padded batch into: rows are sorted by
             length and encoded in groups padded to their own longest text, so less padding work is done. Equal
             scores to float rounding; 0 encodes every batch whole.
+        pad_token_id (`int`, *optional*):
+            The id the tokenizer pads with; defaults to the backbone's `pad_token_id`. Carried on the ranker's own
+            config so that the Trainer finds the tokenizer and the model agreeing (it aligns the two, with a warning,
+            when the config has none).
     """
 
     model_type = ""
@@ -98,6 +102,7 @@ class RankingConfig(PreTrainedConfig):
         self.max_query_length = max_query_length
         self.max_passage_length = max_passage_length
         self.min_sub_batch_size = min_sub_batch_size
+        kwargs.setdefault("pad_token_id", getattr(self.backbone_config, "pad_token_id", None))
         super().__init__(**kwargs)
         self.validate_ranking_config()
 

@@ -58,9 +58,12 @@ def add_subcommands(subparsers) -> None:
     parser = subparsers.add_parser(
         "reproduce",
         help="run the paper's experiment at small scale on the shared data",
-        description="Builds triples from real judgements, trains BERT_CAT teachers, scores the triples, distils "
-        "every student with and without teachers, evaluates by re-ranking DL20 dev and SciFact test, measures "
-        "latency, and writes results.json, tables.md and efficiency.png. Interrupted runs resume.",
+        description="Builds training triples from real judgements (and, where the budget asks, random pairs of the "
+        "training queries' candidates), labels them with the budget's teachers: pretrained ones such as "
+        "all-mpnet-base-v2 (the short budget: one teacher, one BERT_DOT student), and BERT_CAT cross-encoders trained "
+        "here with RankNet where the budget names teacher_layers (the ci budget). Then distils each student of the "
+        "budget with and without a teacher, evaluates by re-ranking DL20 dev and SciFact test, measures latency, and "
+        "writes results.json, tables.md and efficiency.png. Interrupted runs resume.",
     )
     parser.add_argument("--budget", choices=sorted(BUDGETS), help="size of the run (default: short)")
     parser.add_argument("--config", help="YAML recipe: `budget:` and any budget setting to override")

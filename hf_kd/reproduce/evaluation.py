@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ..evaluation.rerank_set import RerankSet
 from ..files import write_json_atomic
@@ -45,27 +46,28 @@ def evaluate_and_keep(name: str, eval_sets: list[RerankSet], out: Path, rerank_o
 
 
 def evaluate_model(name: str, model, tokenizer, eval_sets: list[RerankSet], out: Path) -> dict[str, dict[str, float]]:
-    """Re-ranks every evaluation set with a zoo `model`; keeps runs and metrics under `out/name`."""
+    """Re-ranks every evaluation set with a zoo `model`; keeps runs and metrics under `out/name`. A progress bar
+    says which set is re-ranked with which model, one step per query."""
     return evaluate_and_keep(
         name,
         eval_sets,
         out,
-        lambda data: data.rerank(model, tokenizer),
+        lambda data: data.rerank(model, tokenizer, show_progress=True, model_name=name),
     )
 
 
 def evaluate_teacher(name: str, teacher: Teacher, eval_sets: list[RerankSet], out: Path) -> dict[str, dict[str, float]]:
-    """Re-ranks every evaluation set with any [`Teacher`] (a bi-encoder, a cross-encoder, a run file)."""
+    """Re-ranks every evaluation set with any [`Teacher`] (a bi-encoder, a cross-encoder, a run file), one query's
+    candidates at a time (in batches of similar length), under a progress bar that names the set and the teacher."""
 
     def rerank_one(data: RerankSet) -> dict[str, dict[str, float]]:
-        candidates = data.candidates()
-        pairs = [(qid, pid) for qid, pids in candidates.items() for pid in pids]
-        scores = score_pairs(
-            teacher, [data.queries[q] for q, _ in pairs], [data.collection[p] for _, p in pairs], batch_size=32
-        )
         run: dict[str, dict[str, float]] = {}
-        for (qid, pid), score in zip(pairs, scores.tolist()):
-            run.setdefault(qid, {})[pid] = score
+        candidates = {qid: pids for qid, pids in data.candidates().items() if pids}
+        for qid in tqdm(candidates, desc=f"Re-ranking {data.name} with {name}", unit="query"):
+            pids = candidates[qid]
+            texts = [data.collection[pid] for pid in pids]
+            scores = score_pairs(teacher, [data.queries[qid]] * len(pids), texts, batch_size=32)
+            run[qid] = dict(zip(pids, scores.tolist()))
         return run
 
     return evaluate_and_keep(name, eval_sets, out, rerank_one)

@@ -1,11 +1,22 @@
-"""Markdown tables shaped like the paper's, and the efficiency-effectiveness plot, from `results.json`."""
+"""Markdown tables shaped like the paper's, and the efficiency-effectiveness plot, from `results.json`.
+
+An empty cell ("–") always carries a footnote mark, and the table's notes say why it is empty (e.g. the teacher is
+not evaluated in this budget); the efficiency table records the machine's load during each timing and warns when
+other work ran.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.report import EfficiencyRow, efficiency_markdown, join_efficiency, plot_efficiency
+from ..evaluation.report import (
+    EfficiencyRow,
+    efficiency_markdown,
+    join_efficiency,
+    machine_load_note,
+    plot_efficiency,
+)
 from ..evaluation.significance import format_p, paired_test
 from ..files import write_text_atomic
 
@@ -40,16 +51,75 @@ PAPER_EFFICIENCY = [
 ]
 
 
-def _cell(metrics: dict[str, dict[str, float]] | None, dataset: str) -> str:
+FOOTNOTE_MARKS = "¹²³⁴⁵⁶⁷⁸⁹"
+
+
+class _Notes:
+    """The footnotes of one table: each reason why a cell is empty, numbered in the order of first use."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def mark(self, reason: str) -> str:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        index = self.reasons.index(reason)
+        return FOOTNOTE_MARKS[index] if index < len(FOOTNOTE_MARKS) else f"^{index + 1}"
+
+    def dash(self, reason: str) -> str:
+        """An empty cell: "–" with the mark of `reason`."""
+        return "–" + self.mark(reason)
+
+    def under(self, table: str) -> str:
+        """`table` followed by its notes, one line each ("- ¹ the teacher is not evaluated ...")."""
+        if not self.reasons:
+            return table
+        return table + "\n\n" + "\n".join(f"- {self.mark(reason)} {reason}" for reason in self.reasons)
+
+
+TEACHER_MEAN = "T2 (teacher mean)"
+
+
+def _pretrained_teacher_names(budget: dict[str, Any]) -> set[str]:
+    """The names of the pretrained teachers (they come first: `teacher_1`, ...)."""
+    return {f"teacher_{i + 1}" for i in range(len(budget.get("pretrained_teachers") or []))}
+
+
+def missing_reason(results: dict[str, Any], name: str, dataset: str) -> str:
+    """Why `results` holds no `dataset` number of the model `name`: the note under an empty cell."""
+    budget, metrics = results["budget"], results["metrics"]
+    eval_sets = budget.get("teacher_eval_sets") or []
+    pretrained = _pretrained_teacher_names(budget)
+    if (name in pretrained or (name == TEACHER_MEAN and pretrained)) and dataset not in eval_sets:
+        where = (
+            "in this budget (teacher_eval_sets is empty)"
+            if not eval_sets
+            else f"on {dataset} in this budget (teacher_eval_sets: {', '.join(eval_sets)})"
+        )
+        if name == TEACHER_MEAN:
+            return (
+                "the teachers' mean needs every teacher's scores, and the pretrained teachers are not evaluated "
+                + where
+            )
+        return f"the teacher is not evaluated {where}"
+    if name not in metrics:
+        return f"{name} is not in results.json: not trained or not evaluated in this run"
+    return f"{name} is not evaluated on {dataset} in this run"
+
+
+def _cell(results: dict[str, Any], name: str, dataset: str, notes: _Notes) -> str:
+    metrics = results["metrics"].get(name)
     if not metrics or dataset not in metrics:
-        return "–"
+        return notes.dash(missing_reason(results, name, dataset))
     m = metrics[dataset]
     return f"{m['nDCG@10']:.3f} / {m['MRR@10']:.3f}"
 
 
 def students_table(results: dict[str, Any]) -> str:
-    """Students x teacher setting: nDCG@10 / MRR@10 on the DL20 dev queries and on SciFact test."""
+    """Students x teacher setting: nDCG@10 / MRR@10 on the DL20 dev queries and on SciFact test; the notes under
+    the table say why a cell is empty."""
     budget, metrics = results["budget"], results["metrics"]
+    notes = _Notes()
     settings = budget["settings"]
     header = (
         "| student | "
@@ -60,14 +130,14 @@ def students_table(results: dict[str, Any]) -> str:
     for architecture in budget["students"]:
         cells = []
         for setting in settings:
-            m = metrics.get(f"{architecture}-{setting}")
-            cells += [_cell(m, "dl20-dev"), _cell(m, "scifact-test")]
+            name = f"{architecture}-{setting}"
+            cells += [_cell(results, name, "dl20-dev", notes), _cell(results, name, "scifact-test", notes)]
         lines.append(f"| {ARCHITECTURE_LABELS[architecture]} | " + " | ".join(cells) + " |")
-    for name in ["BM25", "MiniLM zero-shot", "teacher_1", "teacher_2", "T2 (teacher mean)"]:
+    for name in ["BM25", "MiniLM zero-shot", "teacher_1", "teacher_2", TEACHER_MEAN]:
         if name in metrics:
-            row = f"| {name} | {_cell(metrics[name], 'dl20-dev')} | {_cell(metrics[name], 'scifact-test')} |"
-            lines.append(row + " |" * (2 * len(settings) - 2))
-    return "\n".join(lines)
+            dl20, scifact = _cell(results, name, "dl20-dev", notes), _cell(results, name, "scifact-test", notes)
+            lines.append(f"| {name} | {dl20} | {scifact} |" + " |" * (2 * len(settings) - 2))
+    return notes.under("\n".join(lines))
 
 
 def loss_table(results: dict[str, Any]) -> str:
@@ -78,10 +148,12 @@ def loss_table(results: dict[str, Any]) -> str:
     ]
     rows.append(("no teacher (RankNet)", "bert_dot-none"))
     lines = ["| loss (BERT_DOT, T2) | DL20 dev nDCG@10 / MRR@10 | SciFact nDCG@10 / MRR@10 |", "|---|---|---|"]
+    notes = _Notes()
     for label, name in rows:
         if name in metrics:
-            lines.append(f"| {label} | {_cell(metrics[name], 'dl20-dev')} | {_cell(metrics[name], 'scifact-test')} |")
-    return "\n".join(lines)
+            dl20, scifact = _cell(results, name, "dl20-dev", notes), _cell(results, name, "scifact-test", notes)
+            lines.append(f"| {label} | {dl20} | {scifact} |")
+    return notes.under("\n".join(lines))
 
 
 def _ndcg(metrics: dict[str, Any], name: str, dataset: str = "dl20-dev") -> float | None:
@@ -96,18 +168,26 @@ def paper_table(results: dict[str, Any]) -> str:
         "|---|" + "---|" * len(settings),
     ]
 
-    def cell(ours: float | None, paper: float | None) -> str:
-        return f"{'–' if ours is None else f'{ours:.3f}'} / {'–' if paper is None else f'{paper:.3f}'}"
+    notes = _Notes()
+
+    def cell(name: str, paper: float | None, setting: str | None = None) -> str:
+        ours = _ndcg(metrics, name)
+        ours_text = notes.dash(missing_reason(results, name, "dl20-dev")) if ours is None else f"{ours:.3f}"
+        if paper is None:
+            paper_text = notes.dash(f"the paper has no {SETTING_LABELS.get(setting, setting)} setting")
+        else:
+            paper_text = f"{paper:.3f}"
+        return f"{ours_text} / {paper_text}"
 
     for architecture in results["budget"]["students"]:
         paper_name, paper = PAPER_NDCG[architecture]
-        cells = [cell(_ndcg(metrics, f"{architecture}-{s}"), paper.get(s)) for s in settings]
+        cells = [cell(f"{architecture}-{s}", paper.get(s), s) for s in settings]
         lines.append(f"| {ARCHITECTURE_LABELS[architecture]} ({paper_name}) | " + " | ".join(cells) + " |")
-    teacher = "T2 (teacher mean)" if "T2 (teacher mean)" in metrics else "teacher_1"
+    teacher = TEACHER_MEAN if TEACHER_MEAN in metrics else "teacher_1"
     fill = " |" * (len(settings) - 1)
-    lines.append(f"| teacher: {teacher} (BERT-Base_CAT) | {cell(_ndcg(metrics, teacher), PAPER_TEACHER_NDCG)} |{fill}")
-    lines.append(f"| BM25 | {cell(_ndcg(metrics, 'BM25'), PAPER_BM25_NDCG)} |{fill}")
-    return "\n".join(lines)
+    lines.append(f"| teacher: {teacher} (BERT-Base_CAT) | {cell(teacher, PAPER_TEACHER_NDCG)} |{fill}")
+    lines.append(f"| BM25 | {cell('BM25', PAPER_BM25_NDCG)} |{fill}")
+    return notes.under("\n".join(lines))
 
 
 def claims(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -202,11 +282,17 @@ def significance_table(results: dict[str, Any], alpha: float = 0.05) -> str:
         "| comparison (nDCG@10) | DL20 dev: difference, p | SciFact: difference, p |",
         "|---|---|---|",
     ]
+    notes = _Notes()
     for a, b in comparisons(results):
         cells = []
         for dataset in ("dl20-dev", "scifact-test"):
             if dataset not in per_query.get(a, {}) or dataset not in per_query.get(b, {}):
-                cells.append("–")
+                missing = a if dataset not in per_query.get(a, {}) else b
+                if dataset in (results["metrics"].get(missing) or {}):
+                    reason = f"results.json holds no per-query nDCG@10 of {missing} on {dataset}"
+                else:
+                    reason = missing_reason(results, missing, dataset)
+                cells.append(notes.dash(reason))
                 continue
             difference, p, n = paired_test(per_query[a][dataset], per_query[b][dataset])
             verdict = "real" if p < alpha else "noise"
@@ -214,15 +300,21 @@ def significance_table(results: dict[str, Any], alpha: float = 0.05) -> str:
             p_text = p_text if p_text.startswith("<") else f"={p_text}"
             cells.append(f"{difference:+.3f}, p{p_text} ({verdict}, {n} queries)")
         lines.append(f"| {a} vs {b} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return notes.under("\n".join(lines))
 
 
 def claims_table(results: dict[str, Any]) -> str:
     lines = ["| claim (DL20 dev nDCG@10) | holds here | numbers |", "|---|---|---|"]
+    notes = _Notes()
     for row in claims(results):
-        verdict = {True: "yes", False: "**no**", None: "–"}[row["holds"]]
+        if row["holds"] is None:
+            verdict = notes.dash(
+                "not decided: a number the claim compares is missing (–); the notes of the tables above say why"
+            )
+        else:
+            verdict = "yes" if row["holds"] else "**no**"
         lines.append(f"| {row['claim']} | {verdict} | {row['evidence']} |")
-    return "\n".join(lines)
+    return notes.under("\n".join(lines))
 
 
 def efficiency_rows(results: dict[str, Any]):
@@ -248,6 +340,9 @@ def _invocations_note(invocations: list[dict[str, Any]]) -> str:
         return "."
     runs = " + ".join(f"{i['wall_time_s']:.0f} s" for i in invocations)
     return f" ({len(invocations)} runs of the command into this folder: {runs})."
+
+
+REMEASURE = "remove latency.json from the output folder and run the same command again"
 
 
 def write_report(results: dict[str, Any], out: Path) -> str:
@@ -287,6 +382,7 @@ def write_report(results: dict[str, Any], out: Path) -> str:
     sections += [
         "## Efficiency (re-ranking latency per query, DL20 dev)",
         efficiency_markdown(rows),
+        *filter(None, [machine_load_note(results["latency"], remeasure=REMEASURE)]),
         f"Device: {results['environment']['device']}; wall time {results['wall_time_s']:.0f} s"
         + _invocations_note(results.get("invocations") or []),
     ]

@@ -22,6 +22,7 @@ from ..evaluation.reports import EvaluationReport, write_reports
 from ..evaluation.rerank import top_candidates
 from ..evaluation.rerank_set import RerankSet
 from ..files import write_json_atomic
+from ..models.sentence_transformers_layout import file_versions, give_plain_file_modes
 from ..pretrained import all_mpnet_base_v2_path, minilm_path
 from ..teachers import Teacher, load_teacher, score_triples
 from ..training.arguments import HfKdArguments
@@ -50,8 +51,10 @@ def make_backbone(budget: Budget, num_layers: int, out: Path, seed: int) -> str:
         torch.manual_seed(seed)
         model = BertModel(BertConfig(num_hidden_layers=num_layers, **TINY))
     staging = out.with_name(out.name + ".tmp")
+    before = file_versions(staging)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    give_plain_file_modes(staging, before)  # safetensors writes the weights through a private temporary file
     staging.rename(out)
     return str(out)
 
@@ -108,6 +111,7 @@ def train_model(
         data_seed=seed,
         disable_tqdm=False,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinned memory only speeds up copies to a CUDA device
         bf16=bf16,
         use_cpu=bf16 and not torch.cuda.is_available(),  # bfloat16 autocast on the CPU
     )
@@ -288,14 +292,17 @@ class Reproduction:
 
 
 def build_backbones(run: Reproduction) -> None:
-    """The backbone folders: of the trained teachers, of the students and of the small BERT_CAT."""
+    """The backbone folders the budget trains on, and only those: of the trained teachers, of the students (every
+    architecture but BERT_CAT) and of the small BERT_CAT student."""
     budget, folder = run.budget, run.out / "backbones"
     for i, (name, layers) in enumerate(zip(run.trained_teachers, budget.teacher_layers)):
         run.backbones[name] = make_backbone(budget, layers, folder / f"{name}-L{layers}", seed=i)
-    student_layers = 6 if budget.backbone == "minilm" else 2
-    run.backbones["student"] = make_backbone(budget, student_layers, folder / f"student-L{student_layers}", seed=10)
-    small = budget.small_cat_layers
-    run.backbones["small_cat"] = make_backbone(budget, small, folder / f"small_cat-L{small}", seed=11)
+    if any(architecture != "bert_cat" for architecture in budget.students):
+        student_layers = 6 if budget.backbone == "minilm" else 2
+        run.backbones["student"] = make_backbone(budget, student_layers, folder / f"student-L{student_layers}", seed=10)
+    if "bert_cat" in budget.students:
+        small = budget.small_cat_layers
+        run.backbones["small_cat"] = make_backbone(budget, small, folder / f"small_cat-L{small}", seed=11)
 
 
 def train_teachers(run: Reproduction) -> None:
@@ -411,7 +418,7 @@ def measure_latency(run: Reproduction) -> list[dict]:
     for name, folder in _latency_models(budget, run.teachers, run.students).items():
         model = AutoModel.from_pretrained(folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        result = measure_rerank_latency(model, tokenizer, queries, candidates, name=name, show_progress=False)
+        result = measure_rerank_latency(model, tokenizer, queries, candidates, name=name)
         measured.append(result.to_dict())
     write_json_atomic(str(path), measured)
     return measured
