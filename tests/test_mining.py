@@ -358,3 +358,14 @@ def test_an_existing_output_is_kept_without_overwrite(dl20, tmp_path, capsys):
     assert main([str(a) for a in [*argv, "--out", out, "--overwrite"]]) == 0
     assert out.read_text(encoding="utf-8") != "earlier\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mined.tsv", "mined.tsv.lock"]
+
+
+def test_a_sentence_transformer_retriever_keeps_the_order_of_texts_in_one_batch(minilm_path):
+    import numpy as np
+
+    from hf_kd.mining.retrieval import load_dense_encoder
+
+    encoder, _ = load_dense_encoder(minilm_path, "cpu")
+    texts = ["cat", "a much longer query about the boiling point of water at high altitude"]
+    direct = encoder.model.encode_query(texts, convert_to_numpy=True, normalize_embeddings=True)
+    np.testing.assert_allclose(encoder.encode_queries(texts).embeddings.numpy(), direct, atol=1e-5)

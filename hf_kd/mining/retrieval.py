@@ -53,9 +53,10 @@ class _SentenceTransformerEncoder:
             )
             for rows in batches
         ]
-        if len(parts) == 1:
-            return SimpleNamespace(embeddings=parts[0])
-        order = inverse_permutation([i for rows in batches for i in rows]).to(parts[0].device)
+        laid_out = [i for rows in batches for i in rows]
+        if laid_out == list(range(len(texts))):
+            return SimpleNamespace(embeddings=torch.cat(parts))
+        order = inverse_permutation(laid_out).to(parts[0].device)  # batches run longest first
         return SimpleNamespace(embeddings=torch.cat(parts)[order])
 
     def encode_queries(
