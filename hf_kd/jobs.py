@@ -23,6 +23,7 @@ import socket
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -231,3 +232,26 @@ def open_work_folder(work: Path, manifest: dict, overwrite: bool, job: str, inpu
     write_json_atomic(tmp / MANIFEST_FILENAME, manifest)
     os.replace(tmp, work)  # the work folder never exists without its manifest
     return False
+
+
+def record_timings(out: Path, stage_seconds: dict[str, float], wall_time_s: float) -> dict[str, Any]:
+    """The time a job folder's results cost (`hf-kd reproduce`, `hf-kd adapt`): each finished run of the command
+    into it (`invocations`, oldest first:
+    a run that adds evaluation sets to a finished folder is one more), and their sums per stage and in all."""
+    previous: list[dict[str, Any]] = []
+    path = out / "results.json"
+    if path.is_file():
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        previous = earlier.get("invocations") or [
+            {"stage_seconds": earlier["stage_seconds"], "wall_time_s": earlier["wall_time_s"]}
+        ]
+    invocations = [*previous, {"stage_seconds": stage_seconds, "wall_time_s": wall_time_s}]
+    totals: dict[str, float] = {}
+    for invocation in invocations:
+        for name, seconds in invocation["stage_seconds"].items():
+            totals[name] = round(totals.get(name, 0.0) + seconds, 2)
+    return {
+        "stage_seconds": totals,
+        "wall_time_s": round(sum(i["wall_time_s"] for i in invocations), 2),
+        "invocations": invocations,
+    }

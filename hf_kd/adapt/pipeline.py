@@ -31,7 +31,7 @@ from ..data.schemas import TRIPLES_FEATURES
 from ..data.score_dataset import ScoreDataset
 from ..data.triples import build_candidate_pairs
 from ..files import write_json_atomic, write_text_atomic
-from ..jobs import file_fingerprint, fingerprint_changes, output_lock
+from ..jobs import file_fingerprint, fingerprint_changes, output_lock, record_timings
 from .budgets import AdaptBudget
 
 DENSE_TEACHER = "minilm"
@@ -405,30 +405,12 @@ def _run(corpus, out, budget, queries, queries_split, eval_split, eval_queries, 
         "bf16": run.bf16(),
         "students": {name: folder for name, folder in run.students.items()},
         "evaluation": evaluation,
-        **_timings(out, timings, round(time.perf_counter() - started, 2)),
+        **record_timings(out, timings, round(time.perf_counter() - started, 2)),
     }
     write_json_atomic(out / "results.json", results)
     write_text_atomic(out / "tables.md", write_adaptation_report(results))
     _log(f"done in {results['wall_time_s']:.0f} s: {out / 'tables.md'}")
     return results
-
-
-def _timings(out: Path, stage_seconds: dict[str, float], wall_time_s: float) -> dict[str, Any]:
-    """Each finished run into the folder (`invocations`) and their sums per stage."""
-    previous = []
-    path = out / "results.json"
-    if path.is_file():
-        previous = json.loads(path.read_text(encoding="utf-8")).get("invocations", [])
-    invocations = [*previous, {"stage_seconds": stage_seconds, "wall_time_s": wall_time_s}]
-    totals: dict[str, float] = {}
-    for invocation in invocations:
-        for name, seconds in invocation["stage_seconds"].items():
-            totals[name] = round(totals.get(name, 0.0) + seconds, 2)
-    return {
-        "stage_seconds": totals,
-        "wall_time_s": round(sum(i["wall_time_s"] for i in invocations), 2),
-        "invocations": invocations,
-    }
 
 
 # settings that only add work to a finished folder, never change what is in it

@@ -20,7 +20,7 @@ from transformers import set_seed
 
 from .. import __version__
 from ..files import write_json_atomic
-from ..jobs import fingerprint_changes, output_lock
+from ..jobs import fingerprint_changes, output_lock, record_timings
 from . import stages
 from .budgets import Budget
 from .data import prepare_data
@@ -83,34 +83,12 @@ def _run_stages(budget: Budget, data_dir: Path, out: Path) -> dict[str, Any]:
         "teachers": _teacher_sources(budget),
         "per_query_ndcg@10": per_query_ndcg(run.evaluations),
         "environment": environment(),
-        **_timings(out, timings, round(time.perf_counter() - start, 2)),
+        **record_timings(out, timings, round(time.perf_counter() - start, 2)),
     }
     results["claims"] = claims(results)
     write_json_atomic(str(out / "results.json"), results)
     write_report(results, out)
     return results
-
-
-def _timings(out: Path, stage_seconds: dict[str, float], wall_time_s: float) -> dict[str, Any]:
-    """The time this folder's results cost: each finished run of the command into it (`invocations`, oldest first:
-    a run that adds evaluation sets to a finished folder is one more), and their sums per stage and in all."""
-    previous: list[dict[str, Any]] = []
-    path = out / "results.json"
-    if path.is_file():
-        earlier = json.loads(path.read_text(encoding="utf-8"))
-        previous = earlier.get("invocations") or [
-            {"stage_seconds": earlier["stage_seconds"], "wall_time_s": earlier["wall_time_s"]}
-        ]
-    invocations = [*previous, {"stage_seconds": stage_seconds, "wall_time_s": wall_time_s}]
-    totals: dict[str, float] = {}
-    for invocation in invocations:
-        for name, seconds in invocation["stage_seconds"].items():
-            totals[name] = round(totals.get(name, 0.0) + seconds, 2)
-    return {
-        "stage_seconds": totals,
-        "wall_time_s": round(sum(i["wall_time_s"] for i in invocations), 2),
-        "invocations": invocations,
-    }
 
 
 PRETRAINED_TEACHER_LABELS = {
