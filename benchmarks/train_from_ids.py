@@ -101,7 +101,8 @@ def _train_data(folder: str, batches: int, batch_size: int, tokenizer: str, cach
     from transformers import AutoTokenizer, BertConfig
 
     from hf_kd import BertDotConfig, BertDotModel
-    from hf_kd.training import RankingCollator, load_train_dataset
+    from hf_kd.data import load_train_dataset
+    from hf_kd.training import RankingCollator
 
     datasets.config.HF_DATASETS_CACHE = Path(cache)
     torch.set_num_threads(1)

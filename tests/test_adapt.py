@@ -10,11 +10,11 @@ import pytest
 from transformers import AutoModel
 
 from hf_kd.adapt import get_adapt_budget
-from hf_kd.adapt.evaluation import fuse
 from hf_kd.cli import main
 from hf_kd.data import ScoreDataset, read_beir
+from hf_kd.data.corpus import corpus_texts, read_corpus
 from hf_kd.evaluation.bm25 import BM25Index
-from hf_kd.teachers import BM25Teacher, load_teacher, normalize_scores
+from hf_kd.teachers import BM25Teacher, fuse_union_zscore, load_teacher, normalize_scores, union_zscore_statistics
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_vectors_encoded_once_score_as_the_sentence_transformer_does(scifact_sma
 
     corpus = dict(list(scifact_small.corpus.items())[:40])
     queries = dict(list(scifact_small.queries.items())[:4])
-    vectors = CorpusVectors(*start_encoder(minilm_path, 128, special_tokens_included=True), corpus)
+    vectors = CorpusVectors(*start_encoder(minilm_path, 128, 64, special_tokens_included=True), corpus)
     teacher = VectorTeacher(
         minilm_path,
         dict(zip(queries.values(), vectors.query_vectors(queries))),
@@ -65,13 +65,21 @@ def test_vectors_encoded_once_score_as_the_sentence_transformer_does(scifact_sma
 def test_the_ensemble_is_the_mean_of_per_query_z_scores_in_the_dense_units():
     bm25 = np.array([[10.0, 0.0, 5.0, 1.0]])
     dense = np.array([[0.2, 0.8, 0.5, 0.1]])
-    fused = fuse(bm25, dense, depth=2)[0]
+    centers, scales, unions = union_zscore_statistics(bm25, dense, depth=2)
     union = [0, 1, 2]  # BM25's top 2 are rows 0 and 2, the dense top 2 rows 1 and 2
-    assert sorted(fused) == union
+    assert unions[0].tolist() == union
     zb = (bm25[0, union] - bm25[0, union].mean()) / bm25[0, union].std()
     zd = (dense[0, union] - dense[0, union].mean()) / dense[0, union].std()
     expected = (zb + zd) / 2 * dense[0, union].std() + dense[0, union].mean()
-    np.testing.assert_allclose([fused[r] for r in union], expected)
+    fused = fuse_union_zscore(bm25, dense, centers, scales)[0]
+    np.testing.assert_allclose(fused[union], expected)
+    # any document of the corpus has a fused score from the same statistics, one row per pair as well
+    zb3 = (1.0 - bm25[0, union].mean()) / bm25[0, union].std()
+    zd3 = (0.1 - dense[0, union].mean()) / dense[0, union].std()
+    np.testing.assert_allclose(fused[3], (zb3 + zd3) / 2 * dense[0, union].std() + dense[0, union].mean())
+    np.testing.assert_allclose(
+        fuse_union_zscore(bm25[0, [3, 0]], dense[0, [3, 0]], centers[[0, 0]], scales[[0, 0]]), fused[[3, 0]]
+    )
     # the same normalisation as the teacher-score datasets' query_zscore
     pos, _ = normalize_scores(bm25[0, union], bm25[0, union], "query_zscore", groups=np.zeros(3))
     np.testing.assert_allclose(pos, zb)
@@ -98,7 +106,7 @@ def ci_adaptation(tmp_path_factory, ci_data):
     return out
 
 
-def test_every_stage_runs_and_every_row_is_measured(ci_adaptation, ci_data):
+def test_every_stage_runs_and_every_row_is_measured(ci_adaptation, ci_data, minilm_path):
     results = json.loads((ci_adaptation / "results.json").read_text())
     assert set(results["stage_seconds"]) == {
         "queries",
@@ -115,6 +123,27 @@ def test_every_stage_runs_and_every_row_is_measured(ci_adaptation, ci_data):
     scores = ScoreDataset.open(ci_adaptation / "teacher_scores")
     assert scores.teachers == ["bm25", "minilm"]
     assert scores.num_rows == results["pairs"]["pairs"]
+    # the labels are the measured teacher: per query, BM25's and the start's z-scores over the union of their top
+    # `fusion_depth` of the whole corpus, averaged, in the start's units (checked by hand on the first pair)
+    from sentence_transformers import SentenceTransformer
+
+    budget = get_adapt_budget("ci")
+    first = scores.load()[0]
+    corpus = corpus_texts(read_corpus(ci_data / "scifact-small"))
+    texts = list(corpus.values())
+    bm25 = BM25Teacher(corpus).corpus_scores(first["query"]).astype(np.float64)
+    start = SentenceTransformer(minilm_path, device="cpu")
+    start.max_seq_length = budget.teacher_max_length
+    vectors = start.encode([first["query"], *texts], normalize_embeddings=True)
+    cosine = (vectors[1:] @ vectors[0]).astype(np.float64)
+    k = budget.fusion_depth
+    union = sorted(set(np.argsort(-bm25)[:k]) | set(np.argsort(-cosine)[:k]))
+    b, c = bm25[union], cosine[union]
+    for side in ("pos", "neg"):
+        row = texts.index(first["positive" if side == "pos" else "negative"])
+        assert first[f"{side}_score_bm25"] == pytest.approx(bm25[row], rel=1e-5)
+        expected = ((bm25[row] - b.mean()) / b.std() + (cosine[row] - c.mean()) / c.std()) / 2 * c.std() + c.mean()
+        assert first[f"{side}_score"] == pytest.approx(expected, abs=2e-3)
     rows = results["evaluation"]["rows"]
     for name in (
         "BM25",
@@ -136,6 +165,7 @@ def test_every_stage_runs_and_every_row_is_measured(ci_adaptation, ci_data):
     # the students are ordinary checkpoints, trained in the precision the summary records
     model = AutoModel.from_pretrained(ci_adaptation / "students" / "bert_dot-teacher-s42")
     assert model.config.architecture == "bert_dot"
+    assert model.config.max_query_length == 64  # long claims are read whole, as the start reads them
     summary = json.loads((ci_adaptation / "students" / "bert_dot-teacher-s42" / "train_summary.json").read_text())
     assert summary["arguments"]["training"]["bf16"] == results["bf16"]
 

@@ -8,14 +8,22 @@ import torch
 
 from hf_kd import BertDotModel
 from hf_kd.cli import main
-from hf_kd.data import ScoreDataset, read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run
+from hf_kd.data import (
+    ScoreDataset,
+    load_train_dataset,
+    read_beir,
+    read_collection_tsv,
+    read_qrels,
+    read_queries_tsv,
+    read_run,
+)
 from hf_kd.evaluation.bm25 import bm25_search
 from hf_kd.evaluation.commands import load_model
 from hf_kd.evaluation.dense import DenseIndex, dense_retrieve, encode_texts
 from hf_kd.mining import mine_hard_negatives, parse_rank_range
 from hf_kd.teachers import load_teacher, score_pairs
 from hf_kd.training.collator import RankingCollator
-from hf_kd.training.data import check_dataset_for_loss, load_train_dataset
+from hf_kd.training.data import check_dataset_for_loss
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -14,7 +14,8 @@ from hf_kd.reproduce.budgets import get_budget
 from hf_kd.reproduce.data import prepare_data
 from hf_kd.reproduce.evaluation import evaluate_and_keep
 from hf_kd.reproduce.recipe import _check_same_budget, run_reproduction
-from hf_kd.reproduce.stages import make_backbone, train_model
+from hf_kd.reproduce.stages import make_backbone
+from hf_kd.training.stage import train_model
 
 
 def test_finished_stages_are_read_back_not_run_again(shared_data, tmp_path):

@@ -186,8 +186,9 @@ def test_partial_ensemble_keeps_triples_another_teacher_scores(dl20, run_triples
     )
 
     # the run's own columns cannot train: their NaN are refused; the ensemble columns can
+    from hf_kd.data import load_train_dataset
     from hf_kd.training.arguments import ConfigError
-    from hf_kd.training.data import check_dataset_for_loss, load_train_dataset
+    from hf_kd.training.data import check_dataset_for_loss
 
     run_only = load_train_dataset(
         [str(tmp_path / "partial")], pos_score_column="pos_score_bm25.top30", neg_score_column="neg_score_bm25.top30"

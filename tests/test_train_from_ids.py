@@ -18,11 +18,11 @@ from huggingface_hub import DatasetCard, HfApi
 from transformers import AutoModel, BertConfig, BertModel
 
 from hf_kd.cli import main as cli_main
-from hf_kd.data import MissingIdError, TextStore, read_collection_tsv, read_queries_tsv
+from hf_kd.data import MissingIdError, TextStore, load_train_dataset, read_collection_tsv, read_queries_tsv
 from hf_kd.data.sources import DataSourceError, parse_hub_id
 from hf_kd.data.texts import MissingIdRows
 from hf_kd.hub import push_scores
-from hf_kd.training import ConfigError, load_train_dataset
+from hf_kd.training import ConfigError
 from tests.hub_server import HubServer, hub_server_fixture  # noqa: F401 - fixture
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

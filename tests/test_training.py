@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel, BertConfig, BertModel, TrainingArguments
 
 import hf_kd
+from hf_kd.data import load_train_dataset
 from hf_kd.data.errors import DataFormatError
 from hf_kd.jobs import output_lock
 from hf_kd.losses import get_loss
@@ -32,7 +33,6 @@ from hf_kd.training import (
     RankingCollator,
     check_dataset_for_loss,
     last_complete_checkpoint,
-    load_train_dataset,
     parse_train_args,
 )
 from hf_kd.training.checkpoints import COMPLETE_MARKER, resolve_resume_checkpoint, rotate_checkpoints
@@ -641,8 +641,7 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(backbone
 def test_one_teacher_of_an_ensemble_dataset_can_be_trained_from(tmp_path):
     import pyarrow as pa
 
-    from hf_kd.data import SCORED_TRIPLES_FEATURES, Provenance, ScoreDataset
-    from hf_kd.training.data import load_train_dataset
+    from hf_kd.data import SCORED_TRIPLES_FEATURES, Provenance, ScoreDataset, load_train_dataset
 
     features = SCORED_TRIPLES_FEATURES.copy()
     for column in ("pos_score_a", "neg_score_a", "pos_score_b", "neg_score_b"):

@@ -15,7 +15,8 @@ import torch
 
 from hf_kd import BertDotConfig
 from hf_kd.reproduce import get_budget
-from hf_kd.reproduce.stages import make_backbone, train_model
+from hf_kd.reproduce.stages import make_backbone
+from hf_kd.training.stage import train_model
 
 PAD_MESSAGE = "The tokenizer has new PAD/BOS/EOS tokens"
 PIN_MEMORY_MESSAGE = "'pin_memory' argument is set as true but no accelerator is found"

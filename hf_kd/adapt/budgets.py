@@ -31,8 +31,9 @@ class AdaptBudget:
             the whole corpus; the pairs are drawn from their union.
         pairs_per_query: random pairs of candidates per query, labelled by the teacher.
         teacher_max_length: word pieces of each text the dense teacher (the starting model itself) reads.
-        normalize: per-teacher normalisation before averaging BM25 and the dense teacher (see
-            `hf_kd.teachers.ensemble`); the mean is given back in the dense teacher's units.
+        fusion_depth: the teacher's per-query statistics: BM25's and the dense teacher's mean and standard
+            deviation over the union of their top `fusion_depth` documents of the whole corpus (see
+            `hf_kd.teachers.union_zscore_statistics`); the mean z-score is given back in the dense teacher's units.
         students: architectures adapted: `bert_dot` (full-corpus dense retrieval and re-ranking), `colbert`, `tk`
             (re-ranking).
         settings: `teacher` (Margin-MSE from the BM25 + dense ensemble), `self` (the control: Margin-MSE on the same
@@ -41,6 +42,9 @@ class AdaptBudget:
         seeds: one student per seed and setting (the order of the training pairs).
         steps / batch_size / learning_rate: the optimisation of each student (pairs seen = steps x batch_size).
         max_passage_length: word pieces of each passage, in training and in the saved students.
+        max_query_length: word pieces of each query, for the starting model, the dense teacher and the students (in
+            training and in the saved students): SciFact's longest test claim has 62, and 15% have more than the
+            30 a BERT_DOT reads by default.
         non_backbone_learning_rate: heads, projections and TK.
         backbone_dropout: the encoder's dropout while training (None: the backbone's own, 0.1).
         bf16: `auto` (bfloat16 autocast where the CPU has bfloat16 matrix units, see `hf_kd.training.precision`),
@@ -59,7 +63,7 @@ class AdaptBudget:
     dense_candidates: int = 20
     pairs_per_query: int = 4
     teacher_max_length: int = 256
-    normalize: str = "query_zscore"
+    fusion_depth: int = 100
     students: list[str] = field(default_factory=lambda: ["bert_dot"])
     settings: list[str] = field(default_factory=lambda: list(SETTINGS))
     seeds: list[int] = field(default_factory=lambda: [42])
@@ -67,6 +71,7 @@ class AdaptBudget:
     batch_size: int = 32
     learning_rate: float = 5e-5
     max_passage_length: int = 160
+    max_query_length: int = 64
     non_backbone_learning_rate: float = 1e-3
     backbone_dropout: float | None = None
     bf16: str = "auto"
@@ -104,7 +109,9 @@ class AdaptBudget:
             "steps",
             "batch_size",
             "max_passage_length",
+            "max_query_length",
             "teacher_max_length",
+            "fusion_depth",
             "eval_top_k",
         ):
             if getattr(self, name) < 1:

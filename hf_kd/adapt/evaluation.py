@@ -45,34 +45,14 @@ def _kept(folder: Path, name: str, compute) -> dict[str, Any]:
     return result
 
 
-def fuse(
-    first: np.ndarray, second: np.ndarray, depth: int = 100, rescale_to_second: bool = True
-) -> list[dict[int, float]]:
-    """The teacher ensemble on whole-corpus score rows: for each query, the union of both rankers' top `depth`,
-    each ranker's scores z-scored over that union, averaged, and (by default) given back in `second`'s units.
-
-    Returns:
-        For each query, document row -> fused score over the union.
-    """
-    fused = []
-    for a, b in zip(first, second):
-        union = np.union1d(np.argsort(-a)[:depth], np.argsort(-b)[:depth])
-        za = (a[union] - a[union].mean()) / (a[union].std() or 1.0)
-        zb = (b[union] - b[union].mean()) / (b[union].std() or 1.0)
-        mean = (za + zb) / 2
-        if rescale_to_second:
-            mean = mean * (b[union].std() or 1.0) + b[union].mean()
-        fused.append(dict(zip(union.tolist(), mean.tolist())))
-    return fused
-
-
 def evaluate_adaptation(run) -> dict[str, Any]:
     """Measures BM25, the starting model (zero-shot, at the teacher's and at the students' passage length), the
     teacher ensemble and every student on `run.eval_data`; returns the rows and the summary over seeds."""
     from transformers import AutoModel, AutoTokenizer
 
     from ..evaluation.bm25 import BM25Index
-    from ..teachers import BM25Teacher
+    from ..teachers import fuse_union_zscore, union_zscore_statistics
+    from .pipeline import teacher_scores
 
     eval_data, budget, corpus = run.eval_data, run.budget, run.corpus
     folder = run.out / "evaluation"
@@ -87,18 +67,20 @@ def evaluate_adaptation(run) -> dict[str, Any]:
         # at the teacher's length these are the vectors the candidates were drawn from: read back, not encoded
         teacher_length = length == budget.teacher_max_length
         cache = run.start_vectors_path if teacher_length else None
-        vectors = CorpusVectors(*start_encoder(run.start_model, length, teacher_length), corpus, cache)
+        vectors = CorpusVectors(
+            *start_encoder(run.start_model, length, budget.max_query_length, teacher_length), corpus, cache
+        )
         return _measure(vectors.retrieve(queries, k), vectors.rerank(queries, bm25_run), eval_data, rel_threshold)
 
     def teacher() -> dict[str, Any]:
-        vectors = run.start_vectors()
-        lexical = BM25Teacher(corpus, name="bm25")
-        bm25_scores = np.stack([lexical._query_scores(text) for text in queries.values()])
-        fused = fuse(bm25_scores, vectors.all_scores(queries), depth=k)
-        dense = {}
-        for qid, scores in zip(queries, fused):
-            top = sorted(scores.items(), key=lambda item: -item[1])[:k]
-            dense[qid] = {vectors.ids[row]: score for row, score in top}
+        # the teacher the students learn from, as a ranker: the union of its members' top lists, by fused score
+        bm25_scores, dense_scores = teacher_scores(run, queries)
+        centers, scales, unions = union_zscore_statistics(bm25_scores, dense_scores, budget.fusion_depth)
+        fused = fuse_union_zscore(bm25_scores, dense_scores, centers, scales)
+        ids, dense = run.start_vectors().ids, {}
+        for i, (qid, union) in enumerate(zip(queries, unions)):
+            top = union[np.argsort(-fused[i, union], kind="stable")][:k]
+            dense[qid] = {ids[row]: float(fused[i, row]) for row in top}
         return _measure(dense, None, eval_data, rel_threshold)
 
     if budget.teacher_max_length != budget.max_passage_length:  # the starting model as the teacher reads

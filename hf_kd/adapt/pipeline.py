@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from datasets import Dataset
 
 from ..data.corpus import Document, corpus_file, corpus_texts, read_corpus
@@ -80,7 +81,10 @@ class Adaptation:
     def start_vectors(self):
         from .vectors import CorpusVectors, start_encoder
 
-        encoder = start_encoder(self.start_model, self.budget.teacher_max_length, special_tokens_included=True)
+        budget = self.budget
+        encoder = start_encoder(
+            self.start_model, budget.teacher_max_length, budget.max_query_length, special_tokens_included=True
+        )
         return CorpusVectors(*encoder, self.corpus, self.start_vectors_path)
 
     def bf16(self) -> bool:
@@ -255,44 +259,94 @@ def _write_triples(path: Path, triples: list[tuple[str, str, str]]) -> None:
     staging.replace(path)
 
 
-def label_pairs(run: Adaptation, pairs: Path) -> None:
-    """BM25 and the starting model score every pair; their per-query normalised mean, in the starting model's
-    units, is the teacher (`pos_score`), and each one's own scores stay beside it (`pos_score_minilm` is the self
-    control's teacher)."""
-    if ScoreDataset.is_score_dataset(run.scores_dir):
-        return
-    from ..teachers import BM25Teacher, score_triples
+def _teachers(run: Adaptation, vectors) -> tuple[Any, Any]:
+    """BM25 over the corpus and the starting model (from its corpus vectors at the teacher's length)."""
+    from ..teachers import BM25Teacher
     from ..teachers.vector_teacher import VectorTeacher
 
-    vectors = run.start_vectors()
+    lexical = BM25Teacher(run.corpus, source=run.corpus_path, name=LEXICAL_TEACHER)
     dense = VectorTeacher(
         run.start_model,
-        dict(zip(run.queries.values(), vectors.query_vectors(run.queries))),
+        {},
         vectors.vectors,
         [run.corpus[d] for d in vectors.ids],
         max_length=run.budget.teacher_max_length,
         name=DENSE_TEACHER,
     )
-    teachers = [BM25Teacher(run.corpus, source=run.corpus_path, name=LEXICAL_TEACHER), dense]
-    score_triples(
-        teachers,
-        str(pairs),
-        run.scores_dir,
-        batch_size=32,
-        normalize=run.budget.normalize,
-        rescale_to=DENSE_TEACHER,
-        overwrite=True,
+    return lexical, dense
+
+
+def teacher_scores(run: Adaptation, queries: dict[str, str], vectors=None) -> tuple[np.ndarray, np.ndarray]:
+    """BM25's and the starting model's scores of every document of the corpus (rows in the corpus's order) for each
+    query: what the teacher's statistics are taken from."""
+    from ..teachers import BM25Teacher
+
+    vectors = vectors or run.start_vectors()
+    lexical = BM25Teacher(run.corpus, source=run.corpus_path, name=LEXICAL_TEACHER)
+    bm25 = np.stack([lexical.corpus_scores(text) for text in queries.values()])
+    return bm25, vectors.all_scores(queries)
+
+
+def label_pairs(run: Adaptation, pairs: Path, chunk: int = 256) -> None:
+    """Labels every pair with the teacher: per query, BM25's and the starting model's z-scores over the union of
+    their top `fusion_depth` documents of the whole corpus, averaged and given back in the starting model's units
+    (`pos_score`; the ranker measured as the teacher). Each member's raw scores stay beside it (`pos_score_minilm`
+    is the self control's teacher)."""
+    if ScoreDataset.is_score_dataset(run.scores_dir):
+        return
+    import pyarrow.parquet as pq
+    from tqdm.auto import tqdm
+
+    from ..data.provenance import Provenance
+    from ..teachers import fuse_union_zscore, union_zscore_statistics
+
+    triples = pq.read_table(pairs)
+    queries = triples.column("query").to_pylist()
+    passages = {side: triples.column(side).to_pylist() for side in ("positive", "negative")}
+    vectors = run.start_vectors()
+    lexical, dense = _teachers(run, vectors)
+    dense.query_vectors = {
+        " ".join(text.split()): vector for text, vector in zip(run.queries.values(), vectors.query_vectors(run.queries))
+    }
+    raw = {
+        teacher.name: tuple(teacher.score(queries, passages[side]).numpy() for side in ("positive", "negative"))
+        for teacher in (lexical, dense)
+    }
+    distinct = list(dict.fromkeys(queries))
+    centers, scales = {}, {}
+    for start in tqdm(range(0, len(distinct), chunk), desc="Teacher statistics", unit="chunk"):
+        texts = distinct[start : start + chunk]
+        bm25, cosine = teacher_scores(run, {str(i): t for i, t in enumerate(texts)}, vectors)
+        chunk_centers, chunk_scales, _ = union_zscore_statistics(bm25, cosine, run.budget.fusion_depth)
+        centers.update(zip(texts, chunk_centers))
+        scales.update(zip(texts, chunk_scales))
+    row_centers = np.stack([centers[q] for q in queries])
+    row_scales = np.stack([scales[q] for q in queries])
+    fused = tuple(
+        fuse_union_zscore(raw[LEXICAL_TEACHER][side], raw[DENSE_TEACHER][side], row_centers, row_scales).astype(
+            np.float32
+        )
+        for side in (0, 1)
     )
+    provenance = Provenance(
+        format="hf-kd-score",
+        schema="scored_triples",
+        source_files=[str(pairs)],
+        teachers=[lexical.describe()["name_or_path"], dense.describe()["name_or_path"]],
+        parameters={
+            "teachers": [lexical.describe(), dense.describe()],
+            "ensemble": "union_zscore",
+            "fusion_depth": run.budget.fusion_depth,
+            "rescale_to": DENSE_TEACHER,
+        },
+    )
+    ScoreDataset.write_teacher_scores(run.scores_dir, triples, raw, provenance, ensemble=fused, overwrite=True)
 
 
 def train_students(run: Adaptation) -> None:
-    from types import SimpleNamespace
-
-    from ..reproduce.stages import student_config, train_model
+    from ..training.stage import student_config, train_model
 
     budget = run.budget
-    # the starting model is a sentence-transformers bi-encoder (mean pooling, cosine), as MiniLM is
-    starting_point = SimpleNamespace(backbone="minilm")
     for name, architecture, setting, seed in budget.student_runs(with_sources=bool(run.sources)):
         folder = run.out / "students" / name
         if setting == "twin":
@@ -311,11 +365,13 @@ def train_students(run: Adaptation) -> None:
             steps=budget.steps,
             seed=seed,
             learning_rate=budget.learning_rate,
-            model_config=student_config(starting_point, architecture),
+            # the starting model is a sentence-transformers bi-encoder (mean pooling, cosine), as MiniLM is
+            model_config=student_config(architecture, run.start_model, sentence_transformers=True),
             pos_score_column=columns[0],
             neg_score_column=columns[1],
             bf16=run.bf16(),
             backbone_dropout=budget.backbone_dropout,
+            max_query_length=budget.max_query_length,
         )
         run.students[name] = str(folder)
 

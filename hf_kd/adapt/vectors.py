@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-START_QUERY_LENGTH = 64
-"""Word pieces of a query the starting model reads (SciFact claims and MS MARCO questions are far shorter)."""
 
-
-def start_encoder(start_model: str, max_passage_length: int, special_tokens_included: bool = False):
+def start_encoder(
+    start_model: str, max_passage_length: int, max_query_length: int, special_tokens_included: bool = False
+):
     """The starting model as a BERT_DOT (mean pooling, cosine: a sentence-transformers bi-encoder as it scores)
-    reading `max_passage_length` word pieces of each passage; `(model, tokenizer)`.
+    reading `max_query_length` word pieces of each query and `max_passage_length` of each passage;
+    `(model, tokenizer)`.
 
     With `special_tokens_included`, `max_passage_length` counts [CLS] and [SEP] too, as a sentence-transformers
     model's `max_seq_length` does: the vectors are then the ones the teacher `SentenceTransformer` gives."""
@@ -25,7 +25,7 @@ def start_encoder(start_model: str, max_passage_length: int, special_tokens_incl
         start_model,
         pooling="mean",
         normalize_embeddings=True,
-        max_query_length=START_QUERY_LENGTH,
+        max_query_length=max_query_length,
         max_passage_length=max_passage_length - 2 if special_tokens_included else max_passage_length,
     )
     return model.eval(), AutoTokenizer.from_pretrained(start_model)

@@ -2,7 +2,7 @@
 ([`ScoreDataset`]), triple building."""
 
 from .convert import ConversionReport, convert, rejected_path_for
-from .errors import DataFormatError
+from .errors import ConfigError, DataFormatError
 from .ir_files import (
     BeirData,
     read_beir,
@@ -40,6 +40,7 @@ from .schemas import (
 from .score_dataset import ScoreDataset, TeacherScores
 from .text_join import join_texts, joined_columns
 from .texts import MissingIdError, TextStore
+from .train_rows import TRAINABLE_SCHEMAS, load_train_dataset
 from .triples import TripleStats, build_candidate_pairs, build_triples, read_query_id_list, save_triples
 from .tsv_readers import PaperIdsReader, PaperTextReader, TriplesReader
 from .writers import DEFAULT_SHARD_ROWS, write_texts
@@ -60,8 +61,10 @@ __all__ = [
     "SCORED_TRIPLES_FEATURES",
     "TEXTS_FEATURES",
     "TEXT_SCHEMAS",
+    "TRAINABLE_SCHEMAS",
     "TRIPLES_FEATURES",
     "BeirData",
+    "ConfigError",
     "ConversionReport",
     "DataFormatError",
     "NwayJsonlReader",
@@ -83,6 +86,7 @@ __all__ = [
     "per_teacher_columns",
     "with_per_teacher_columns",
     "join_texts",
+    "load_train_dataset",
     "joined_columns",
     "MissingIdError",
     "TextStore",

@@ -1,4 +1,4 @@
-"""The error raised for malformed input files."""
+"""The errors raised for malformed input files and wrong configuration values."""
 
 from __future__ import annotations
 
@@ -33,3 +33,8 @@ class DataFormatError(ValueError):
 
     def __reduce__(self):
         return (type(self), (self.path, self.line_number, self.reason, self.unit))
+
+
+class ConfigError(ValueError):
+    """A configuration value (a training option, or the training data it names) is wrong; raised before any
+    training starts."""

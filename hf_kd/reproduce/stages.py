@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, TrainingArguments
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
 from .. import model_class_for
 from ..data.score_dataset import ScoreDataset
@@ -25,9 +25,7 @@ from ..files import write_json_atomic
 from ..models.sentence_transformers_layout import file_versions, give_plain_file_modes
 from ..pretrained import all_mpnet_base_v2_path, minilm_path
 from ..teachers import Teacher, load_teacher, score_triples
-from ..training.arguments import HfKdArguments
-from ..training.run import run_training
-from ..training.summary import TrainSummary
+from ..training.stage import student_config, train_model
 from .budgets import Budget
 from .data import PreparedData
 from .evaluation import evaluate_and_keep, evaluate_model, evaluate_teacher, mean_of_runs, open_eval_set
@@ -57,96 +55,6 @@ def make_backbone(budget: Budget, num_layers: int, out: Path, seed: int) -> str:
     give_plain_file_modes(staging, before)  # safetensors writes the weights through a private temporary file
     staging.rename(out)
     return str(out)
-
-
-def train_model(
-    budget: Budget,
-    out: Path,
-    *,
-    architecture: str,
-    backbone: str,
-    loss: str,
-    train_file: str,
-    steps: int,
-    seed: int,
-    learning_rate: float,
-    model_config: dict | None = None,
-    pos_score_column: str = "pos_score",
-    neg_score_column: str = "neg_score",
-    bf16: bool = False,
-    backbone_dropout: float | None = None,
-) -> TrainSummary:
-    """Trains one model with the project's Trainer (skipped when `out` holds a finished run).
-
-    `budget` is a reproduction's or an adaptation's budget: its `batch_size`, `max_passage_length` and
-    `non_backbone_learning_rate` apply; `bf16` trains under bfloat16 autocast (float32 master weights and loss)."""
-    finished = TrainSummary.load(out)
-    if finished is not None:
-        return finished
-    hf_kd_args = HfKdArguments(
-        architecture=architecture,
-        backbone=backbone,
-        model_config=model_config or {},
-        loss=loss,
-        train_files=[train_file],
-        max_passage_length=budget.max_passage_length,
-        pos_score_column=pos_score_column,
-        neg_score_column=neg_score_column,
-        non_backbone_learning_rate=budget.non_backbone_learning_rate,
-        backbone_dropout=backbone_dropout,
-    )
-    training_args = TrainingArguments(
-        output_dir=str(out),
-        per_device_train_batch_size=budget.batch_size,
-        max_steps=steps,
-        learning_rate=learning_rate,
-        lr_scheduler_type="linear",
-        warmup_steps=max(1, steps // 10),
-        weight_decay=0.0,
-        logging_steps=max(1, steps // 10),
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        seed=seed,
-        data_seed=seed,
-        disable_tqdm=False,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),  # pinned memory only speeds up copies to a CUDA device
-        bf16=bf16,
-        use_cpu=bf16 and not torch.cuda.is_available(),  # bfloat16 autocast on the CPU
-    )
-    return run_training(hf_kd_args, training_args)
-
-
-def student_config(budget: Budget, architecture: str) -> dict:
-    if architecture == "bert_dot" and budget.backbone == "minilm":
-        # all-MiniLM-L6-v2 was trained with mean pooling and cosine similarity: the student keeps both, so that
-        # distillation starts from the backbone's own ranking instead of re-learning a raw dot product
-        return {"pooling": "mean", "normalize_embeddings": True}
-    if architecture == "colbert" and budget.backbone == "minilm":
-        # MiniLM's own token vectors (identity projection, no untrained [MASK] tokens) with cosine MaxSim averaged
-        # over the query: untrained it already ranks, and its scores have a cosine teacher's scale, so Margin-MSE
-        # does not have to squeeze a sum over 32 raw dot products into the teacher's margins
-        return {
-            "normalize_embeddings": True,
-            "mean_maxsim": True,
-            "compression_dim": BertConfig.from_pretrained(minilm_path()).hidden_size,
-            "compression_init": "identity",
-            "query_augmentation_tokens": 0,
-        }
-    if architecture == "tk":
-        # starts as a term matcher, not at chance, whose query terms weigh by their IDF in the training passages (see
-        # TKConfig): trained on the cpu budget's triples, SciFact 0.637 against 0.589 without the weights (p=0.04)
-        return {"term_match_init": True, "query_term_weights": True}
-    if architecture == "prett" and budget.backbone == "minilm":
-        # the CLS head of a sentence-transformers backbone starts at chance and does not learn in a few hundred steps;
-        # the mean-cosine readout starts from the backbone's own similarity (see BertCatConfig.mean_cosine_score)
-        return {"split_layer": 3, "mean_cosine_score": True}
-    if architecture == "prett":
-        return {"split_layer": 1}
-    if architecture == "bert_cat" and budget.backbone == "minilm":
-        return {"mean_cosine_score": True}
-    return {}
 
 
 PRETRAINED_TEACHER_PATHS = {"mpnet": all_mpnet_base_v2_path, "minilm": minilm_path}
@@ -350,17 +258,18 @@ def train_students(run: Reproduction) -> None:
     for name, architecture, setting, loss in run.student_runs():
         folder = run.out / "students" / name
         pos_column, neg_column = run.teacher_columns[setting] if setting != "none" else ScoreDataset.score_columns()
+        backbone = run.backbones["small_cat" if architecture == "bert_cat" else "student"]
         train_model(
             budget,
             folder,
             architecture=architecture,
-            backbone=run.backbones["small_cat" if architecture == "bert_cat" else "student"],
+            backbone=backbone,
             loss=loss,
             train_file=run.data.train_triples if setting == "none" else str(run.scores_dir),
             steps=budget.student_steps,
             seed=budget.seed,
             learning_rate=budget.student_learning_rate(architecture),
-            model_config=student_config(budget, architecture),
+            model_config=student_config(architecture, backbone, sentence_transformers=budget.backbone == "minilm"),
             pos_score_column=pos_column,
             neg_score_column=neg_column,
         )

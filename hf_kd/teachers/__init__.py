@@ -4,7 +4,14 @@ corpus) or several, normalised mean ensembles, score-distribution analysis."""
 from .analysis import analyze_scores, score_statistics
 from .base import Teacher
 from .bm25_teacher import BM25_PREFIX, BM25Teacher
-from .ensemble import NORMALIZATIONS, ensemble_score_datasets, mean_ensemble, normalize_scores
+from .ensemble import (
+    NORMALIZATIONS,
+    ensemble_score_datasets,
+    fuse_union_zscore,
+    mean_ensemble,
+    normalize_scores,
+    union_zscore_statistics,
+)
 from .loading import (
     CrossEncoderTeacher,
     HfKdTeacher,
@@ -33,8 +40,10 @@ __all__ = [
     "ensemble_score_datasets",
     "find_distinct_pairs",
     "load_teacher",
+    "fuse_union_zscore",
     "mean_ensemble",
     "normalize_scores",
+    "union_zscore_statistics",
     "read_triples",
     "score_pairs",
     "score_statistics",

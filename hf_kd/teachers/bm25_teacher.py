@@ -77,7 +77,8 @@ class BM25Teacher(Teacher):
 
         return cls(corpus_texts(read_corpus(path)), source=str(Path(path).resolve()), name=name)
 
-    def _query_scores(self, query: str) -> np.ndarray:
+    def corpus_scores(self, query: str) -> np.ndarray:
+        """The query's BM25 score of every document of the corpus, in the order the corpus was given."""
         scores = self._cache.get(query)
         if scores is None:
             tokens = self.index.tokenizer.tokenize([query], update_vocab=False, return_as="ids", show_progress=False)
@@ -102,7 +103,7 @@ class BM25Teacher(Teacher):
                     f"BM25 teacher over {self.source or 'the corpus given'}: the passage {passage[:80]!r} is not in "
                     "its corpus, so it has no BM25 statistics; pass the corpus the candidates come from"
                 )
-            scores[i] = self._query_scores(query)[row]
+            scores[i] = self.corpus_scores(query)[row]
         return torch.from_numpy(scores)
 
     def pair_lengths(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:

@@ -16,6 +16,11 @@ scales, so each teacher's scores are put on one scale before averaging:
 "Scores" are each triple's positive and negative score once. Per-query statistics remove what a teacher says
 about a query as a whole (which Margin-MSE never sees) and keep what it says within the query. A query whose
 scores are all equal keeps scale 1 (only its mean or minimum is removed).
+
+Two rankers that score a whole corpus (BM25 and a bi-encoder) can instead take each query's statistics from the
+documents that matter to it, whatever pairs are drawn: [`union_zscore_statistics`] (each ranker's mean and standard
+deviation over the union of both rankers' top k) and [`fuse_union_zscore`] (the mean z-score, in the second
+ranker's units). The adaptation's teacher ranks and labels with exactly that fusion.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ __all__ = [
     "check_normalization",
     "check_rescale",
     "ensemble_score_datasets",
+    "fuse_union_zscore",
     "mean_ensemble",
     "normalize_scores",
+    "union_zscore_statistics",
 ]
 
 NORMALIZATIONS = ("none", "zscore", "minmax", "query_zscore", "query_minmax")
@@ -186,6 +193,65 @@ def mean_ensemble(
         )
         pos, neg = pos * scale + center, neg * scale + center
     return pos.astype(np.float32), neg.astype(np.float32)
+
+
+def union_zscore_statistics(
+    first: np.ndarray, second: np.ndarray, depth: int = 100
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Per query, each of two rankers' mean and standard deviation over the union of both rankers' top `depth`.
+
+    Args:
+        first, second (`np.ndarray`): (queries, documents) whole-corpus scores of the two rankers, the same
+            documents in the same order.
+        depth (`int`, *optional*, defaults to 100): the top of each ranker that enters the union.
+
+    Returns:
+        `(centers, scales, unions)`: (queries, 2) means and (queries, 2) population standard deviations (1 where a
+        ranker gives the union one score), and each query's union as document rows.
+
+    Example:
+        ```python
+        >>> first, second = np.array([[3.0, 1.0, 0.0]]), np.array([[0.0, 0.5, 1.0]])
+        >>> centers, scales, unions = union_zscore_statistics(first, second, depth=1)
+        >>> centers.tolist(), scales.tolist(), unions[0].tolist()
+        ([[1.5, 0.5]], [[1.5, 0.5]], [0, 2])
+
+        ```
+    """
+    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
+    if first.shape != second.shape or first.ndim != 2:
+        raise ValueError(
+            f"two (queries, documents) score matrices of one shape expected, got {first.shape} and {second.shape}"
+        )
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    k = min(depth, first.shape[1])
+    centers, scales, unions = np.empty((len(first), 2)), np.empty((len(first), 2)), []
+    for i, (a, b) in enumerate(zip(first, second)):
+        union = np.union1d(np.argpartition(-a, k - 1)[:k], np.argpartition(-b, k - 1)[:k])
+        for j, row in enumerate((a, b)):
+            centers[i, j] = row[union].mean()
+            scales[i, j] = row[union].std() or 1.0
+        unions.append(union)
+    return centers, scales, unions
+
+
+def fuse_union_zscore(first: np.ndarray, second: np.ndarray, centers: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """The mean of two rankers' z-scores, given back in the second ranker's units:
+    `((x1 - c1) / s1 + (x2 - c2) / s2) / 2 * s2 + c2`, with each query's statistics of [`union_zscore_statistics`].
+
+    Args:
+        first, second (`np.ndarray`): the two rankers' scores, (n,) or (n, m): one row per query (or per pair).
+        centers, scales (`np.ndarray`): (n, 2) each row's statistics of the first and the second ranker.
+
+    Returns:
+        `np.ndarray`: the fused scores, of the shape of `first`.
+    """
+    first, second = np.asarray(first, np.float64), np.asarray(second, np.float64)
+    shape = (-1,) + (1,) * (first.ndim - 1)
+    c1, c2 = centers[:, 0].reshape(shape), centers[:, 1].reshape(shape)
+    s1, s2 = scales[:, 0].reshape(shape), scales[:, 1].reshape(shape)
+    return ((first - c1) / s1 + (second - c2) / s2) / 2 * s2 + c2
 
 
 def check_rescale(rescale_to: str | None, normalize: str, teachers: Sequence[str] | None = None) -> None:

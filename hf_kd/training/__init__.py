@@ -3,7 +3,7 @@
 from .arguments import ConfigError, HfKdArguments, parse_train_args
 from .checkpoints import is_complete_checkpoint, last_complete_checkpoint
 from .collator import CachingTokenizer, RankingCollator
-from .data import check_dataset_for_loss, load_train_dataset
+from .data import check_dataset_for_loss
 from .evaluation import RerankDevSet, evaluate_reranking
 from .run import run_training
 from .trainer import DistillationTrainer
@@ -19,7 +19,6 @@ __all__ = [
     "evaluate_reranking",
     "is_complete_checkpoint",
     "last_complete_checkpoint",
-    "load_train_dataset",
     "parse_train_args",
     "run_training",
 ]

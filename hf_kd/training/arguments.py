@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from ..data.errors import ConfigError
 from ..losses import LOSSES
 from ..models import MODEL_CLASSES
 
@@ -31,10 +32,6 @@ __all__ = [
     "resolve_train_args",
     "parse_train_args",
 ]
-
-
-class ConfigError(ValueError):
-    """A training configuration value is wrong; raised before any training starts."""
 
 
 @dataclass

@@ -21,8 +21,8 @@ from transformers import AutoModel, AutoTokenizer, EarlyStoppingCallback, Traini
 
 from ..data.errors import DataFormatError
 from ..data.sources import DataSourceError
-from ..data.text_join import joined_columns
 from ..data.texts import MissingIdError, MissingIdRows
+from ..data.train_rows import load_train_dataset
 from ..files import naming_weight_files, write_json_atomic
 from ..jobs import JobLockedError, file_fingerprint, fingerprint_changes, output_lock
 from ..losses import get_loss
@@ -35,7 +35,7 @@ from .checkpoints import (
     resolve_resume_checkpoint,
 )
 from .collator import RankingCollator
-from .data import add_length_column, check_dataset_for_loss, load_train_dataset
+from .data import check_dataset_for_loss
 from .evaluation import RerankDevSet
 from .summary import TrainSummary
 from .trainer import DistillationTrainer
@@ -258,6 +258,7 @@ def _training_dataset(
             collection=hf_kd_args.train_collection,
             streaming=hf_kd_args.streaming,
             missing_ids=missing_ids,
+            length_column=training_args.length_column_name if hf_kd_args.group_by_length else None,
         )
         if missing_ids is not None and missing_ids.count:
             logger.warning(
@@ -265,11 +266,6 @@ def _training_dataset(
             )
         check_dataset_for_loss(train_dataset, hf_kd_args.loss)
         if hf_kd_args.group_by_length:
-            if train_dataset.column_names != joined_columns(train_dataset):
-                raise ConfigError(
-                    "group_by_length measures every row's texts; with id-form data (joined per batch) leave it off"
-                )
-            train_dataset = add_length_column(train_dataset, training_args.length_column_name)
             training_args.train_sampling_strategy = "group_by_length"
     return train_dataset
 
