@@ -79,3 +79,67 @@ def test_no_module_imports_back_a_module_that_imports_it():
     graph = import_graph()
     assert "hf_kd.evaluation.loading" in graph["hf_kd.evaluation.indexing"]
     assert circles(graph) == []
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The same imports between the package's sub-packages and top-level modules (`hf_kd.data`, `hf_kd.jobs`...)."""
+
+    def floor(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    packages: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        packages.setdefault(floor(module), set()).update(floor(t) for t in targets if floor(t) != floor(module))
+    return packages
+
+
+def test_the_packages_stand_in_floors_and_the_jobs_share_their_stages():
+    graph = import_graph()
+    packages = package_graph(graph)
+    # no arrow from a lower floor to a higher one: the packages' imports have no circle either
+    assert circles(packages) == []
+    assert "hf_kd.data" in packages["hf_kd.training"] and "hf_kd.training" not in packages["hf_kd.data"]
+    # adapt and reproduce are two jobs over the same stages, not one job built on the other
+    assert "hf_kd.reproduce" not in packages["hf_kd.adapt"] and "hf_kd.adapt" not in packages["hf_kd.reproduce"]
+    assert "hf_kd.training.stage" in graph["hf_kd.adapt.pipeline"] & graph["hf_kd.reproduce.stages"]
+
+
+def test_training_asks_the_data_package_for_its_rows_once(tmp_path, ci_data):
+    """Following the training data from `run_training`'s arguments: training calls the data package to read and
+    check the rows, then once more for their schema (the loss check); every data check is made in the data package."""
+    import sys
+
+    from transformers import TrainingArguments
+
+    from hf_kd.training.arguments import HfKdArguments
+    from hf_kd.training.run import _training_dataset
+
+    args = HfKdArguments(
+        architecture="bert_dot",
+        backbone="unused",
+        loss="ranknet",
+        train_files=[str(ci_data / "msmarco-train-100.triples.tsv")],
+    )
+    chain: list[str] = []
+
+    def package_of(frame) -> str | None:
+        while frame is not None:
+            name = frame.f_globals.get("__name__", "")
+            if name.startswith("hf_kd."):
+                return ".".join(name.split(".")[:2])
+            frame = frame.f_back
+        return None
+
+    def follow(frame, event, arg):
+        if event in ("call", "return"):
+            package = package_of(frame)
+            if package and (not chain or chain[-1] != package):
+                chain.append(package)
+
+    sys.setprofile(follow)
+    try:
+        _training_dataset(args, TrainingArguments(output_dir=str(tmp_path), report_to="none"), None)
+    finally:
+        sys.setprofile(None)
+    assert chain[0] == "hf_kd.training" and set(chain) == {"hf_kd.training", "hf_kd.data"}
+    assert chain.count("hf_kd.data") == 2, chain

@@ -52,7 +52,7 @@ def evaluate_adaptation(run) -> dict[str, Any]:
 
     from ..evaluation.bm25 import BM25Index
     from ..teachers import fuse_union_zscore, union_zscore_statistics
-    from .pipeline import teacher_scores
+    from .teacher import teacher_scores
 
     eval_data, budget, corpus = run.eval_data, run.budget, run.corpus
     folder = run.out / "evaluation"

@@ -34,9 +34,7 @@ from ..data.triples import build_candidate_pairs
 from ..files import write_json_atomic, write_text_atomic
 from ..jobs import file_fingerprint, fingerprint_changes, output_lock, record_timings
 from .budgets import AdaptBudget
-
-DENSE_TEACHER = "minilm"
-LEXICAL_TEACHER = "bm25"
+from .teacher import DENSE_TEACHER, LEXICAL_TEACHER
 
 
 def _log(message: str) -> None:
@@ -259,34 +257,6 @@ def _write_triples(path: Path, triples: list[tuple[str, str, str]]) -> None:
     staging.replace(path)
 
 
-def _teachers(run: Adaptation, vectors) -> tuple[Any, Any]:
-    """BM25 over the corpus and the starting model (from its corpus vectors at the teacher's length)."""
-    from ..teachers import BM25Teacher
-    from ..teachers.vector_teacher import VectorTeacher
-
-    lexical = BM25Teacher(run.corpus, source=run.corpus_path, name=LEXICAL_TEACHER)
-    dense = VectorTeacher(
-        run.start_model,
-        {},
-        vectors.vectors,
-        [run.corpus[d] for d in vectors.ids],
-        max_length=run.budget.teacher_max_length,
-        name=DENSE_TEACHER,
-    )
-    return lexical, dense
-
-
-def teacher_scores(run: Adaptation, queries: dict[str, str], vectors=None) -> tuple[np.ndarray, np.ndarray]:
-    """BM25's and the starting model's scores of every document of the corpus (rows in the corpus's order) for each
-    query: what the teacher's statistics are taken from."""
-    from ..teachers import BM25Teacher
-
-    vectors = vectors or run.start_vectors()
-    lexical = BM25Teacher(run.corpus, source=run.corpus_path, name=LEXICAL_TEACHER)
-    bm25 = np.stack([lexical.corpus_scores(text) for text in queries.values()])
-    return bm25, vectors.all_scores(queries)
-
-
 def label_pairs(run: Adaptation, pairs: Path, chunk: int = 256) -> None:
     """Labels every pair with the teacher: per query, BM25's and the starting model's z-scores over the union of
     their top `fusion_depth` documents of the whole corpus, averaged and given back in the starting model's units
@@ -299,15 +269,13 @@ def label_pairs(run: Adaptation, pairs: Path, chunk: int = 256) -> None:
 
     from ..data.provenance import Provenance
     from ..teachers import fuse_union_zscore, union_zscore_statistics
+    from .teacher import teacher_members, teacher_scores
 
     triples = pq.read_table(pairs)
     queries = triples.column("query").to_pylist()
     passages = {side: triples.column(side).to_pylist() for side in ("positive", "negative")}
     vectors = run.start_vectors()
-    lexical, dense = _teachers(run, vectors)
-    dense.query_vectors = {
-        " ".join(text.split()): vector for text, vector in zip(run.queries.values(), vectors.query_vectors(run.queries))
-    }
+    lexical, dense = teacher_members(run, vectors, run.queries)
     raw = {
         teacher.name: tuple(teacher.score(queries, passages[side]).numpy() for side in ("positive", "negative"))
         for teacher in (lexical, dense)
@@ -316,7 +284,7 @@ def label_pairs(run: Adaptation, pairs: Path, chunk: int = 256) -> None:
     centers, scales = {}, {}
     for start in tqdm(range(0, len(distinct), chunk), desc="Teacher statistics", unit="chunk"):
         texts = distinct[start : start + chunk]
-        bm25, cosine = teacher_scores(run, {str(i): t for i, t in enumerate(texts)}, vectors)
+        bm25, cosine = teacher_scores(run, {str(i): t for i, t in enumerate(texts)}, vectors, lexical)
         chunk_centers, chunk_scales, _ = union_zscore_statistics(bm25, cosine, run.budget.fusion_depth)
         centers.update(zip(texts, chunk_centers))
         scales.update(zip(texts, chunk_scales))

@@ -161,10 +161,13 @@ def select_teacher_columns(dataset: Dataset, renames: dict[str, str]) -> Dataset
     return dataset.remove_columns(extra) if extra else dataset
 
 
-def train_schema(dataset: Dataset | IterableDataset, source: str = "the training data") -> str:
+def train_schema(
+    dataset: Dataset | IterableDataset, source: str = "the training data", length_column: str | None = None
+) -> str:
     """The text schema (`scored_triples`, `margin_triples`, `nway` or `triples`) of the rows as they are read
-    (an id form joined to its texts has the text form's columns)."""
-    columns = set(joined_columns(dataset))
+    (an id form joined to its texts has the text form's columns); `length_column`, added by
+    `load_train_dataset(length_column=...)`, is no part of it."""
+    columns = set(joined_columns(dataset)) - {length_column}
     for name in TRAINABLE_SCHEMAS:
         if columns == set(TEXT_SCHEMAS[name]):
             return name

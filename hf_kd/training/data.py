@@ -12,14 +12,15 @@ from .arguments import ConfigError
 __all__ = ["check_dataset_for_loss"]
 
 
-def check_dataset_for_loss(dataset: Dataset, loss_name: str) -> str:
-    """Checks that the loss can train on the dataset; returns the schema name.
+def check_dataset_for_loss(dataset: Dataset, loss_name: str, length_column: str | None = None) -> str:
+    """Checks that the loss can train on the dataset (with `length_column`, the lengths `group_by_length` batches
+    by); returns the schema name.
 
     Raises:
         ConfigError: the loss needs teacher scores the data lacks, needs raw scores but the data has margins, or is
             pairwise only but the data has several negatives per query.
     """
-    schema = train_schema(dataset)
+    schema = train_schema(dataset, length_column=length_column)
     loss_class = LOSSES[loss_name]
     if schema == "triples" and loss_class.requires_teacher:
         raise ConfigError(

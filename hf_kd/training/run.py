@@ -247,6 +247,7 @@ def _training_dataset(
 ) -> Dataset | IterableDataset:
     """Loads the training data (main process first), checks it against the loss and adds the lengths
     `group_by_length` batches by."""
+    length_column = training_args.length_column_name if hf_kd_args.group_by_length else None
     with training_args.main_process_first(desc="loading the training data"):
         train_dataset = load_train_dataset(
             hf_kd_args.train_files,
@@ -258,13 +259,13 @@ def _training_dataset(
             collection=hf_kd_args.train_collection,
             streaming=hf_kd_args.streaming,
             missing_ids=missing_ids,
-            length_column=training_args.length_column_name if hf_kd_args.group_by_length else None,
+            length_column=length_column,
         )
         if missing_ids is not None and missing_ids.count:
             logger.warning(
                 f"left out {missing_ids.count:,} training rows with ids that have no text; see {missing_ids.path}"
             )
-        check_dataset_for_loss(train_dataset, hf_kd_args.loss)
+        check_dataset_for_loss(train_dataset, hf_kd_args.loss, length_column)
         if hf_kd_args.group_by_length:
             training_args.train_sampling_strategy = "group_by_length"
     return train_dataset
