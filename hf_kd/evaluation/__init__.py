@@ -30,6 +30,8 @@ _EXPORTS = {
     "compute_metrics": "metrics",
     "evaluate_run": "metrics",
     "load_ir_metrics": "metrics",
+    "INFERENCE_DTYPES": "loading",
+    "load_model": "loading",
     "rerank": "rerank",
     "bm25_search": "bm25",
     "BM25Index": "bm25",

@@ -142,6 +142,7 @@ def build_dense_index(
     max_batch_tokens: int | None = None,
     shard_size: int = DEFAULT_SHARD_SIZE,
     device: str | None = None,
+    dtype: str = "float32",
     source: str | os.PathLike | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
@@ -163,6 +164,8 @@ def build_dense_index(
             (`None`: 2048 on a CPU, no cap elsewhere; 0: no cap; see `hf_kd.evaluation.encode_texts`).
         shard_size (`int`, *optional*, defaults to 100,000): passages per resumable shard.
         device (`str`, *optional*): torch device (CUDA when available by default).
+        dtype (`str`, *optional*, defaults to `"float32"`): the model's weights while encoding, `"float32"` or
+            `"bfloat16"` (see `hf_kd.evaluation.load_model`); vectors are stored in float32 (or float16 with `fp16`).
         source (`str` or `os.PathLike`, *optional*): the file the collection was read from, for the manifest.
         overwrite (`bool`, *optional*, defaults to `False`): replace an existing non-empty `out`, and start over
             from a work folder of other work instead of failing.
@@ -185,8 +188,10 @@ def build_dense_index(
     with contextlib.ExitStack() as lock:
         processes.from_main(lambda: lock_job_output(lock, out, overwrite))
         processes.from_main(lambda: remove_staging_leftovers(out))
-        model, tokenizer = load_model(str(model_dir), processes.device or device)
+        model, tokenizer = load_model(str(model_dir), processes.device or device, dtype)
         manifest = _manifest(str(model_dir), model, collection, fp16, shard_size, source)
+        if dtype != "float32":  # an index encoded in float32 before this option existed resumes unchanged
+            manifest["dtype"] = dtype
         work = out.with_name(f"{out.name}.partial")
         shards = list(enumerate(range(0, len(collection), shard_size)))
         todo = processes.from_main(lambda: _open_work(work, manifest, overwrite, shards))

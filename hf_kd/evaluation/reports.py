@@ -68,6 +68,7 @@ _STRING_FIELDS = (
     "run",
     "index",
     "index_factory",
+    "dtype",
 )
 _INTEGER_FIELDS = (
     "index_bytes",
@@ -117,6 +118,7 @@ class EvaluationReport:
         num_queries (`int` or `None`): judged queries, the denominator of the means.
         num_queries_missing_from_run (`int` or `None`): judged queries without candidates (scored 0).
         num_run_queries_without_qrels (`int` or `None`): ranked queries without judgements (ignored).
+        dtype (`str` or `None`): the precision of the model's weights, `"float32"` or `"bfloat16"`.
         first_stage_metrics (`dict[str, float]` or `None`): the same metrics of the first-stage run.
         per_query (`dict[str, dict[str, float]]` or `None`): query id -> metric -> value.
     """
@@ -139,6 +141,7 @@ class EvaluationReport:
     num_queries: int | None = None
     num_queries_missing_from_run: int | None = None
     num_run_queries_without_qrels: int | None = None
+    dtype: str | None = None
     first_stage_metrics: dict[str, float] | None = None
     per_query: dict[str, dict[str, float]] | None = None
 

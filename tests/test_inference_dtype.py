@@ -1,0 +1,110 @@
+"""Models loaded in bfloat16 for inference: every architecture scores like its float32 self, the commands record the
+precision, and an index build does not mix vectors of two precisions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+from conftest import dl20_pairs
+
+from hf_kd import BertCatModel, BertDotModel, ColBERTModel, PreTTModel, TKModel
+from hf_kd.evaluation import INFERENCE_DTYPES, load_model
+from hf_kd.evaluation.commands import add_subcommands
+from hf_kd.training.stage import student_config
+
+ARCHITECTURES = {
+    "bert_dot": BertDotModel,
+    "bert_cat": BertCatModel,
+    "colbert": ColBERTModel,
+    "prett": PreTTModel,
+    "tk": TKModel,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_command(*argv) -> int:
+    parser = argparse.ArgumentParser(prog="hf-kd")
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([str(arg) for arg in argv])
+    return args.func(args)
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_bfloat16_weights_score_real_pairs_like_float32(tmp_path, minilm_path, tokenizer, ci_data, architecture):
+    folder = tmp_path / architecture
+    model = ARCHITECTURES[architecture].from_backbone(minilm_path, **student_config(architecture, minilm_path, True))
+    model.save_pretrained(folder, tokenizer=tokenizer)
+    queries, passages = dl20_pairs(ci_data, 4)
+    queries, passages = queries[:16], passages[:16]
+
+    scores = {}
+    for dtype in INFERENCE_DTYPES:
+        loaded, loaded_tokenizer = load_model(str(folder), "cpu", dtype)
+        assert {p.dtype for p in loaded.parameters() if p.is_floating_point()} == {getattr(torch, dtype)}
+        scores[dtype] = loaded.score(queries, passages, loaded_tokenizer, batch_size=8)
+        assert scores[dtype].dtype == torch.float32  # scores leave the model in float32 either way
+
+    full, half = scores["float32"], scores["bfloat16"]
+    assert not torch.equal(full, half)  # the weights were really rounded
+    # measured on these pairs: at most 0.007 apart (scores spread 0.04-0.27), correlation >= 0.998
+    assert (full - half).abs().max() < 0.02
+    assert torch.corrcoef(torch.stack([full, half]))[0, 1] > 0.99
+
+
+def test_an_unknown_precision_is_refused_in_one_line(tiny_dot_folder):
+    with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16, got 'float16'"):
+        load_model(str(tiny_dot_folder), "cpu", "float16")
+
+
+def test_evaluate_index_and_retrieve_record_their_precision(tmp_path, ci_data, tiny_dot_folder):
+    dl20 = ci_data / "msmarco-dl20"
+    data = ["--queries", dl20 / "queries.tsv", "--qrels", dl20 / "qrels.txt"]
+    reranked = tmp_path / "rerank"
+    assert run_command("evaluate", "--model", tiny_dot_folder, "--run", dl20 / "runs" / "bm25.top30.trec",
+                       "--collection", dl20 / "collection.tsv", *data, "--out", reranked, "--top-k", 10,
+                       "--dtype", "bfloat16") == 0  # fmt: skip
+    assert json.loads((reranked / "metrics.json").read_text())["dtype"] == "bfloat16"
+
+    index = tmp_path / "index"
+    collection = ["--collection", dl20 / "collection.tsv"]
+    assert run_command("index", "--model", tiny_dot_folder, *collection, "--out", index, "--dtype", "bfloat16") == 0
+    assert json.loads((index / "index_build.json").read_text())["dtype"] == "bfloat16"
+    retrieved = tmp_path / "dense"
+    assert run_command("retrieve", "--model", tiny_dot_folder, "--index", index, *data, "--out", retrieved,
+                       "--k", 10, "--dtype", "bfloat16") == 0  # fmt: skip
+    report = json.loads((retrieved / "metrics.json").read_text())
+    assert report["dtype"] == "bfloat16" and report["retrieval"] == "dense"
+
+
+def test_an_index_build_does_not_resume_in_another_precision(tmp_path, ci_data, tiny_dot_folder, monkeypatch):
+    from hf_kd.data.ir_files import read_collection_tsv
+    from hf_kd.evaluation import build_dense_index, indexing
+
+    collection = read_collection_tsv(ci_data / "msmarco-dl20" / "collection.tsv")
+    out = tmp_path / "index"
+    write_shard = indexing._write_shard
+
+    def killed_after_the_first_shard(path, vectors):
+        write_shard(path, vectors)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(indexing, "_write_shard", killed_after_the_first_shard)
+    build = {"device": "cpu", "shard_size": 50, "show_progress": False}
+    with pytest.raises(KeyboardInterrupt):
+        build_dense_index(str(tiny_dot_folder), collection, out, **build)  # float32
+    monkeypatch.setattr(indexing, "_write_shard", write_shard)
+
+    with pytest.raises(ValueError, match="dtype"):
+        build_dense_index(str(tiny_dot_folder), collection, out, dtype="bfloat16", **build)
+    result = build_dense_index(str(tiny_dot_folder), collection, out, **build)  # the float32 build resumes
+    assert result.resumed_passages == 50 and len(result.index) == len(collection)
