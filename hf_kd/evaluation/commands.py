@@ -96,8 +96,8 @@ def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
         "--dtype",
         choices=INFERENCE_DTYPES,
         default="float32",
-        help="weights in float32 (default) or bfloat16: on a CPU with AMX or AVX-512 BF16 bfloat16 is faster and "
-        "moves nDCG@10 by at most a few thousandths (see the README's precision table); scores stay float32",
+        help="the model's weights in float32 (default) or bfloat16 (half the memory; faster only on a GPU or a CPU "
+        "with AMX or AVX-512 BF16); scores and vectors come back in float32",
     )
 
 
