@@ -27,7 +27,7 @@ def load_model(model_dir: str, device: str | None = None, dtype: str = "float32"
         raise ValueError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype == "bfloat16" and torch.device(device).type == "cpu":
-        from ..training.precision import cpu_bf16_flags
+        from ..hardware import cpu_bf16_flags
 
         if not cpu_bf16_flags():
             print("hf-kd: this CPU has no bfloat16 matrix units (amx_bf16, avx512_bf16): bfloat16 will be slower "
