@@ -149,8 +149,9 @@ BUDGETS: dict[str, AdaptBudget] = {
         eval_top_k=30,
     ),
     # one seed of each setting: on SciFact (5,183 documents) on two idle cores, 100 steps of 32 pairs at 160 word
-    # pieces take about 10 minutes per student in bfloat16, its evaluation 2, the corpus's encoding for candidates,
-    # teacher and the start's evaluation about 8: about 45 minutes with the twin
+    # pieces take about 10 minutes per student in bfloat16 (14 in float32 on a CPU without bfloat16 units), its
+    # evaluation 2-4, the corpus's encoding for candidates, teacher and the start's evaluation about 8: about 45
+    # minutes with the twin
     "short": AdaptBudget(name="short", max_queries=1600),
     # three seeds of each setting: means, spreads and paired tests over seeds (about 90 minutes on two idle cores
     # for the teacher-taught student and its self control)
