@@ -117,3 +117,26 @@ def launch_two_processes(program: list[str], tmp_path: Path) -> subprocess.Compl
     command += ["--main_process_port", str(free_port()), *program]
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """Tiny models gain nothing from several threads; one avoids thread wake-up costs on a busy CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_evaluation_command(*argv) -> int:
+    """Runs one `hf-kd` evaluation subcommand (`evaluate`, `index`, `retrieve`...) in this process."""
+    import argparse
+
+    from hf_kd.evaluation.commands import add_subcommands
+
+    parser = argparse.ArgumentParser(prog="hf-kd")
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([str(arg) for arg in argv])
+    return args.func(args)

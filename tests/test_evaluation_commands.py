@@ -6,7 +6,7 @@ import argparse
 import json
 
 import pytest
-import torch
+from conftest import run_evaluation_command
 
 from hf_kd.data.errors import DataFormatError
 from hf_kd.data.ir_files import read_beir, read_collection_tsv, read_qrels, read_queries_tsv, read_run
@@ -15,21 +15,9 @@ from hf_kd.evaluation.dense import DenseIndex, dense_retrieve, encode_texts
 from hf_kd.evaluation.metrics import METRIC_NAMES, compute_metrics
 from hf_kd.evaluation.reports import EvaluationReport
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    """Tiny models gain nothing from several threads; one avoids thread wake-up costs on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def run_command(*argv) -> int:
-    parser = argparse.ArgumentParser(prog="hf-kd")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args([str(arg) for arg in argv])
-    return args.func(args)
+run_command = run_evaluation_command
 
 
 @pytest.fixture(scope="module")

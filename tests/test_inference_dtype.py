@@ -3,16 +3,14 @@ precision, and an index build does not mix vectors of two precisions."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 import torch
-from conftest import dl20_pairs
+from conftest import dl20_pairs, run_evaluation_command
 
 from hf_kd import BertCatModel, BertDotModel, ColBERTModel, PreTTModel, TKModel
 from hf_kd.evaluation import INFERENCE_DTYPES, load_model
-from hf_kd.evaluation.commands import add_subcommands
 from hf_kd.training.stage import student_config
 
 ARCHITECTURES = {
@@ -24,19 +22,9 @@ ARCHITECTURES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
-
-def run_command(*argv) -> int:
-    parser = argparse.ArgumentParser(prog="hf-kd")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args([str(arg) for arg in argv])
-    return args.func(args)
+run_command = run_evaluation_command
 
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
