@@ -96,6 +96,8 @@ def test_bad_budget_settings_are_refused():
         get_adapt_budget("ci", {"epochs": 2})
     with pytest.raises(ValueError, match="backbone_dropout must be in"):
         get_adapt_budget("ci", {"backbone_dropout": 1.5})
+    with pytest.raises(ValueError, match="checkpoint_every must be between 1 and steps \\(6\\), got 7"):
+        get_adapt_budget("ci", {"checkpoint_every": 7})
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +170,30 @@ def test_every_stage_runs_and_every_row_is_measured(ci_adaptation, ci_data, mini
     assert model.config.max_query_length == 64  # long claims are read whole, as the start reads them
     summary = json.loads((ci_adaptation / "students" / "bert_dot-teacher-s42" / "train_summary.json").read_text())
     assert summary["arguments"]["training"]["bf16"] == results["bf16"]
+
+
+def test_the_learning_curve_measures_every_checkpoint(ci_adaptation):
+    results = json.loads((ci_adaptation / "results.json").read_text())
+    evaluation = results["evaluation"]
+    curve = evaluation["learning_curve"]
+    line = [p for p in curve if p["setting"] == "teacher" and p["retrieval"] == "dense"]
+    assert [p["step"] for p in line] == [0, 3, 6]
+    assert [p["pairs_seen"] for p in line] == [0, 24, 48]
+    assert 0 == line[0]["minutes"] < line[1]["minutes"] < line[2]["minutes"]
+    # step 0 is the start, the last step the student itself, the middle its checkpoint (a model of its own)
+    assert line[0]["ndcg@10"] == pytest.approx(evaluation["rows"]["start"]["dense"]["nDCG@10"])
+    assert line[2]["ndcg@10"] == pytest.approx(evaluation["rows"]["bert_dot-teacher-s42"]["dense"]["nDCG@10"])
+    middle = json.loads((ci_adaptation / "evaluation" / "bert_dot-teacher-s42@3.json").read_text())
+    assert line[1]["ndcg@10"] == pytest.approx(np.mean(list(middle["per_query_ndcg@10"]["dense"].values())))
+    checkpoint = ci_adaptation / "students" / "bert_dot-teacher-s42" / "checkpoint-3"
+    assert AutoModel.from_pretrained(checkpoint).config.architecture == "bert_dot"
+    # the adapted student is compared with the self control at the same step
+    assert set(line[1]["comparisons"]) == {"start", "self"}
+    assert {(p["setting"], p["retrieval"]) for p in curve} == {
+        (s, r) for s in ("teacher", "self", "twin") for r in ("dense", "rerank")
+    }
+    assert (ci_adaptation / "curve.png").stat().st_size > 10_000
+    assert "### Learning curve" in (ci_adaptation / "tables.md").read_text()
 
 
 def test_a_rerun_resumes_without_work_and_another_budget_is_refused(ci_adaptation, ci_data, capsys):

@@ -49,6 +49,9 @@ class AdaptBudget:
         backbone_dropout: the encoder's dropout while training (None: the backbone's own, 0.1).
         bf16: `auto` (bfloat16 autocast where the CPU has bfloat16 matrix units, see `hf_kd.training.precision`),
             `true` or `false`.
+        checkpoint_every: each student keeps a checkpoint every that many steps (None: none): a killed student
+            resumes from its last, and the evaluation measures every one of them, a learning curve of nDCG@10
+            against the pairs seen and the minutes spent (`curve.json`, `curve.png`).
         eval_top_k: BM25 candidates re-ranked per evaluation query; dense retrieval ranks the whole corpus.
         max_eval_queries: evaluation queries (None: all judged ones of the split).
         seed: the seed of the queries, candidates and pairs.
@@ -75,6 +78,7 @@ class AdaptBudget:
     non_backbone_learning_rate: float = 1e-3
     backbone_dropout: float | None = None
     bf16: str = "auto"
+    checkpoint_every: int | None = None
     eval_top_k: int = 100
     max_eval_queries: int | None = None
     seed: int = 0
@@ -116,6 +120,10 @@ class AdaptBudget:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_every is not None and not 1 <= self.checkpoint_every <= self.steps:
+            raise ValueError(
+                f"checkpoint_every must be between 1 and steps ({self.steps}), got {self.checkpoint_every}"
+            )
         if self.bm25_candidates < 1 and self.dense_candidates < 1:
             raise ValueError("bm25_candidates and dense_candidates are both 0: a query would have no candidates")
 
@@ -135,7 +143,8 @@ class AdaptBudget:
 
 
 BUDGETS: dict[str, AdaptBudget] = {
-    # CI: SciFact's small cut (400 documents), 100 pseudo-queries, a few steps of each setting, in a few minutes
+    # CI: SciFact's small cut (400 documents), 100 pseudo-queries, a few steps of each setting (and their learning
+    # curve), in a few minutes
     "ci": AdaptBudget(
         name="ci",
         max_documents=100,
@@ -145,6 +154,7 @@ BUDGETS: dict[str, AdaptBudget] = {
         teacher_max_length=64,
         steps=6,
         batch_size=8,
+        checkpoint_every=3,
         max_passage_length=64,
         eval_top_k=30,
     ),
@@ -156,8 +166,11 @@ BUDGETS: dict[str, AdaptBudget] = {
     # three seeds of each setting: means, spreads and paired tests over seeds (about 90 minutes on two idle cores
     # for the teacher-taught student and its self control)
     "cpu": AdaptBudget(name="cpu", max_queries=1600, seeds=[42, 43, 44]),
-    # hours, unattended and resumable: every document's queries, ten times the steps
-    "long": AdaptBudget(name="long", queries_per_doc=3, steps=1000, batch_size=32, seeds=[42, 43, 44]),
+    # hours, unattended and resumable (a checkpoint every 100 steps): every document's queries, ten times the steps,
+    # and the learning curve
+    "long": AdaptBudget(
+        name="long", queries_per_doc=3, steps=1000, batch_size=32, seeds=[42, 43, 44], checkpoint_every=100
+    ),
 }
 
 

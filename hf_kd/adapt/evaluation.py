@@ -17,6 +17,7 @@ import numpy as np
 from ..evaluation.metrics import evaluate_run
 from ..evaluation.significance import paired_test
 from ..files import write_json_atomic
+from .curve import seed_mean
 from .vectors import CorpusVectors, start_encoder
 
 BASELINE = "start"
@@ -48,8 +49,6 @@ def _kept(folder: Path, name: str, compute) -> dict[str, Any]:
 def evaluate_adaptation(run) -> dict[str, Any]:
     """Measures BM25, the starting model (zero-shot, at the teacher's and at the students' passage length), the
     teacher ensemble and every student on `run.eval_data`; returns the rows and the summary over seeds."""
-    from transformers import AutoModel, AutoTokenizer
-
     from ..evaluation.bm25 import BM25Index
     from ..teachers import fuse_union_zscore, union_zscore_statistics
     from .teacher import teacher_scores
@@ -90,30 +89,14 @@ def evaluate_adaptation(run) -> dict[str, Any]:
     rows[BASELINE] = _kept(folder, "start", lambda: zero_shot(budget.max_passage_length))
     rows["teacher (BM25 + start)"] = _kept(folder, "teacher", teacher)
     for name, student_folder in run.students.items():
-
-        def student(student_folder=student_folder) -> dict[str, Any]:
-            model = AutoModel.from_pretrained(student_folder).eval()
-            tokenizer = AutoTokenizer.from_pretrained(student_folder)
-            if model.config.architecture == "bert_dot":
-                vectors = CorpusVectors(model, tokenizer, corpus)
-                return _measure(
-                    vectors.retrieve(queries, k), vectors.rerank(queries, bm25_run), eval_data, rel_threshold
-                )
-            from ..evaluation.rerank_set import RerankSet
-
-            needed = {p for cands in bm25_run.values() for p in cands}
-            rerank_set = RerankSet(
-                queries,
-                {p: corpus[p] for p in needed},
-                bm25_run,
-                eval_data.qrels,
-                top_k=k,
-                rel_threshold=rel_threshold,
-                name=eval_data.name,
-            )
-            return _measure(None, rerank_set.rerank(model, tokenizer), eval_data, rel_threshold)
-
-        rows[name] = _kept(folder, name, student)
+        rows[name] = _kept(
+            folder, name, lambda f=student_folder: _measure_student(f, corpus, bm25_run, eval_data, k, rel_threshold)
+        )
+    curve = None
+    if budget.checkpoint_every:
+        curve = _learning_curve(
+            run, rows, folder, lambda f: _measure_student(f, corpus, bm25_run, eval_data, k, rel_threshold)
+        )
     return {
         "eval_set": eval_data.name,
         "num_queries": len(queries),
@@ -121,12 +104,71 @@ def evaluate_adaptation(run) -> dict[str, Any]:
         "rows": {name: row["metrics"] for name, row in rows.items()},
         "summary": summarise(rows, run),
         "per_query_ndcg@10": {name: row["per_query_ndcg@10"] for name, row in rows.items()},
+        **({"learning_curve": curve} if curve is not None else {}),
     }
 
 
-def _seed_mean(per_query: list[dict[str, float]]) -> dict[str, float]:
-    queries = sorted(set.intersection(*(set(p) for p in per_query)))
-    return {q: float(np.mean([p[q] for p in per_query])) for q in queries}
+def _measure_student(student_folder: str, corpus, bm25_run, eval_data, k: int, rel_threshold: int) -> dict[str, Any]:
+    """A BERT_DOT student: dense retrieval of the whole corpus and re-ranking; any other: re-ranking."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from ..evaluation.rerank_set import RerankSet
+
+    model = AutoModel.from_pretrained(student_folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(student_folder)
+    queries = eval_data.queries
+    if model.config.architecture == "bert_dot":
+        vectors = CorpusVectors(model, tokenizer, corpus)
+        return _measure(vectors.retrieve(queries, k), vectors.rerank(queries, bm25_run), eval_data, rel_threshold)
+    needed = {p for cands in bm25_run.values() for p in cands}
+    rerank_set = RerankSet(
+        queries,
+        {p: corpus[p] for p in needed},
+        bm25_run,
+        eval_data.qrels,
+        top_k=k,
+        rel_threshold=rel_threshold,
+        name=eval_data.name,
+    )
+    return _measure(None, rerank_set.rerank(model, tokenizer), eval_data, rel_threshold)
+
+
+def _learning_curve(run, rows: dict[str, dict[str, Any]], folder: Path, measure) -> list[dict[str, Any]]:
+    """Measures every kept checkpoint of every student (rows `<student>@<step>`, kept like the others), then writes
+    the curve's plot `curve.png`; returns its points (see `hf_kd.adapt.curve`)."""
+    from ..training.checkpoints import complete_checkpoints
+    from ..training.summary import TrainSummary
+    from .curve import checkpoint_row_name, learning_curve, plot_learning_curve
+
+    steps, seconds_per_step = {}, {}
+    for name, student_folder in run.students.items():
+        summary = TrainSummary.load(student_folder)
+        last = summary.global_step
+        measured = []
+        for step, checkpoint in complete_checkpoints(student_folder):
+            if step < last:
+                row = checkpoint_row_name(name, step)
+                rows[row] = _kept(folder, row, lambda c=checkpoint: measure(c))
+                measured.append(step)
+        steps[name] = [*measured, last]
+        if summary.train_runtime_s and summary.steps_this_run:
+            seconds_per_step[name] = summary.train_runtime_s / summary.steps_this_run
+    points = learning_curve(
+        rows,
+        run.budget.student_runs(with_sources=bool(run.sources)),
+        steps,
+        seconds_per_step,
+        run.budget.batch_size,
+        BASELINE,
+    )
+    teacher = rows.get("teacher (BM25 + start)", {}).get("metrics", {})
+    plot_learning_curve(
+        points,
+        {"teacher (BM25 + start)": {kind: m["nDCG@10"] for kind, m in teacher.items()}},
+        run.out / "curve.png",
+        run.eval_data.name,
+    )
+    return points
 
 
 def summarise(rows: dict[str, dict[str, Any]], run) -> list[dict[str, Any]]:
@@ -143,7 +185,7 @@ def summarise(rows: dict[str, dict[str, Any]], run) -> list[dict[str, Any]]:
             measured = [rows[n]["per_query_ndcg@10"][kind] for n in names if kind in rows[n]["per_query_ndcg@10"]]
             if measured:
                 means[(architecture, setting)] = (
-                    _seed_mean(measured),
+                    seed_mean(measured),
                     [float(np.mean(list(m.values()))) for m in measured],
                 )
         start = rows[BASELINE]["per_query_ndcg@10"][kind]

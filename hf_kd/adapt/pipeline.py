@@ -340,6 +340,7 @@ def train_students(run: Adaptation) -> None:
             bf16=run.bf16(),
             backbone_dropout=budget.backbone_dropout,
             max_query_length=budget.max_query_length,
+            save_steps=budget.checkpoint_every,
         )
         run.students[name] = str(folder)
 

@@ -93,4 +93,30 @@ def write_adaptation_report(results: dict[str, Any]) -> str:
             f"| {line['student']} | {_SETTING_NAMES[line['setting']]} | {line['retrieval']} | {line['seeds']} | "
             f"{line['ndcg@10']:.3f} ± {line['spread']:.3f} | " + " | ".join(cells) + " |"
         )
+    curve = evaluation.get("learning_curve")
+    if curve:
+        lines += _curve_table(curve)
     return "\n".join(lines) + "\n"
+
+
+def _curve_table(points: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "",
+        "### Learning curve (`curve.png`): nDCG@10 at every kept checkpoint, mean ± spread over seeds, minutes of "
+        "training; the checkpoints lie on one schedule (the learning rate decays to the last step)",
+        "",
+        "| student | setting | retrieval | step | pairs seen | minutes | nDCG@10 | vs start | vs self control |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for point in points:
+        cells = []
+        for other in ("start", "self"):
+            c = point["comparisons"].get(other)
+            cells.append("–" if c is None else f"{c['difference']:+.3f}, p={format_p(c['p'])}")
+        lines.append(
+            f"| {point['student']} | {point['setting']} | {point['retrieval']} | {point['step']} | "
+            f"{point['pairs_seen']} | {point['minutes']:.1f} | {point['ndcg@10']:.3f} ± {point['spread']:.3f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return lines

@@ -26,6 +26,7 @@ __all__ = [
     "COMPLETE_MARKER",
     "RUN_FINGERPRINT",
     "CheckpointCommitCallback",
+    "complete_checkpoints",
     "delete_checkpoints",
     "is_complete_checkpoint",
     "last_complete_checkpoint",
@@ -57,10 +58,15 @@ def is_complete_checkpoint(checkpoint: str | os.PathLike) -> bool:
     return (Path(checkpoint) / COMPLETE_MARKER).is_file()
 
 
+def complete_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, str]]:
+    """(step, folder) of every complete `checkpoint-<step>` of `output_dir`, by step."""
+    return [(step, str(path)) for step, path in _checkpoints(Path(output_dir)) if is_complete_checkpoint(path)]
+
+
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     """The complete `checkpoint-<step>` folder of `output_dir` with the highest step, or None."""
-    complete = [path for _, path in _checkpoints(Path(output_dir)) if is_complete_checkpoint(path)]
-    return str(complete[-1]) if complete else None
+    complete = complete_checkpoints(output_dir)
+    return complete[-1][1] if complete else None
 
 
 def resolve_resume_checkpoint(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:

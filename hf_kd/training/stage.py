@@ -40,13 +40,15 @@ def train_model(
     bf16: bool = False,
     backbone_dropout: float | None = None,
     max_query_length: int | None = None,
+    save_steps: int | None = None,
 ) -> TrainSummary:
     """Trains one model with the project's Trainer into `out` (skipped when `out` holds a finished run).
 
     `sizes` (a job's budget) gives the batch size, the passages' word pieces and the learning rate of heads,
     projections and TK; the schedule is linear with 10% warm-up, no weight decay; `bf16` trains under bfloat16
     autocast (float32 master weights and loss); `max_query_length` replaces the architecture's default (30 word
-    pieces) in training and in the saved model."""
+    pieces) in training and in the saved model; `save_steps` keeps a complete checkpoint every that many steps (all of
+    them: a killed run resumes from the last, and each is a point of a learning curve)."""
     finished = TrainSummary.load(out)
     if finished is not None:
         return finished
@@ -72,7 +74,9 @@ def train_model(
         warmup_steps=max(1, steps // 10),
         weight_decay=0.0,
         logging_steps=max(1, steps // 10),
-        save_strategy="no",
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        save_total_limit=None,
         eval_strategy="no",
         report_to="none",
         seed=seed,
