@@ -10,6 +10,7 @@ import pytest
 from transformers import AutoModel
 
 from hf_kd.adapt import get_adapt_budget
+from hf_kd.adapt.teacher import select_disagreeing_pairs
 from hf_kd.cli import main
 from hf_kd.data import ScoreDataset, read_beir
 from hf_kd.data.corpus import corpus_texts, read_corpus
@@ -96,6 +97,8 @@ def test_bad_budget_settings_are_refused():
         get_adapt_budget("ci", {"epochs": 2})
     with pytest.raises(ValueError, match="backbone_dropout must be in"):
         get_adapt_budget("ci", {"backbone_dropout": 1.5})
+    with pytest.raises(ValueError, match="pair_selection must be one of random, disagreement"):
+        get_adapt_budget("ci", {"pair_selection": "hardest"})
     with pytest.raises(ValueError, match="checkpoint_every must be between 1 and steps \\(6\\), got 7"):
         get_adapt_budget("ci", {"checkpoint_every": 7})
 
@@ -240,6 +243,8 @@ def test_a_query_log_is_used_as_it_is_and_evaluation_queries_are_kept_out(tmp_pa
             "ci",
             "--set",
             "settings=[teacher]",
+            "--set",
+            "pair_selection=disagreement",
             "--out",
             str(out),
         ]
@@ -249,6 +254,28 @@ def test_a_query_log_is_used_as_it_is_and_evaluation_queries_are_kept_out(tmp_pa
     assert results["queries"]["given"] == 15 and results["queries"]["dropped_evaluation_queries"] == 3
     assert results["queries"]["queries"] == 12 and not (out / "twin_triples.parquet").exists()
     assert {line["setting"] for line in results["evaluation"]["summary"]} == {"teacher"}
+    # 4 x 2 pairs of each query labelled, the 2 farthest from the start's own margins trained on
+    assert results["pairs"]["pairs"] == 12 * 8 and results["pairs"]["trained"] == 12 * 2
+    scores = ScoreDataset.open(out / "teacher_scores")
+    assert scores.num_rows == 24
+    assert scores.provenance.parameters["pair_selection"] == {
+        "method": "disagreement",
+        "pairs_labelled": 96,
+        "kept": 24,
+    }
+    assert "the 24 farthest from the start's own margins kept" in (out / "tables.md").read_text()
+
+
+def test_disagreement_keeps_each_querys_pairs_farthest_from_the_start():
+    queries = ["a", "b", "a", "a", "b", "b", "a"]
+    teacher = np.array([1.0, 0.5, -0.2, 0.3, 0.0, 2.0, 0.1])
+    start = np.array([0.9, -0.5, 0.4, 0.3, 0.1, 0.0, -0.9])
+    # squared differences: a: rows 0 0.01, 2 0.36, 3 0.0, 6 1.0; b: rows 1 1.0, 4 0.01, 5 4.0
+    assert select_disagreeing_pairs(queries, teacher, start, 2).tolist() == [1, 2, 5, 6]
+    assert select_disagreeing_pairs(queries, teacher, start, 3).tolist() == [0, 1, 2, 4, 5, 6]
+    assert select_disagreeing_pairs(queries, teacher, start, 9).tolist() == list(range(7))
+    with pytest.raises(ValueError, match="7 queries, 6 teacher margins"):
+        select_disagreeing_pairs(queries, teacher[:6], start, 2)
 
 
 def test_bad_input_fails_in_one_line(tmp_path, ci_data, capsys):

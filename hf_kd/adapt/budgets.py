@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..data.pseudo_queries import METHODS
+from .teacher import PAIR_SELECTIONS
 
 SETTINGS = ("teacher", "self", "twin")
 STUDENTS = ("bert_dot", "colbert", "tk")
@@ -29,7 +30,13 @@ class AdaptBudget:
             all).
         bm25_candidates / dense_candidates: each query's candidates: BM25's and the starting model's top k over
             the whole corpus; the pairs are drawn from their union.
-        pairs_per_query: random pairs of candidates per query, labelled by the teacher.
+        pairs_per_query: pairs of candidates per query the students train on, labelled by the teacher.
+        pair_selection: `random` (`pairs_per_query` random pairs of each query's candidates) or `disagreement`
+            (`selection_pool` times as many random pairs are labelled, and the `pairs_per_query` of each query whose
+            teacher margin is farthest from the starting model's own margin are kept: the pairs the start orders
+            against the teacher first; see `hf_kd.adapt.teacher.select_disagreeing_pairs`). The self control and
+            the twin train on the same queries and pairs.
+        selection_pool: see `pair_selection`.
         teacher_max_length: word pieces of each text the dense teacher (the starting model itself) reads.
         fusion_depth: the teacher's per-query statistics: BM25's and the dense teacher's mean and standard
             deviation over the union of their top `fusion_depth` documents of the whole corpus (see
@@ -65,6 +72,8 @@ class AdaptBudget:
     bm25_candidates: int = 20
     dense_candidates: int = 20
     pairs_per_query: int = 4
+    pair_selection: str = "random"
+    selection_pool: int = 4
     teacher_max_length: int = 256
     fusion_depth: int = 100
     students: list[str] = field(default_factory=lambda: ["bert_dot"])
@@ -103,6 +112,8 @@ class AdaptBudget:
                 raise ValueError(f"unknown setting {setting!r}; choose from {', '.join(SETTINGS)}")
         if not self.seeds:
             raise ValueError("seeds: at least one seed")
+        if self.pair_selection not in PAIR_SELECTIONS:
+            raise ValueError(f"pair_selection must be one of {', '.join(PAIR_SELECTIONS)}, got {self.pair_selection!r}")
         if self.bf16 not in ("auto", "true", "false"):
             raise ValueError(f"bf16 must be auto, true or false, got {self.bf16!r}")
         if self.backbone_dropout is not None and not 0.0 <= self.backbone_dropout < 1.0:
@@ -110,6 +121,7 @@ class AdaptBudget:
         for name in (
             "queries_per_doc",
             "pairs_per_query",
+            "selection_pool",
             "steps",
             "batch_size",
             "max_passage_length",

@@ -211,14 +211,16 @@ def retrieve_candidates_stage(run: Adaptation) -> dict[str, dict[str, dict[str, 
 
 
 def build_pairs(run: Adaptation, candidates: dict[str, dict[str, dict[str, float]]]) -> Path:
-    """Random pairs of each query's candidates (`pairs_per_query`), as text triples for the teachers; and, where
-    the queries have source documents, the twin's triples (source document, BM25 negative)."""
+    """Random pairs of each query's candidates (`pairs_per_query`, times `selection_pool` where the teacher's
+    labels choose among them), as text triples for the teachers; and, where the queries have source documents, the
+    twin's triples (source document, BM25 negative)."""
     path = run.out / "pairs.parquet"
     budget = run.budget
     if not path.is_file():
+        pool = budget.selection_pool if budget.pair_selection == "disagreement" else 1
         pairs, stats = build_candidate_pairs(
             list(candidates.values()),
-            pairs_per_query=budget.pairs_per_query,
+            pairs_per_query=budget.pairs_per_query * pool,
             seed=budget.seed,
             query_ids=run.queries,
             passage_ids=run.corpus,
@@ -260,8 +262,9 @@ def _write_triples(path: Path, triples: list[tuple[str, str, str]]) -> None:
 def label_pairs(run: Adaptation, pairs: Path, chunk: int = 256) -> None:
     """Labels every pair with the teacher: per query, BM25's and the starting model's z-scores over the union of
     their top `fusion_depth` documents of the whole corpus, averaged and given back in the starting model's units
-    (`pos_score`; the ranker measured as the teacher). Each member's raw scores stay beside it (`pos_score_minilm`
-    is the self control's teacher)."""
+    (`pos_score`; the ranker measured as the teacher); with `pair_selection="disagreement"` only the pairs of each
+    query farthest from the starting model's own margins are kept. Each member's raw scores stay beside it
+    (`pos_score_minilm` is the self control's teacher)."""
     if ScoreDataset.is_score_dataset(run.scores_dir):
         return
     import pyarrow.parquet as pq
@@ -269,7 +272,7 @@ def label_pairs(run: Adaptation, pairs: Path, chunk: int = 256) -> None:
 
     from ..data.provenance import Provenance
     from ..teachers import fuse_union_zscore, union_zscore_statistics
-    from .teacher import teacher_members, teacher_scores
+    from .teacher import select_disagreeing_pairs, teacher_members, teacher_scores
 
     triples = pq.read_table(pairs)
     queries = triples.column("query").to_pylist()
@@ -296,17 +299,29 @@ def label_pairs(run: Adaptation, pairs: Path, chunk: int = 256) -> None:
         )
         for side in (0, 1)
     )
+    parameters: dict[str, Any] = {
+        "teachers": [lexical.describe(), dense.describe()],
+        "ensemble": "union_zscore",
+        "fusion_depth": run.budget.fusion_depth,
+        "rescale_to": DENSE_TEACHER,
+    }
+    if run.budget.pair_selection == "disagreement":
+        kept = select_disagreeing_pairs(
+            queries,
+            fused[0] - fused[1],
+            raw[DENSE_TEACHER][0] - raw[DENSE_TEACHER][1],
+            run.budget.pairs_per_query,
+        )
+        parameters["pair_selection"] = {"method": "disagreement", "pairs_labelled": len(queries), "kept": len(kept)}
+        triples = triples.take(kept)
+        raw = {name: tuple(side[kept] for side in sides) for name, sides in raw.items()}
+        fused = tuple(side[kept] for side in fused)
     provenance = Provenance(
         format="hf-kd-score",
         schema="scored_triples",
         source_files=[str(pairs)],
         teachers=[lexical.describe()["name_or_path"], dense.describe()["name_or_path"]],
-        parameters={
-            "teachers": [lexical.describe(), dense.describe()],
-            "ensemble": "union_zscore",
-            "fusion_depth": run.budget.fusion_depth,
-            "rescale_to": DENSE_TEACHER,
-        },
+        parameters=parameters,
     )
     ScoreDataset.write_teacher_scores(run.scores_dir, triples, raw, provenance, ensemble=fused, overwrite=True)
 
@@ -426,7 +441,10 @@ def _run(corpus, out, budget, queries, queries_split, eval_split, eval_queries, 
         "documents": len(documents),
         "start_model": run.start_model,
         "queries": json.loads((out / "queries" / "pseudo_queries.json").read_text(encoding="utf-8")),
-        "pairs": json.loads((out / "pairs.json").read_text(encoding="utf-8")),
+        "pairs": {
+            **json.loads((out / "pairs.json").read_text(encoding="utf-8")),
+            "trained": ScoreDataset.open(run.scores_dir).num_rows,
+        },
         "bf16": run.bf16(),
         "students": {name: folder for name, folder in run.students.items()},
         "evaluation": evaluation,

@@ -36,7 +36,12 @@ def write_adaptation_report(results: dict[str, Any]) -> str:
     lines = [
         f"# Adaptation to {results['corpus']} ({results['documents']} documents), budget `{budget['name']}`",
         "",
-        f"- training queries: {queries['queries']} ({made}); pairs labelled: {pairs['pairs']}",
+        f"- training queries: {queries['queries']} ({made}); pairs labelled: {pairs['pairs']}"
+        + (
+            f", the {pairs['trained']} farthest from the start's own margins kept"
+            if budget.get("pair_selection") == "disagreement"
+            else ""
+        ),
         f"- students: {', '.join(budget['students'])} from {_model_label(results['start_model'])}, "
         f"{budget['steps']} steps of {budget['batch_size']} pairs, learning rate {budget['learning_rate']}, "
         f"{budget['max_passage_length']} word pieces, {'bfloat16' if results['bf16'] else 'float32'}, dropout "

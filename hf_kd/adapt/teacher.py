@@ -40,3 +40,33 @@ def teacher_scores(run, queries: dict[str, str], vectors=None, lexical=None) -> 
     lexical = lexical or BM25Teacher(run.corpus, source=run.corpus_path, name=LEXICAL_TEACHER)
     bm25 = np.stack([lexical.corpus_scores(text) for text in queries.values()])
     return bm25, vectors.all_scores(queries)
+
+
+PAIR_SELECTIONS = ("random", "disagreement")
+
+
+def select_disagreeing_pairs(
+    queries: list[str], teacher_margins: np.ndarray, start_margins: np.ndarray, per_query: int
+) -> np.ndarray:
+    """The rows to train on: per query, the `per_query` pairs whose teacher margin is farthest from the starting
+    model's own margin, (teacher - start)^2, the Margin-MSE loss a student starts from (pairs the start orders
+    against the teacher come first). Returns row indices in their original order.
+
+    Args:
+        queries: each row's query (rows of one query need not be adjacent).
+        teacher_margins, start_margins: each row's positive-minus-negative score of the teacher and of the start.
+        per_query: pairs kept per query (all of a query's pairs where it has fewer).
+    """
+    if not len(queries) == len(teacher_margins) == len(start_margins):
+        raise ValueError(
+            f"{len(queries)} queries, {len(teacher_margins)} teacher margins, {len(start_margins)} start margins"
+        )
+    loss = (np.asarray(teacher_margins, np.float64) - np.asarray(start_margins, np.float64)) ** 2
+    rows: dict[str, list[int]] = {}
+    for index, query in enumerate(queries):
+        rows.setdefault(query, []).append(index)
+    kept = []
+    for indices in rows.values():
+        order = sorted(indices, key=lambda i: (-loss[i], i))
+        kept.extend(order[:per_query])
+    return np.array(sorted(kept), dtype=np.int64)
