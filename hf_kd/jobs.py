@@ -255,3 +255,17 @@ def record_timings(out: Path, stage_seconds: dict[str, float], wall_time_s: floa
         "wall_time_s": round(sum(i["wall_time_s"] for i in invocations), 2),
         "invocations": invocations,
     }
+
+
+def parse_overrides(items: Iterable[str] | None) -> dict[str, Any]:
+    """A job's `--set KEY=VALUE` options as budget overrides, each value read as YAML (`steps=200`,
+    `"seeds=[1,2,3]"`, `bf16=false`)."""
+    import yaml
+
+    overrides = {}
+    for item in items or []:
+        key, separator, value = item.partition("=")
+        if not separator or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides

@@ -16,6 +16,13 @@ TINY = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention
 ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
+def _adapt_cost(paths: dict) -> list[str]:
+    return [
+        "--corpus", str(paths["dl20"].parent / "scifact-small"), "--budget", "ci", "--set", "settings=[teacher]",
+        "--set", "max_documents=20", "--set", "steps=2", "--set", "checkpoint_every=null", "--out", paths["out"],
+    ]  # fmt: skip
+
+
 def _convert_scores(paths: dict) -> list[str]:
     return ["--rows", "1000", "--data", str(paths["dl20"]), "--tmp-dir", str(paths["tmp"]), "--out", paths["out"]]
 
@@ -76,6 +83,11 @@ def _train_throughput(paths: dict) -> list[str]:
 SMOKE_RUNS = {
     "convert_scores": (_convert_scores, "rows/s", {"benchmark", "format", "data", "machine", "results"}),
     "dense_scale": (_dense_scale, "recall@100", {"benchmark", "models", "results", "at_scale", "assumptions"}),
+    "adapt_cost": (
+        _adapt_cost,
+        "| stage | seconds |",
+        {"benchmark", "processor", "budget", "wall_minutes", "peak_memory_gb", "within_targets"},
+    ),
     "mining_scale": (_mining_scale, "search ms/q", {"benchmark", "results", "teacher_filter", "mining", "at_scale"}),
     "encode_throughput": (
         _encode_throughput,

@@ -5,19 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
+from ..jobs import parse_overrides
 from .budgets import BUDGETS, get_adapt_budget
 
 
 def run(args: argparse.Namespace) -> int:
     from .pipeline import run_adaptation
 
-    overrides = {}
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
-    budget = get_adapt_budget(args.budget, overrides)
+    budget = get_adapt_budget(args.budget, parse_overrides(args.set))
     results = run_adaptation(
         args.corpus,
         args.out,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from ..jobs import parse_overrides
 from .budgets import BUDGETS, get_budget
 from .recipe import run_reproduction
 from .report import claims, write_report
@@ -43,10 +44,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.config)
     budget_name = args.budget or recipe.pop("budget", "short")
     recipe.pop("budget", None)
-    overrides = {**recipe.pop("overrides", {}), **recipe}
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
+    overrides = {**recipe.pop("overrides", {}), **recipe, **parse_overrides(args.set)}
     budget = get_budget(budget_name, overrides)
     results = run_reproduction(budget, Path(args.data_dir), Path(args.out))
     print((Path(args.out) / "tables.md").read_text(encoding="utf-8"))
