@@ -266,6 +266,28 @@ def test_a_query_log_is_used_as_it_is_and_evaluation_queries_are_kept_out(tmp_pa
     assert "the 24 farthest from the start's own margins kept" in (out / "tables.md").read_text()
 
 
+def test_a_killed_student_resumes_from_its_last_checkpoint(tmp_path, ci_data):
+    import shutil
+
+    command = ["adapt", "--corpus", str(ci_data / "scifact-small"), "--budget", "ci", "--out", str(tmp_path / "run")]
+    command += ["--set", "settings=[teacher]", "--set", "max_documents=30"]
+    assert main(command) == 0
+    student = tmp_path / "run" / "students" / "bert_dot-teacher-s42"
+    first = json.loads((student / "train_summary.json").read_text())
+    assert first["global_step"] == 6 and first["resumed_from_checkpoint"] is None
+    # as if the job was killed after the checkpoint of step 3: only it and the run's fingerprint are left
+    for path in student.iterdir():
+        if path.name not in ("checkpoint-3", "run_fingerprint.json"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    (tmp_path / "run" / "evaluation" / "bert_dot-teacher-s42.json").unlink()
+    assert main(command) == 0
+    resumed = json.loads((student / "train_summary.json").read_text())
+    assert resumed["global_step"] == 6 and resumed["steps_this_run"] == 3
+    assert resumed["resumed_from_checkpoint"].endswith("checkpoint-3")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [p["step"] for p in results["evaluation"]["learning_curve"] if p["retrieval"] == "dense"] == [0, 3, 6]
+
+
 def test_disagreement_keeps_each_querys_pairs_farthest_from_the_start():
     queries = ["a", "b", "a", "a", "b", "b", "a"]
     teacher = np.array([1.0, 0.5, -0.2, 0.3, 0.0, 2.0, 0.1])
