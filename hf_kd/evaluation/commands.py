@@ -96,8 +96,9 @@ def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
         "--dtype",
         choices=INFERENCE_DTYPES,
         default="float32",
-        help="the model's weights in float32 (default) or bfloat16 (half the memory; faster only on a GPU or a CPU "
-        "with AMX or AVX-512 BF16); scores and vectors come back in float32",
+        help="the model's weights in float32 (default), bfloat16 (half the memory; faster only on a GPU or a CPU "
+        "with AMX or AVX-512 BF16) or int8 (linear layers quantised dynamically with torchao, the int8 extra); scores "
+        "and vectors come back in float32",
     )
 
 

@@ -9,10 +9,12 @@ from ..files import naming_weight_files
 
 __all__ = ["INFERENCE_DTYPES", "load_model"]
 
-INFERENCE_DTYPES = ("float32", "bfloat16")
+INFERENCE_DTYPES = ("float32", "bfloat16", "int8")
 """Weight precisions a model can be loaded in for inference: bfloat16 halves the weights' memory and, on a CPU with
-bfloat16 matrix units (AMX, AVX-512 BF16), runs the products at several times the float32 rate; scores and vectors
-are handed back in float32 either way."""
+bfloat16 matrix units (AMX, AVX-512 BF16), runs the products at several times the float32 rate; int8 (the `int8`
+extra, torchao) quantises the weights of every linear layer to int8 per channel and the activations to int8 per
+token as they come (dynamic quantisation), a quarter of the weights' memory; scores and vectors are handed back in
+float32 in every precision."""
 
 
 def load_model(model_dir: str, device: str | None = None, dtype: str = "float32"):
@@ -32,7 +34,27 @@ def load_model(model_dir: str, device: str | None = None, dtype: str = "float32"
         if not cpu_bf16_flags():
             print("hf-kd: this CPU has no bfloat16 matrix units (amx_bf16, avx512_bf16): bfloat16 will be slower "
                   "than float32 here", file=sys.stderr)  # fmt: skip
+    weights = torch.float32 if dtype == "int8" else getattr(torch, dtype)
     with naming_weight_files(model_dir):
-        model = AutoModel.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+        model = AutoModel.from_pretrained(model_dir, dtype=weights)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return model.to(device).eval(), tokenizer
+    model = model.to(device).eval()
+    if dtype == "int8":
+        quantize_linear_layers_int8(model)
+    return model, tokenizer
+
+
+def quantize_linear_layers_int8(model) -> None:
+    """Quantises every `nn.Linear` of `model` in place with torchao: int8 weights per output channel, int8
+    activations per token, computed as the inputs come (float32 in and out)."""
+    import logging
+
+    previous = logging.getLogger("torchao").level
+    logging.getLogger("torchao").setLevel(logging.ERROR)  # its CUDA-only kernels fail to load on a CPU build, noisily
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    except ImportError:
+        raise ImportError("int8 inference needs torchao: pip install 'hf-kd[int8]'") from None
+    finally:
+        logging.getLogger("torchao").setLevel(previous)
+    quantize_(model, Int8DynamicActivationInt8WeightConfig())
