@@ -223,6 +223,15 @@ def test_a_rerun_resumes_without_work_and_another_budget_is_refused(ci_adaptatio
     )
     assert code == 1
     assert "holds another adaptation (budget.steps: 6 -> 7)" in capsys.readouterr().err
+    # a folder written before a setting existed resumes where the setting is at its default, and not elsewhere
+    record = json.loads((ci_adaptation / "adapt.json").read_text())
+    del record["budget"]["pair_selection"]
+    (ci_adaptation / "adapt.json").write_text(json.dumps(record))
+    command = ["adapt", "--corpus", str(ci_data / "scifact-small"), "--budget", "ci", "--out", str(ci_adaptation)]
+    assert main(command) == 0
+    capsys.readouterr()
+    assert main([*command, "--set", "pair_selection=disagreement"]) == 1
+    assert "budget.pair_selection: random -> disagreement" in capsys.readouterr().err
 
 
 def test_a_query_log_is_used_as_it_is_and_evaluation_queries_are_kept_out(tmp_path, ci_data, scifact_small):

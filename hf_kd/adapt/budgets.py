@@ -142,6 +142,19 @@ class AdaptBudget:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every setting's default: what a folder written before a setting existed was adapted with."""
+        from dataclasses import MISSING
+
+        found = {}
+        for f in fields(cls):
+            if f.default is not MISSING:
+                found[f.name] = f.default
+            elif f.default_factory is not MISSING:
+                found[f.name] = f.default_factory()
+        return found
+
     def student_runs(self, with_sources: bool) -> list[tuple[str, str, str, int]]:
         """(name, architecture, setting, seed) of every student, seed by seed (an interrupted run has every setting
         of its first seeds); the twin only where the queries have source documents."""

@@ -472,7 +472,11 @@ def _check_same_job(run: Adaptation, out: Path) -> None:
     }
     path = out / "adapt.json"
     if path.is_file():
-        changes = fingerprint_changes(json.loads(path.read_text(encoding="utf-8")), current)
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        # a setting added since the folder was written had its default there
+        defaults = {k: v for k, v in AdaptBudget.defaults().items() if k not in _ADDITIVE}
+        recorded["budget"] = {**defaults, **recorded.get("budget", {})}
+        changes = fingerprint_changes(recorded, current)
         if changes:
             raise ValueError(
                 f"{out} holds another adaptation ({'; '.join(changes)}); its finished stages would be mixed with "
