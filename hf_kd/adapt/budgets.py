@@ -58,7 +58,7 @@ class AdaptBudget:
             `true` or `false`.
         checkpoint_every: each student keeps a checkpoint every that many steps (None: none): a killed student
             resumes from its last, and the evaluation measures every one of them, a learning curve of nDCG@10
-            against the pairs seen and the minutes spent (`curve.json`, `curve.png`).
+            against the pairs seen and the minutes spent (`learning_curve` in results.json, `curve.png`).
         eval_top_k: BM25 candidates re-ranked per evaluation query; dense retrieval ranks the whole corpus.
         max_eval_queries: evaluation queries (None: all judged ones of the split).
         seed: the seed of the queries, candidates and pairs.
@@ -141,19 +141,6 @@ class AdaptBudget:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def defaults(cls) -> dict[str, Any]:
-        """Every setting's default: what a folder written before a setting existed was adapted with."""
-        from dataclasses import MISSING
-
-        found = {}
-        for f in fields(cls):
-            if f.default is not MISSING:
-                found[f.name] = f.default
-            elif f.default_factory is not MISSING:
-                found[f.name] = f.default_factory()
-        return found
 
     def student_runs(self, with_sources: bool) -> list[tuple[str, str, str, int]]:
         """(name, architecture, setting, seed) of every student, seed by seed (an interrupted run has every setting

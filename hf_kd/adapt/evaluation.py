@@ -110,12 +110,10 @@ def evaluate_adaptation(run) -> dict[str, Any]:
 
 def _measure_student(student_folder: str, corpus, bm25_run, eval_data, k: int, rel_threshold: int) -> dict[str, Any]:
     """A BERT_DOT student: dense retrieval of the whole corpus and re-ranking; any other: re-ranking."""
-    from transformers import AutoModel, AutoTokenizer
-
+    from ..evaluation.loading import load_model
     from ..evaluation.rerank_set import RerankSet
 
-    model = AutoModel.from_pretrained(student_folder).eval()
-    tokenizer = AutoTokenizer.from_pretrained(student_folder)
+    model, tokenizer = load_model(student_folder, "cpu")
     queries = eval_data.queries
     if model.config.architecture == "bert_dot":
         vectors = CorpusVectors(model, tokenizer, corpus)

@@ -474,7 +474,7 @@ def _check_same_job(run: Adaptation, out: Path) -> None:
     if path.is_file():
         recorded = json.loads(path.read_text(encoding="utf-8"))
         # a setting added since the folder was written had its default there
-        defaults = {k: v for k, v in AdaptBudget.defaults().items() if k not in _ADDITIVE}
+        defaults = {k: v for k, v in AdaptBudget(name=run.budget.name).to_dict().items() if k not in _ADDITIVE}
         recorded["budget"] = {**defaults, **recorded.get("budget", {})}
         changes = fingerprint_changes(recorded, current)
         if changes:
