@@ -106,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"hf-kd {args.command}: error: {error_line(error)} (--debug shows the traceback)", file=sys.stderr)
         return 1
+    finally:
+        if "torch.distributed" in sys.modules:  # a command that never imported it opened no process group
+            from .processes import end_job_processes
+
+            end_job_processes()
 
 
 if __name__ == "__main__":

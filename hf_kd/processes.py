@@ -17,7 +17,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list, gather_object, get_int_from_env, parse_flag_from_env
 
-__all__ = ["JobProcesses", "job_processes", "lock_job_output"]
+__all__ = ["JobProcesses", "end_job_processes", "job_processes", "lock_job_output"]
 
 _WORLD_SIZE_VARIABLES = ["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"]
 _LONGEST_WAIT = datetime.timedelta(hours=2)  # a process with no shard left waits for the others', then the merge
@@ -39,6 +39,16 @@ def job_processes(device: str | torch.device | None = None) -> PartialState | No
     cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
     cpu = cpu or (device is not None and torch.device(device).type == "cpu")
     return PartialState(cpu=cpu, timeout=_LONGEST_WAIT)
+
+
+def end_job_processes() -> None:
+    """Closes the process group of a job's processes, if one was opened; each process calls it once its work is done.
+
+    A process that exits with its gloo process group still open may abort at interpreter shutdown ("terminate called
+    without an active exception") after all its work is written, failing a run that succeeded.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 class JobProcesses:

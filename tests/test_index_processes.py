@@ -25,6 +25,7 @@ from pathlib import Path
 
 from hf_kd.data import read_collection_tsv
 from hf_kd.evaluation import indexing
+from hf_kd.processes import end_job_processes
 
 model, collection, out, interrupt, reports = sys.argv[1:6]
 if interrupt == "interrupt":
@@ -39,6 +40,7 @@ result = indexing.build_dense_index(
 # one file per process: lines printed by two processes into one pipe can interleave
 held = "held" if result.index is not None else "none"
 (Path(reports) / f"{os.getpid()}.txt").write_text(f"encoded {result.encoded_passages} index {held}")
+end_job_processes()
 """.replace("SHARD_SIZE_VALUE", str(SHARD_SIZE))
 
 

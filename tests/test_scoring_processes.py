@@ -34,6 +34,18 @@ shards._read_shards = interrupted
 sys.exit(cli.main(sys.argv[1:]))
 """
 
+REPORTING_THE_PROCESS_GROUP = """
+import sys
+
+import torch
+
+from hf_kd import cli
+
+status = cli.main(sys.argv[1:])
+print(f"process group open at exit: {torch.distributed.is_initialized()}")
+sys.exit(status)
+"""
+
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
@@ -84,10 +96,13 @@ def test_one_process_leaves_the_accelerate_state_alone(monkeypatch, reference):
 
 
 def test_two_processes_write_the_dataset_of_one_process(teachers, triples_tsv, reference, tmp_path):
-    out = tmp_path / "scores"
-    done = launch_two_processes(["-m", "hf_kd.cli", *score_args(teachers["cat_a"], triples_tsv, out)], tmp_path)
+    out, script = tmp_path / "scores", tmp_path / "reporting.py"
+    script.write_text(REPORTING_THE_PROCESS_GROUP)
+    done = launch_two_processes([str(script), *score_args(teachers["cat_a"], triples_tsv, out)], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("distinct pairs") == 1  # the main process alone reports
+    # both processes close their gloo group: one left open can abort the process at interpreter shutdown
+    assert done.stdout.count("process group open at exit: False") == 2, done.stdout[-3000:]
     assert "110 by process 0, 90 by process 1" in done.stdout
 
     assert_same_dataset(out, reference)

@@ -27,6 +27,7 @@ from ..files import naming_weight_files, write_json_atomic
 from ..jobs import JobLockedError, file_fingerprint, fingerprint_changes, output_lock
 from ..losses import get_loss
 from ..models import model_class_for
+from ..processes import end_job_processes
 from .arguments import ConfigError, HfKdArguments, parse_train_args, resolve_train_args
 from .checkpoints import (
     RUN_FINGERPRINT,
@@ -403,4 +404,6 @@ def main(argv: Sequence[str] | None = None, explicit_values: dict[str, Any] | No
     except (ConfigError, DataFormatError, DataSourceError, MissingIdError, JobLockedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        end_job_processes()
     return 0
