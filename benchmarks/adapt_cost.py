@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import tempfile
 import time
@@ -29,22 +27,9 @@ def peak_memory_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kilobytes on Linux
 
 
-def processor() -> dict:
-    from hf_kd.hardware import cpu_bf16_flags
-
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"model": model, "cores": os.cpu_count(), "bf16_units": list(cpu_bf16_flags())}
-
-
 def main() -> None:
     from hf_kd.adapt import get_adapt_budget, run_adaptation
+    from hf_kd.hardware import processor_summary
     from hf_kd.jobs import parse_overrides
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,7 +56,7 @@ def main() -> None:
         "corpus": str(args.corpus),
         "queries": args.queries,
         "budget": budget.to_dict(),
-        "processor": processor(),
+        "processor": processor_summary(),
         "torch_threads": __import__("torch").get_num_threads(),
         "bf16": results["bf16"],
         "results": rows,

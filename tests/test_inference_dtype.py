@@ -107,3 +107,20 @@ def test_an_index_build_does_not_resume_in_another_precision(tmp_path, ci_data, 
         build_dense_index(str(tiny_dot_folder), collection, out, dtype="bfloat16", **build)
     result = build_dense_index(str(tiny_dot_folder), collection, out, **build)  # the float32 build resumes
     assert result.resumed_passages == 50 and len(result.index) == len(collection)
+
+
+@pytest.mark.parametrize("dtype, line", [("bfloat16", "bfloat16 matrix units"), ("int8", "int8 dot-product units")])
+def test_a_cpu_without_the_units_of_a_precision_is_told_in_one_line(monkeypatch, capsys, tiny_dot_folder, dtype, line):
+    from hf_kd import hardware
+
+    summary = hardware.processor_summary()
+    monkeypatch.setattr(hardware, "cpu_bf16_flags", lambda: ())
+    monkeypatch.setattr(hardware, "processor_summary", lambda: {**summary, "bf16_units": [], "int8_units": []})
+    load_model(str(tiny_dot_folder), "cpu", dtype)
+    told = [text for text in capsys.readouterr().err.splitlines() if "slower than float32" in text]
+    assert len(told) == 1 and line in told[0] and f"{dtype} will be slower" in told[0]
+
+    monkeypatch.setattr(hardware, "cpu_bf16_flags", lambda: ("amx_bf16",))
+    monkeypatch.setattr(hardware, "processor_summary", lambda: {**summary, "int8_units": ["amx_int8"]})
+    load_model(str(tiny_dot_folder), "cpu", dtype)
+    assert "slower than float32" not in capsys.readouterr().err

@@ -28,12 +28,8 @@ def load_model(model_dir: str, device: str | None = None, dtype: str = "float32"
     if dtype not in INFERENCE_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if dtype == "bfloat16" and torch.device(device).type == "cpu":
-        from ..hardware import cpu_bf16_flags
-
-        if not cpu_bf16_flags():
-            print("hf-kd: this CPU has no bfloat16 matrix units (amx_bf16, avx512_bf16): bfloat16 will be slower "
-                  "than float32 here", file=sys.stderr)  # fmt: skip
+    if dtype != "float32" and torch.device(device).type == "cpu":
+        _warn_without_units(dtype)
     weights = torch.float32 if dtype == "int8" else getattr(torch, dtype)
     with naming_weight_files(model_dir):
         model = AutoModel.from_pretrained(model_dir, dtype=weights)
@@ -42,6 +38,17 @@ def load_model(model_dir: str, device: str | None = None, dtype: str = "float32"
     if dtype == "int8":
         quantize_linear_layers_int8(model)
     return model, tokenizer
+
+
+def _warn_without_units(dtype: str) -> None:
+    from ..hardware import BF16_CPU_FLAGS, INT8_CPU_FLAGS, cpu_bf16_flags, processor_summary
+
+    if dtype == "bfloat16" and not cpu_bf16_flags():
+        print(f"hf-kd: this CPU has no bfloat16 matrix units ({', '.join(BF16_CPU_FLAGS)}): bfloat16 will be slower "
+              "than float32 here", file=sys.stderr)  # fmt: skip
+    if dtype == "int8" and not processor_summary()["int8_units"]:
+        print(f"hf-kd: this CPU has no int8 dot-product units ({', '.join(INT8_CPU_FLAGS)}): int8 will be slower "
+              "than float32 here", file=sys.stderr)  # fmt: skip
 
 
 def quantize_linear_layers_int8(model) -> None:
