@@ -76,6 +76,7 @@ def onnx_int8_encoder(peer, folder: Path, batch_size: int) -> Callable[[list[str
     names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in example]
     axes = {name: {0: "batch", 1: "tokens"} for name in names}
     exported, quantised = folder / "model.onnx", folder / "model_int8.onnx"
+
     class LastHiddenState(torch.nn.Module):  # the inputs by name: the forward's positional order is not theirs
         def __init__(self):
             super().__init__()
