@@ -12,11 +12,12 @@ other row reports its largest change against the peer's float32 vectors.
 Precisions (`--precisions float32,bfloat16,int8`):
 - bfloat16: hf-kd's model with bfloat16 weights (what `--dtype bfloat16` loads) against a `SentenceTransformer`
   loaded with `model_kwargs={"dtype": torch.bfloat16}`.
-- int8: hf-kd's torchao dynamic int8 linear layers (what `--dtype int8` loads; the `int8` extra) against ONNX
-  Runtime int8, when `onnxruntime` and `onnx` are installed (the `benchmarks` extra): the transformer exported to
-  ONNX and its weights quantised dynamically by `onnxruntime.quantization.quantize_dynamic`, the route of
-  sentence-transformers' `export_dynamic_quantized_onnx_model`, whose own `backend="onnx"` needs optimum-onnx,
-  which does not install beside transformers 5; mean pooling and normalisation as the peer's.
+- int8: hf-kd's torchao dynamic int8 linear layers (what `--dtype int8` loads; the `int8` extra) and hf-kd's
+  onnx-int8 (what `--dtype onnx-int8` loads; the `onnx` extra) against the peer in ONNX Runtime int8: its
+  transformer exported to ONNX and its weights quantised dynamically by `onnxruntime.quantization.quantize_dynamic`,
+  the route of sentence-transformers' `export_dynamic_quantized_onnx_model`, whose own `backend="onnx"` needs
+  optimum-onnx, which does not install beside transformers 5; mean pooling and normalisation as the peer's. The ONNX
+  rows run where the `onnx` extra is installed.
 
     python benchmarks/encode_throughput.py [--num-passages 5000] [--batch-size 32] [--repeats 3] [--threads 1]
         [--precisions float32,bfloat16,int8] [--input-order] [--out outputs/encode_throughput.json]
@@ -128,6 +129,7 @@ def build_methods(
 
     from hf_kd import BertDotModel
     from hf_kd.evaluation.loading import quantize_linear_layers_int8
+    from hf_kd.evaluation.onnx_int8 import quantize_backbone_onnx_int8
 
     peer = SentenceTransformer(backbone, device="cpu")
     peer.max_seq_length = min(peer.max_seq_length, 256)  # all-MiniLM-L6-v2's own; a bare backbone says 512
@@ -159,10 +161,13 @@ def build_methods(
         int8_model = copy.deepcopy(model)
         quantize_linear_layers_int8(int8_model)
         methods["hf-kd int8 (torchao)"] = ("hf-kd", "int8", hf_kd_encoder(int8_model))
-        if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+        if all(importlib.util.find_spec(name) for name in ("onnxruntime", "onnx", "onnxscript")):
             methods["ONNX Runtime int8"] = ("peer", "int8", onnx_int8_encoder(peer, work, batch_size))
+            onnx_model = copy.deepcopy(model)
+            quantize_backbone_onnx_int8(onnx_model)
+            methods["hf-kd onnx-int8"] = ("hf-kd", "int8", hf_kd_encoder(onnx_model))
         else:
-            print("ONNX Runtime int8 (the peer's int8 route) skipped: pip install onnxruntime onnx")
+            print("ONNX Runtime int8 rows skipped: pip install 'hf-kd[onnx]'")
     return methods
 
 

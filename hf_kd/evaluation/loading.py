@@ -9,12 +9,14 @@ from ..files import naming_weight_files
 
 __all__ = ["INFERENCE_DTYPES", "load_model"]
 
-INFERENCE_DTYPES = ("float32", "bfloat16", "int8")
+INFERENCE_DTYPES = ("float32", "bfloat16", "int8", "onnx-int8")
 """Weight precisions a model can be loaded in for inference: bfloat16 halves the weights' memory and, on a CPU with
 bfloat16 matrix units (AMX, AVX-512 BF16), runs the products at several times the float32 rate; int8 (the `int8`
 extra, torchao) quantises the weights of every linear layer to int8 per channel and the activations to int8 per
-token as they come (dynamic quantisation), a quarter of the weights' memory; scores and vectors are handed back in
-float32 in every precision."""
+token as they come (dynamic quantisation), a quarter of the weights' memory; onnx-int8 (the `onnx` extra, BERT_DOT and
+ColBERT, CPU) runs the backbone's int8 export in ONNX Runtime, whose kernels are faster than float32 on processors
+without int8 dot-product units, where torchao's are slower (`hf_kd.evaluation.onnx_int8`); scores and vectors are
+handed back in float32 in every precision."""
 
 
 def load_model(model_dir: str, device: str | None = None, dtype: str = "float32"):
@@ -28,15 +30,21 @@ def load_model(model_dir: str, device: str | None = None, dtype: str = "float32"
     if dtype not in INFERENCE_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype == "onnx-int8" and torch.device(device).type != "cpu":
+        raise ValueError(f"onnx-int8 runs on the CPU (ONNX Runtime's CPU kernels), not on {device}")
     if dtype != "float32" and torch.device(device).type == "cpu":
         _warn_without_units(dtype)
-    weights = torch.float32 if dtype == "int8" else getattr(torch, dtype)
+    weights = torch.float32 if dtype.endswith("int8") else getattr(torch, dtype)
     with naming_weight_files(model_dir):
         model = AutoModel.from_pretrained(model_dir, dtype=weights)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = model.to(device).eval()
     if dtype == "int8":
         quantize_linear_layers_int8(model)
+    elif dtype == "onnx-int8":
+        from .onnx_int8 import quantize_backbone_onnx_int8
+
+        quantize_backbone_onnx_int8(model)
     return model, tokenizer
 
 
