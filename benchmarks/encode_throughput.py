@@ -9,18 +9,18 @@ each after one untimed warm-up; the median wall time counts, and the median proc
 (less sensitive to other work on a shared machine). The float32 vectors must agree with the peer's to 1e-5; every
 other row reports its largest change against the peer's float32 vectors.
 
-Precisions (`--precisions float32,bfloat16,int8`):
+Precisions (`--precisions float32,bfloat16,int8,onnx-int8`, the names of `--dtype`):
 - bfloat16: hf-kd's model with bfloat16 weights (what `--dtype bfloat16` loads) against a `SentenceTransformer`
   loaded with `model_kwargs={"dtype": torch.bfloat16}`.
-- int8: hf-kd's torchao dynamic int8 linear layers (what `--dtype int8` loads; the `int8` extra) and hf-kd's
-  onnx-int8 (what `--dtype onnx-int8` loads; the `onnx` extra) against the peer in ONNX Runtime int8: its
-  transformer exported to ONNX and its weights quantised dynamically by `onnxruntime.quantization.quantize_dynamic`,
-  the route of sentence-transformers' `export_dynamic_quantized_onnx_model`, whose own `backend="onnx"` needs
-  optimum-onnx, which does not install beside transformers 5; mean pooling and normalisation as the peer's. The ONNX
-  rows run where the `onnx` extra is installed.
+- int8: hf-kd's torchao dynamic int8 linear layers (what `--dtype int8` loads; the `int8` extra).
+- onnx-int8: hf-kd's backbone run by ONNX Runtime in int8 (what `--dtype onnx-int8` loads; the `onnx` extra)
+  against the peer in ONNX Runtime int8: its transformer exported to ONNX and its weights quantised dynamically by
+  `onnxruntime.quantization.quantize_dynamic`, the route of sentence-transformers'
+  `export_dynamic_quantized_onnx_model`, whose own `backend="onnx"` needs optimum-onnx, which does not install beside
+  transformers 5; mean pooling and normalisation as the peer's. These rows run where the `onnx` extra is installed.
 
     python benchmarks/encode_throughput.py [--num-passages 5000] [--batch-size 32] [--repeats 3] [--threads 1]
-        [--precisions float32,bfloat16,int8] [--input-order] [--out outputs/encode_throughput.json]
+        [--precisions float32,bfloat16,int8,onnx-int8] [--input-order] [--out outputs/encode_throughput.json]
 
 Target: hf-kd at least 1.2x the passages/s of sentence-transformers, and its fastest mode at least 1.2x the
 peer's fastest.
@@ -43,7 +43,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("HF_KD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "msmarco-dl20"
 PEER = "SentenceTransformer.encode"
-PRECISIONS = ("float32", "bfloat16", "int8")
+PRECISIONS = ("float32", "bfloat16", "int8", "onnx-int8")
 
 
 def read_passages(collection: Path, count: int) -> list[str]:
@@ -161,11 +161,12 @@ def build_methods(
         int8_model = copy.deepcopy(model)
         quantize_linear_layers_int8(int8_model)
         methods["hf-kd int8 (torchao)"] = ("hf-kd", "int8", hf_kd_encoder(int8_model))
+    if "onnx-int8" in precisions:
         if all(importlib.util.find_spec(name) for name in ("onnxruntime", "onnx", "onnxscript")):
-            methods["ONNX Runtime int8"] = ("peer", "int8", onnx_int8_encoder(peer, work, batch_size))
+            methods["ONNX Runtime int8"] = ("peer", "onnx-int8", onnx_int8_encoder(peer, work, batch_size))
             onnx_model = copy.deepcopy(model)
             quantize_backbone_onnx_int8(onnx_model)
-            methods["hf-kd onnx-int8"] = ("hf-kd", "int8", hf_kd_encoder(onnx_model))
+            methods["hf-kd onnx-int8"] = ("hf-kd", "onnx-int8", hf_kd_encoder(onnx_model))
         else:
             print("ONNX Runtime int8 rows skipped: pip install 'hf-kd[onnx]'")
     return methods

@@ -44,7 +44,7 @@ def _mining_scale(paths: dict) -> list[str]:
 def _encode_throughput(paths: dict) -> list[str]:
     return [
         "--data", str(paths["dl20"]), "--num-passages", "8", "--batch-size", "4", "--repeats", "1",
-        "--threads", "1", "--input-order", "--precisions", "bfloat16,int8", "--backbone", str(paths["tiny"]),
+        "--threads", "1", "--input-order", "--precisions", "bfloat16,int8,onnx-int8", "--backbone", str(paths["tiny"]),
         "--out", paths["out"],
     ]  # fmt: skip
 
