@@ -10,7 +10,12 @@ int8 products there faster than float32, where torchao's int8 linear layers (`--
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -80,11 +85,30 @@ def quantize_backbone_onnx_int8(model) -> None:
     )
     batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens", max=backbone.config.max_position_embeddings)
     shapes = {name: {0: batch, 1: tokens} for name in _INPUTS}
-    with tempfile.TemporaryDirectory(prefix="hf-kd-onnx-") as work:
+    print("hf-kd: exporting the backbone to ONNX and quantising it to int8 (once per load)", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="hf-kd-onnx-") as work, _quiet():
         exported, quantised = Path(work) / "backbone.onnx", Path(work) / "backbone-int8.onnx"
         torch.onnx.export(
             _LastHiddenState(backbone).eval(), example, str(exported), input_names=list(_INPUTS),
             output_names=["last_hidden_state"], dynamic_shapes=shapes, dynamo=True, external_data=False,
+            verbose=False,
         )  # fmt: skip
         quantize_dynamic(str(exported), str(quantised), per_channel=True, weight_type=QuantType.QInt8)
         model.backbone = OnnxInt8Backbone(quantised, backbone.config)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter's and the quantiser's progress lines, warnings and advice (torchvision operators it skips, axis
+    names, pre-processing) say nothing about the result; they are silenced for the export alone."""
+    loggers = [logging.getLogger(), logging.getLogger("torch.onnx")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
