@@ -29,6 +29,16 @@ ONNX_INT8_MODEL_TYPES = ("hfkd_bert_dot", "hfkd_colbert")
 _INPUTS = ("input_ids", "attention_mask")
 
 
+def _onnx_runtime():
+    """ONNX Runtime (and the dynamo exporter's onnxscript), or one line naming the extra that installs them."""
+    try:
+        import onnxruntime
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise ImportError("onnx-int8 inference needs ONNX Runtime: pip install 'hf-kd[onnx]'") from None
+    return onnxruntime
+
+
 class _LastHiddenState(torch.nn.Module):
     """The backbone as the exporter sees it: ids and mask in, the last hidden state out."""
 
@@ -46,8 +56,7 @@ class OnnxInt8Backbone(torch.nn.Module):
 
     def __init__(self, model_path: str | Path, config):
         super().__init__()
-        import onnxruntime
-
+        onnxruntime = _onnx_runtime()
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         self.session = onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
@@ -66,12 +75,9 @@ def quantize_backbone_onnx_int8(model) -> None:
     """Replaces `model.backbone` (a float32 zoo model of one of [`ONNX_INT8_MODEL_TYPES`], on the CPU) by an
     [`OnnxInt8Backbone`] of its int8 export. The export takes a minute for a six-layer MiniLM on two cores; the
     files live only until the session has read them."""
-    try:
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401  (the dynamo exporter's)
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError:
-        raise ImportError("onnx-int8 inference needs ONNX Runtime: pip install 'hf-kd[onnx]'") from None
+    _onnx_runtime()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     model_type = getattr(model.config, "model_type", None)
     if model_type not in ONNX_INT8_MODEL_TYPES:
         raise ValueError(
