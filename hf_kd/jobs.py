@@ -42,7 +42,6 @@ __all__ = [
     "sha256_file",
 ]
 
-_HEAD_BYTES = 1 << 20
 MANIFEST_FILENAME = "manifest.json"
 MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model", ".py")
 """The files whose contents decide what a local model computes: weights, configs, tokenizer, remote code."""
@@ -117,16 +116,23 @@ def sha256_file(path: str | os.PathLike, limit: int | None = None) -> str:
 
 
 def file_fingerprint(path: str | os.PathLike) -> dict:
-    """A cheap identity of an input file: its resolved path, size, modification time and the SHA-256 of its
-    first MiB. A file changed in place (or replaced by another one) gets another fingerprint."""
+    """The identity of an input file: its resolved path, size and the SHA-256 of its content. A file changed in
+    place (or replaced by another one) gets another fingerprint; the same bytes copied to another machine, or
+    touched, keep theirs (a modification time would not survive a copy)."""
     path = Path(path).resolve()
     stat = path.stat()
-    return {
-        "path": str(path),
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "head_sha256": sha256_file(path, _HEAD_BYTES),
-    }
+    return {"path": str(path), "size": stat.st_size, "sha256": _content_sha256(path, stat)}
+
+
+def _content_sha256(path: Path, stat: os.stat_result) -> str:
+    # a job fingerprints its inputs more than once (start, resume checks); hash each file once per process
+    key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _CONTENT_HASHES:
+        _CONTENT_HASHES[key] = sha256_file(path)
+    return _CONTENT_HASHES[key]
+
+
+_CONTENT_HASHES: dict[tuple, str] = {}
 
 
 def hash_files(folder: str | os.PathLike, suffixes: Iterable[str], exclude: Iterable[str] = ()) -> str:

@@ -105,8 +105,9 @@ def test_the_packages_stand_in_floors_and_the_jobs_share_their_stages():
 
 
 def test_training_asks_the_data_package_for_its_rows_once(tmp_path, ci_data):
-    """Following the training data from `run_training`'s arguments: training calls the data package to read and
-    check the rows, then once more for their schema (the loss check); every data check is made in the data package."""
+    """Following the training data from `run_training`'s arguments: training enters the data package once, which
+    reads the rows and makes every check (the loss's refusals included); the chain of modules comes back to a module
+    it had left at most 8 times (it did 25 times when the checks were spread over both packages)."""
     import sys
 
     from transformers import TrainingArguments
@@ -122,24 +123,27 @@ def test_training_asks_the_data_package_for_its_rows_once(tmp_path, ci_data):
     )
     chain: list[str] = []
 
-    def package_of(frame) -> str | None:
+    def module_of(frame) -> str | None:
         while frame is not None:
             name = frame.f_globals.get("__name__", "")
             if name.startswith("hf_kd."):
-                return ".".join(name.split(".")[:2])
+                return name
             frame = frame.f_back
         return None
 
     def follow(frame, event, arg):
         if event in ("call", "return"):
-            package = package_of(frame)
-            if package and (not chain or chain[-1] != package):
-                chain.append(package)
+            module = module_of(frame)
+            if module and (not chain or chain[-1] != module):
+                chain.append(module)
 
     sys.setprofile(follow)
     try:
         _training_dataset(args, TrainingArguments(output_dir=str(tmp_path), report_to="none"), None)
     finally:
         sys.setprofile(None)
-    assert chain[0] == "hf_kd.training" and set(chain) == {"hf_kd.training", "hf_kd.data"}
-    assert chain.count("hf_kd.data") == 2, chain
+    packages = [".".join(module.split(".")[:2]) for module in chain]
+    packages = [p for i, p in enumerate(packages) if i == 0 or packages[i - 1] != p]
+    assert packages == ["hf_kd.training", "hf_kd.data", "hf_kd.training"], chain
+    returns = sum(module in chain[:i] for i, module in enumerate(chain))
+    assert returns <= 8, chain

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from hf_kd.cli import main
 from hf_kd.data import ScoreDataset
-from hf_kd.jobs import JobLockedError, fingerprint_changes, hash_files, output_lock
+from hf_kd.jobs import JobLockedError, file_fingerprint, fingerprint_changes, hash_files, output_lock
 from hf_kd.teachers import load_teacher, score_triples
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -207,3 +208,21 @@ def test_fingerprint_changes_names_each_changed_value():
         "bf16: false -> true",
         f"teachers[0].weights: sha256:aaaaa…{'a' * 8} -> sha256:bbbbb…{'b' * 8}",
     ]
+
+
+def test_file_fingerprint_follows_content_not_modification_time(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(b'{"_id": "1", "text": "a"}\n' * 1000)
+    first = file_fingerprint(path)
+    assert first["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    # the same bytes copied back (another modification time and inode), as a copy to another machine would be
+    copy = tmp_path / "copy.jsonl"
+    shutil.copyfile(path, copy)
+    os.utime(copy, ns=(1, 1))
+    os.replace(copy, path)
+    assert fingerprint_changes(first, file_fingerprint(path)) == []
+    # one byte changed at the end, the size kept
+    data = bytearray(path.read_bytes())
+    data[-2] = ord("b")
+    path.write_bytes(bytes(data))
+    assert [change.split(":")[0] for change in fingerprint_changes(first, file_fingerprint(path))] == ["sha256"]

@@ -20,6 +20,8 @@ text form lazily, batch by batch, when rows are read.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from datasets import Dataset, Features, IterableDataset, List, Value
 
 __all__ = [
@@ -37,9 +39,12 @@ __all__ = [
     "TEXTS_FEATURES",
     "TEXT_SCHEMAS",
     "TRIPLES_FEATURES",
+    "LAYOUT_RENAMES",
     "detect_schema",
+    "normalize_columns",
     "per_teacher_columns",
     "schema_of_columns",
+    "select_teacher_columns",
     "with_per_teacher_columns",
     "text_columns",
     "text_schema_of",
@@ -175,3 +180,43 @@ def text_schema_of(schema_name: str) -> str:
     if schema_name not in SCHEMAS:
         raise ValueError(f"unknown schema {schema_name!r}; expected one of {list(SCHEMAS)}")
     return schema_name.removesuffix("_ids")
+
+
+LAYOUT_RENAMES = {
+    "sentence-transformers margin": (
+        {"query_id", "positive_id", "negative_id", "score"},
+        {"score": "margin"},
+    ),
+    "sentence-transformers margin (texts)": ({"query", "positive", "negative", "score"}, {"score": "margin"}),
+    "PyLate": ({"query_id", "document_ids", "scores"}, {"document_ids": "passage_ids"}),
+}
+"""Other libraries' column sets and the renames that make them hf-kd schemas."""
+
+
+def normalize_columns(dataset: Dataset | IterableDataset) -> tuple[Dataset | IterableDataset, str]:
+    """Renames the columns of another library's layout to an hf-kd schema; returns the dataset and the layout."""
+    columns = set(dataset.column_names) - set(per_teacher_columns(dataset.column_names))
+    for layout, (names, renames) in LAYOUT_RENAMES.items():
+        if columns == names:
+            return dataset.rename_columns(renames), layout
+    return dataset, "hf-kd"
+
+
+def select_teacher_columns(
+    dataset: Dataset | IterableDataset, renames: Mapping[str, str]
+) -> tuple[Dataset | IterableDataset, str | None]:
+    """Rows of an hf-kd schema or of another library's layout with the chosen teacher's columns under the schema's
+    names (e.g. `pos_score_teacher_1` -> `pos_score`, replacing an ensemble's `pos_score`) and the other teachers'
+    columns dropped; returns them with the schema they then have (a key of [`SCHEMAS`], `None` where none
+    matches)."""
+    dataset, _ = normalize_columns(dataset)
+    for source, target in renames.items():
+        if source != target and source in dataset.column_names:
+            if target in dataset.column_names:
+                dataset = dataset.remove_columns(target)
+            dataset = dataset.rename_column(source, target)
+    extra = per_teacher_columns(dataset.column_names)
+    if extra:
+        dataset = dataset.remove_columns(extra)
+    columns = set(dataset.column_names)
+    return dataset, next((name for name, schema in SCHEMAS.items() if columns == set(schema)), None)

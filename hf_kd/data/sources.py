@@ -11,7 +11,7 @@ layouts of id-form teacher scores are read as they are on the Hub, each with its
 - **PyLate** (`lightonai/ms-marco-en-bge`): subset `train` with `query_id, document_ids, scores`; texts in
   `queries` (`query_id`, `text`) and `documents` (`document_id`, `text`).
 
-[`normalize_columns`] renames each layout's columns to an hf-kd schema (`score` -> `margin`,
+[`hf_kd.data.schemas.normalize_columns`] renames each layout's columns to an hf-kd schema (`score` -> `margin`,
 `document_ids` -> `passage_ids`) without rewriting the rows.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from datasets import Dataset, IterableDataset
 
-from .schemas import per_teacher_columns
+from .schemas import normalize_columns
 from .texts import TextStore
 
 __all__ = [
@@ -32,23 +32,12 @@ __all__ = [
     "is_hub_id",
     "load_hub_rows",
     "load_hub_texts",
-    "normalize_columns",
     "parse_hub_id",
 ]
 
 HUB_PREFIX = "hf://datasets/"
 TEXT_SUBSETS = {"queries": ("queries",), "collection": ("collection", "corpus", "documents")}
 """Subset names that hold the queries and the passages, in order of preference."""
-
-LAYOUT_RENAMES = {
-    "sentence-transformers margin": (
-        {"query_id", "positive_id", "negative_id", "score"},
-        {"score": "margin"},
-    ),
-    "sentence-transformers margin (texts)": ({"query", "positive", "negative", "score"}, {"score": "margin"}),
-    "PyLate": ({"query_id", "document_ids", "scores"}, {"document_ids": "passage_ids"}),
-}
-"""Other libraries' column sets and the renames that make them hf-kd schemas."""
 
 
 class DataSourceError(ValueError):
@@ -92,15 +81,6 @@ def parse_hub_id(value: str) -> HubDatasetId:
         raise DataSourceError(f"{value}: expected {HUB_PREFIX}ORG/NAME[@REVISION][/SUBSET]")
     name, _, revision = parts[1].partition("@")
     return HubDatasetId(f"{parts[0]}/{name}", revision or None, "/".join(parts[2:]) or None)
-
-
-def normalize_columns(dataset: Dataset | IterableDataset) -> tuple[Dataset | IterableDataset, str]:
-    """Renames the columns of another library's layout to an hf-kd schema; returns the dataset and the layout."""
-    columns = set(dataset.column_names) - set(per_teacher_columns(dataset.column_names))
-    for layout, (names, renames) in LAYOUT_RENAMES.items():
-        if columns == names:
-            return dataset.rename_columns(renames), layout
-    return dataset, "hf-kd"
 
 
 def _hub_call(hub_id: HubDatasetId, call, *args, **kwargs):

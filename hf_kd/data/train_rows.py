@@ -17,7 +17,7 @@ forms of the teacher-score schemas (see `hf_kd.data.schemas`):
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +27,9 @@ from datasets import Dataset, IterableDataset, concatenate_datasets, load_from_d
 from datasets.exceptions import DatasetGenerationError
 
 from .errors import ConfigError, DataFormatError
-from .schemas import ID_SCHEMAS, TEXT_SCHEMAS, per_teacher_columns, schema_of_columns, with_per_teacher_columns
+from .schemas import ID_SCHEMAS, TEXT_SCHEMAS, select_teacher_columns
 from .score_dataset import ScoreDataset
-from .sources import TEXT_SUBSETS, DataSourceError, is_hub_id, load_hub_rows, load_hub_texts, normalize_columns, subsets
+from .sources import TEXT_SUBSETS, DataSourceError, is_hub_id, load_hub_rows, load_hub_texts, subsets
 from .text_join import join_texts, joined_columns
 from .texts import MissingIdRows, TextStore, check_ids
 
@@ -82,11 +82,17 @@ def _read_tsv_rows(path: str, size: int, mtime: float) -> Iterator[dict]:
 
 @dataclass
 class _Source:
-    """Training rows as read (ids or texts), with the texts their own folder or Hub dataset provides."""
+    """Training rows as read (ids or texts), with the texts their own folder or Hub dataset provides, and their
+    schema once the teacher's columns are chosen (a key of `hf_kd.data.SCHEMAS`)."""
 
     rows: Dataset | IterableDataset
     name: str
     own_texts: Callable[[str], TextStore | None] = lambda kind: None
+    schema: str | None = None
+
+    @property
+    def is_id_form(self) -> bool:
+        return self.schema in ID_SCHEMAS
 
 
 def _read_rows(path: str, streaming: bool) -> Dataset | IterableDataset:
@@ -129,7 +135,7 @@ def _open_source(path: str, streaming: bool) -> _Source:
     if ScoreDataset.is_score_dataset(path):
         scores = ScoreDataset.open(path)
         return _Source(scores.load(streaming=streaming, with_texts=False), path, lambda kind: scores.texts().get(kind))
-    return _Source(normalize_columns(_read_rows(path, streaming))[0], path)
+    return _Source(_read_rows(path, streaming), path)
 
 
 def _open_texts(value: str | None, kind: str) -> TextStore | None:
@@ -149,18 +155,6 @@ def _is_empty(dataset: Dataset | IterableDataset) -> bool:
     return len(dataset) == 0
 
 
-def select_teacher_columns(dataset: Dataset, renames: dict[str, str]) -> Dataset:
-    """Puts the chosen teacher's columns under the schema's names (e.g. `pos_score_teacher_1` -> `pos_score`,
-    replacing an ensemble's `pos_score`) and drops the other teachers' columns."""
-    for source, target in renames.items():
-        if source != target and source in dataset.column_names:
-            if target in dataset.column_names:
-                dataset = dataset.remove_columns(target)
-            dataset = dataset.rename_column(source, target)
-    extra = per_teacher_columns(dataset.column_names)
-    return dataset.remove_columns(extra) if extra else dataset
-
-
 def train_schema(
     dataset: Dataset | IterableDataset, source: str = "the training data", length_column: str | None = None
 ) -> str:
@@ -171,19 +165,16 @@ def train_schema(
     for name in TRAINABLE_SCHEMAS:
         if columns == set(TEXT_SCHEMAS[name]):
             return name
+    raise _no_training_schema(source, columns)
+
+
+def _no_training_schema(source: str, columns: set[str]) -> ConfigError:
     expected = {name: list(TEXT_SCHEMAS[name]) for name in TRAINABLE_SCHEMAS}
     id_forms = {f"{name}_ids": list(ID_SCHEMAS[f"{name}_ids"]) for name in TRAINABLE_SCHEMAS}
-    raise ConfigError(
+    return ConfigError(
         f"{source}: columns {sorted(columns)} match no training schema; expected one of {expected}, or an id form "
         f"{id_forms} with its queries and collection"
     )
-
-
-def _is_id_form(dataset: Dataset | IterableDataset) -> bool:
-    try:
-        return schema_of_columns(dataset.column_names) in ID_SCHEMAS
-    except ValueError:
-        return False
 
 
 def load_train_dataset(
@@ -197,6 +188,7 @@ def load_train_dataset(
     streaming: bool = False,
     missing_ids: MissingIdRows | None = None,
     length_column: str | None = None,
+    refuse: Mapping[str, str] | None = None,
 ) -> Dataset | IterableDataset:
     """Loads teacher-score training data into one text-form dataset, checked for training.
 
@@ -220,13 +212,17 @@ def load_train_dataset(
             there, instead of stopping at the first.
         length_column (`str`, *optional*): add each row's length under this name (what `group_by_length`
             batches by, see [`add_length_column`]); map-style text rows only.
+        refuse (`Mapping[str, str]`, *optional*): the schemas of `TRAINABLE_SCHEMAS` the caller cannot train on,
+            each with the reason raised as a `ConfigError` when the rows have it (the trainer's loss, see
+            `hf_kd.training.loss_refusals`), before any id is checked or text joined.
 
     Returns:
         `Dataset` or `IterableDataset` whose rows are in one of `TRAINABLE_SCHEMAS`.
 
     Raises:
-        ConfigError: unknown file type, columns that match no schema, files of different schemas, no texts for an
-            id form, no rows, NaN teacher scores, or lengths asked of rows that are not texts in memory.
+        ConfigError: unknown file type, columns that match no schema, files of different schemas, a schema in
+            `refuse`, no texts for an id form, no rows, NaN teacher scores, or lengths asked of rows that are not
+            texts in memory.
         DataFormatError: a malformed TSV line (names the file and the line).
         DataSourceError: a Hub dataset, subset or revision that does not exist.
         MissingIdError: an id without text (names the id, the texts, the rows' source and row).
@@ -240,8 +236,14 @@ def load_train_dataset(
     if not paths:
         raise ConfigError("train_files: no training data given")
     sources = _open_sources(paths, streaming, renames)
+    schemas = {source.name: source.schema for source in sources}
+    if len({schema.removesuffix("_ids") for schema in schemas.values()}) > 1:
+        raise ConfigError(f"train_files have different schemas {schemas}")
+    schema = sources[0].schema.removesuffix("_ids")
+    if refuse and schema in refuse:
+        raise ConfigError(refuse[schema])
     explicit = {"queries": _open_texts(queries, "queries"), "collection": _open_texts(collection, "collection")}
-    id_sources = [source for source in sources if _is_id_form(source.rows)]
+    id_sources = [source for source in sources if source.is_id_form]
     if id_sources and len(sources) > 1 and (len(id_sources) < len(sources) or None in explicit.values()):
         raise ConfigError(
             "train_files: several sources of which some hold ids: give them all as ids with one --train_queries and "
@@ -250,10 +252,10 @@ def load_train_dataset(
     if id_sources:
         dataset = _join_id_sources(sources, explicit, missing_ids)
     else:
-        dataset = _concatenate_text_sources(sources, paths)
+        dataset = _concatenate_text_sources(sources)
     _check_scores_present(dataset)
     if length_column is not None:
-        if not isinstance(dataset, Dataset) or dataset.column_names != joined_columns(dataset):
+        if not isinstance(dataset, Dataset) or id_sources:
             raise ConfigError(
                 "group_by_length measures every row's texts; with streamed or id-form data (joined per batch) leave "
                 "it off"
@@ -263,10 +265,13 @@ def load_train_dataset(
 
 
 def _open_sources(paths: Sequence[str], streaming: bool, renames: dict[str, str]) -> list[_Source]:
-    """The sources of `paths`, with the chosen teacher's columns under the schema's names; none may be empty."""
+    """The sources of `paths`, with the chosen teacher's columns under the schema's names and their schema; none
+    may be empty or of a schema training cannot read."""
     sources = [_open_source(str(path), streaming) for path in paths]
     for source in sources:
-        source.rows = select_teacher_columns(source.rows, renames)
+        source.rows, source.schema = select_teacher_columns(source.rows, renames)
+        if source.schema is None or source.schema.removesuffix("_ids") not in TRAINABLE_SCHEMAS:
+            raise _no_training_schema(source.name, set(source.rows.column_names))
         if _is_empty(source.rows):
             raise ConfigError(f"train_files: {source.name} holds no training rows")
     return sources
@@ -279,7 +284,7 @@ def _join_id_sources(
 
     Map-style rows are checked against the texts up front; streamed rows as they are read.
     """
-    rows = _concatenate([s.rows for s in sources])
+    rows = _concatenate([s.rows for s in sources], sources[0].schema)
     name = sources[0].name if len(sources) == 1 else f"{sources[0].name} (+{len(sources) - 1})"
     texts = {kind: store or sources[0].own_texts(kind) for kind, store in explicit.items()}
     missing = [kind for kind, store in texts.items() if store is None]
@@ -294,31 +299,20 @@ def _join_id_sources(
         rows = check_ids(rows, texts["queries"], texts["collection"], name, rejected=missing_ids)
         if len(rows) == 0:
             raise ConfigError(f"train_files: no training rows of {name} are left once rows with missing ids are out")
-        joined = join_texts(rows, texts["queries"], texts["collection"], name)
-    else:
-        joined = join_texts(rows, texts["queries"], texts["collection"], name, rejected=missing_ids)
-    train_schema(joined, source=name)
-    return joined
+        return join_texts(rows, texts["queries"], texts["collection"], name)
+    return join_texts(rows, texts["queries"], texts["collection"], name, rejected=missing_ids)
 
 
-def _concatenate_text_sources(sources: list[_Source], paths: Sequence[str]) -> Dataset | IterableDataset:
-    """Text-form sources cast to their schema's features and concatenated; all must have the same schema."""
-    datasets_, schemas = [], []
-    for source in sources:
-        schema = train_schema(source.rows, source=source.name)
-        datasets_.append(source.rows.cast(TEXT_SCHEMAS[schema]))
-        schemas.append(schema)
-    if len(set(schemas)) > 1:
-        raise ConfigError(f"train_files have different schemas {dict(zip(map(str, paths), schemas))}")
-    return datasets_[0] if len(datasets_) == 1 else concatenate_datasets(datasets_)
+def _concatenate_text_sources(sources: list[_Source]) -> Dataset | IterableDataset:
+    """Text-form sources (all of one schema) cast to their schema's features and concatenated."""
+    parts = [source.rows.cast(TEXT_SCHEMAS[source.schema]) for source in sources]
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
-def _concatenate(parts: list[Dataset | IterableDataset]) -> Dataset | IterableDataset:
+def _concatenate(parts: list[Dataset | IterableDataset], schema: str) -> Dataset | IterableDataset:
     if len(parts) == 1:
         return parts[0]
-    schema = schema_of_columns(parts[0].column_names)
-    features = with_per_teacher_columns(ID_SCHEMAS[schema], parts[0].column_names)
-    return concatenate_datasets([part.cast(features) for part in parts])
+    return concatenate_datasets([part.cast(ID_SCHEMAS[schema]) for part in parts])
 
 
 def _check_scores_present(dataset: Dataset) -> None:

@@ -3,7 +3,7 @@
 from .arguments import ConfigError, HfKdArguments, parse_train_args
 from .checkpoints import is_complete_checkpoint, last_complete_checkpoint
 from .collator import CachingTokenizer, RankingCollator
-from .data import check_dataset_for_loss
+from .data import check_dataset_for_loss, loss_refusals
 from .evaluation import RerankDevSet, evaluate_reranking
 from .run import run_training
 from .trainer import DistillationTrainer
@@ -19,6 +19,7 @@ __all__ = [
     "evaluate_reranking",
     "is_complete_checkpoint",
     "last_complete_checkpoint",
+    "loss_refusals",
     "parse_train_args",
     "run_training",
 ]

@@ -36,7 +36,7 @@ from .checkpoints import (
     resolve_resume_checkpoint,
 )
 from .collator import RankingCollator
-from .data import check_dataset_for_loss
+from .data import loss_refusals
 from .evaluation import RerankDevSet
 from .summary import TrainSummary
 from .trainer import DistillationTrainer
@@ -65,12 +65,12 @@ _UNFINGERPRINTED = frozenset(
 
 
 def _data_fingerprint(path: str) -> dict | str:
-    """A cheap identity of a data file, folder (every file's size and modification time) or Hub id."""
+    """The identity of a data file, folder (every file's size and content hash) or Hub id."""
     if os.path.isfile(path):
         return file_fingerprint(path)
     if os.path.isdir(path):
         return {
-            str(p.relative_to(path)): [p.stat().st_size, p.stat().st_mtime_ns]
+            str(p.relative_to(path)): [p.stat().st_size, file_fingerprint(p)["sha256"]]
             for p in sorted(Path(path).rglob("*"))
             if p.is_file()
         }
@@ -246,7 +246,7 @@ def _missing_id_rows(hf_kd_args: HfKdArguments, training_args: TrainingArguments
 def _training_dataset(
     hf_kd_args: HfKdArguments, training_args: TrainingArguments, missing_ids: MissingIdRows | None
 ) -> Dataset | IterableDataset:
-    """Loads the training data (main process first), checks it against the loss and adds the lengths
+    """Loads the training data (main process first), refusing rows the loss cannot learn from, with the lengths
     `group_by_length` batches by."""
     length_column = training_args.length_column_name if hf_kd_args.group_by_length else None
     with training_args.main_process_first(desc="loading the training data"):
@@ -261,12 +261,12 @@ def _training_dataset(
             streaming=hf_kd_args.streaming,
             missing_ids=missing_ids,
             length_column=length_column,
+            refuse=loss_refusals(hf_kd_args.loss),
         )
         if missing_ids is not None and missing_ids.count:
             logger.warning(
                 f"left out {missing_ids.count:,} training rows with ids that have no text; see {missing_ids.path}"
             )
-        check_dataset_for_loss(train_dataset, hf_kd_args.loss, length_column)
         if hf_kd_args.group_by_length:
             training_args.train_sampling_strategy = "group_by_length"
     return train_dataset
