@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from hf_kd.evaluation.records import record_evaluation, recorded_evaluations
-from hf_kd.evaluation.reports import EvaluationReport, read_reports, reports_from_json, write_reports
+from hf_kd.evaluation.reports import (
+    EvaluationReport,
+    keep_reports,
+    kept_runs,
+    read_reports,
+    reports_from_json,
+    write_reports,
+)
 
 METRICS = {"MRR@10": 0.8125, "nDCG@10": 0.6875, "Recall@100": 0.5, "Recall@1000": 0.625, "MAP": 0.375}
 FIRST_STAGE = {"MRR@10": 0.5, "nDCG@10": 0.4, "Recall@100": 0.5, "Recall@1000": 0.625, "MAP": 0.25}
@@ -173,6 +180,7 @@ def test_reads_the_reproduction_record_and_flat_mappings_of_earlier_versions():
     }
     (report,) = reports_from_json(record, "evaluation/BM25/metrics.json")
     assert (report.name, report.dataset, report.num_queries, report.rel_threshold) == ("BM25", "dl20-dev", 5, 2)
+    assert report.retrieval == "rerank"
     assert report.metrics == {"MRR@10": 0.25, "nDCG@10": 0.5} and report.per_query_ndcg == {"q1": 0.5, "q2": 0.5}
 
     flat, listed = reports_from_json([{"dataset": "msmarco-dev", "MRR@10": 0.33}, rerank_report().to_json()])
@@ -224,3 +232,53 @@ def test_record_keeps_the_report_without_per_query_values(tmp_path: Path):
     copy = EvaluationReport.from_json(entry["report"])
     report.per_query = None
     assert copy == report
+
+
+# ---- kept evaluations (hf-kd reproduce, hf-kd adapt) ----------------------------------------------------------
+
+
+def test_keep_reports_measures_what_is_missing_and_reads_back_the_rest(tmp_path: Path):
+    calls = []
+
+    def measure(missing):
+        calls.append(list(missing))
+        measured = {}
+        for dataset, retrieval in missing:
+            report = EvaluationReport(
+                name="student", metrics={"nDCG@10": 0.5 if dataset == "a" else 0.25}, per_query={"q1": {"nDCG@10": 1.0}}
+            )
+            run = {"q1": {"p1": 2.0}} if retrieval == "rerank" else None
+            measured[(dataset, retrieval)] = (report, run)
+        return measured
+
+    first = keep_reports(tmp_path / "student", [("a", "dense"), ("a", "rerank")], measure)
+    assert calls == [[("a", "dense"), ("a", "rerank")]]
+    assert {key: r.metrics["nDCG@10"] for key, r in first.items()} == {("a", "dense"): 0.5, ("a", "rerank"): 0.5}
+    assert (first[("a", "dense")].dataset, first[("a", "dense")].retrieval) == ("a", "dense")
+    # measured before: read back, not measured again; a new set is measured alone and added
+    again = keep_reports(tmp_path / "student", [("a", "dense"), ("a", "rerank"), ("b", "rerank")], measure)
+    assert calls[1:] == [[("b", "rerank")]]
+    assert again[("a", "dense")] == first[("a", "dense")] and again[("b", "rerank")].metrics == {"nDCG@10": 0.25}
+    kept = read_reports(tmp_path / "student" / "metrics.json")
+    assert [(r.dataset, r.retrieval, r.per_query_ndcg) for r in kept] == [
+        ("a", "dense", {"q1": 1.0}),
+        ("a", "rerank", {"q1": 1.0}),
+        ("b", "rerank", {"q1": 1.0}),
+    ]
+    assert kept_runs(tmp_path / "student") == {
+        ("a", "rerank"): {"q1": {"p1": 2.0}},
+        ("b", "rerank"): {"q1": {"p1": 2.0}},
+    }
+    with pytest.raises(ValueError, match=r"student: the evaluation returned no report for \[\('c', 'dense'\)\]"):
+        keep_reports(tmp_path / "student", [("c", "dense")], lambda missing: {})
+
+
+def test_keep_reports_reads_the_reproduction_record_of_earlier_versions(tmp_path: Path):
+    folder = tmp_path / "BM25"
+    folder.mkdir()
+    record = {"name": "BM25", "metrics": {"dl20-dev": {"nDCG@10": 0.5, "num_queries": 5.0}}, "per_query_ndcg@10": {}}
+    (folder / "metrics.json").write_text(json.dumps(record))
+    (folder / "runs.json").write_text(json.dumps({"dl20-dev": {"q1": {"p1": 1.0}}}))
+    kept = keep_reports(folder, [("dl20-dev", "rerank")], lambda missing: pytest.fail(f"measured {missing}"))
+    assert kept[("dl20-dev", "rerank")].metrics_and_counts() == {"nDCG@10": 0.5, "num_queries": 5.0}
+    assert kept_runs(folder) == {("dl20-dev", "rerank"): {"q1": {"p1": 1.0}}}

@@ -102,6 +102,8 @@ def test_the_packages_stand_in_floors_and_the_jobs_share_their_stages():
     # adapt and reproduce are two jobs over the same stages, not one job built on the other
     assert "hf_kd.reproduce" not in packages["hf_kd.adapt"] and "hf_kd.adapt" not in packages["hf_kd.reproduce"]
     assert "hf_kd.training.stage" in graph["hf_kd.adapt.pipeline"] & graph["hf_kd.reproduce.stages"]
+    # and keep their evaluations with the one owner of the evaluation report
+    assert "hf_kd.evaluation.reports" in graph["hf_kd.adapt.evaluation"] & graph["hf_kd.reproduce.evaluation"]
 
 
 def test_training_asks_the_data_package_for_its_rows_once(tmp_path, ci_data):

@@ -4,7 +4,6 @@ test_reproduce.py)."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -13,6 +12,7 @@ from conftest import wide_random_cat_teacher
 from transformers import AutoModel, AutoTokenizer
 
 from hf_kd.cli import main
+from hf_kd.evaluation.reports import kept_runs
 from hf_kd.evaluation.rerank_set import RerankSet
 from hf_kd.reproduce.evaluation import evaluate_model, evaluate_teacher
 from hf_kd.teachers import load_teacher
@@ -67,7 +67,7 @@ def test_evaluating_a_teacher_shows_the_set_and_the_teacher_per_query(dl20, toke
     bar = final_bar(err, "Re-ranking dl20-dev with teacher_2")
     assert re.match(r"Re-ranking dl20-dev with teacher_2: 100%\|\S+\| 4/4 \[", bar) and "query" in bar
     # the scores are the teacher's, pair by pair, whatever the batching
-    runs = json.loads((tmp_path / "evaluation" / "teacher_2" / "runs.json").read_text())["dl20-dev"]
+    runs = kept_runs(tmp_path / "evaluation" / "teacher_2")[("dl20-dev", "rerank")]
     qid = next(iter(runs))
     pids = list(runs[qid])
     expected = teacher.score([dl20.queries[qid]] * len(pids), [dl20.collection[p] for p in pids]).tolist()

@@ -2,21 +2,21 @@
 re-ranking of BM25's top k, for BM25, the starting model, the teacher ensemble and every student; the students of
 one setting are summarised over seeds (mean, spread, and paired tests on per-query means over seeds).
 
-Every model's result is kept in `evaluation/<name>.json` (metrics and per-query nDCG@10) and read back when
-present, so a resumed adaptation measures only what is new.
+Every model's reports (metrics and per-query values, one per retrieval) are kept in `evaluation/<name>/metrics.json`
+by `hf_kd.evaluation.reports.keep_reports` and read back when present, so a resumed adaptation measures only what is
+new; `hf-kd compare` reads them as they are.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..evaluation.metrics import evaluate_run
+from ..evaluation.reports import EvaluationReport, keep_reports
 from ..evaluation.significance import paired_test
-from ..files import write_json_atomic
 from .curve import seed_mean
 from .vectors import CorpusVectors, start_encoder
 
@@ -24,26 +24,38 @@ BASELINE = "start"
 """The student's exact starting point (the starting model at the students' passage length)."""
 
 
-def _measure(run_dense, run_rerank, eval_data, rel_threshold: int) -> dict[str, Any]:
-    result: dict[str, Any] = {"metrics": {}, "per_query_ndcg@10": {}}
+def _measure(name: str, run_dense, run_rerank, eval_data, rel_threshold: int) -> dict:
+    """The reports of a model's dense and re-ranking runs (either may be None), keyed as `keep_reports` keeps them."""
+    measured = {}
     for kind, ranked in (("dense", run_dense), ("rerank", run_rerank)):
-        if ranked is None:
-            continue
-        measured = evaluate_run(ranked, eval_data.qrels, rel_threshold=rel_threshold)
-        per_query = measured.pop("per_query")
-        result["metrics"][kind] = {k: float(v) for k, v in measured.items() if isinstance(v, (int, float))}
-        result["per_query_ndcg@10"][kind] = {q: float(v["nDCG@10"]) for q, v in per_query.items()}
-    return result
+        if ranked is not None:
+            report = EvaluationReport.from_evaluate_run(
+                evaluate_run(ranked, eval_data.qrels, rel_threshold=rel_threshold),
+                name=name,
+                dataset=eval_data.name,
+                retrieval=kind,
+                rel_threshold=rel_threshold,
+            )
+            measured[(eval_data.name, kind)] = (report, None)
+    return measured
 
 
-def _kept(folder: Path, name: str, compute) -> dict[str, Any]:
-    path = folder / f"{name}.json"
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
-    result = compute()
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, result)
-    return result
+def _kept(folder: Path, name: str, eval_data, retrievals: tuple[str, ...], compute) -> dict[str, Any]:
+    """A model's row: per retrieval, its metrics and per-query nDCG@10, measured by `compute(name)` unless kept."""
+    reports = keep_reports(folder / name, [(eval_data.name, kind) for kind in retrievals], lambda _: compute(name))
+    return {
+        "metrics": {kind: report.metrics_and_counts() for (_, kind), report in reports.items()},
+        "per_query_ndcg@10": {kind: report.per_query_ndcg for (_, kind), report in reports.items()},
+    }
+
+
+BOTH = ("dense", "rerank")
+
+
+def _retrievals(architecture: str) -> tuple[str, ...]:
+    """What a student is measured by: a BERT_DOT student retrieves from the whole corpus and re-ranks; any other
+    re-ranks."""
+    return BOTH if architecture == "bert_dot" else ("rerank",)
 
 
 def evaluate_adaptation(run) -> dict[str, Any]:
@@ -60,18 +72,20 @@ def evaluate_adaptation(run) -> dict[str, Any]:
     k = budget.eval_top_k
     bm25_run = BM25Index.build(corpus, show_progress=False).search(queries, k=k, show_progress=False)
     rows: dict[str, dict[str, Any]] = {}
-    rows["BM25"] = _kept(folder, "BM25", lambda: _measure(bm25_run, bm25_run, eval_data, rel_threshold))
+    rows["BM25"] = _kept(
+        folder, "BM25", eval_data, BOTH, lambda name: _measure(name, bm25_run, bm25_run, eval_data, rel_threshold)
+    )
 
-    def zero_shot(length: int) -> dict[str, Any]:
+    def zero_shot(name: str, length: int) -> dict:
         # at the teacher's length these are the vectors the candidates were drawn from: read back, not encoded
         teacher_length = length == budget.teacher_max_length
         cache = run.start_vectors_path if teacher_length else None
         vectors = CorpusVectors(
             *start_encoder(run.start_model, length, budget.max_query_length, teacher_length), corpus, cache
         )
-        return _measure(vectors.retrieve(queries, k), vectors.rerank(queries, bm25_run), eval_data, rel_threshold)
+        return _measure(name, vectors.retrieve(queries, k), vectors.rerank(queries, bm25_run), eval_data, rel_threshold)
 
-    def teacher() -> dict[str, Any]:
+    def teacher(name: str) -> dict:
         # the teacher the students learn from, as a ranker: the union of its members' top lists, by fused score
         bm25_scores, dense_scores = teacher_scores(run, queries)
         centers, scales, unions = union_zscore_statistics(bm25_scores, dense_scores, budget.fusion_depth)
@@ -80,23 +94,26 @@ def evaluate_adaptation(run) -> dict[str, Any]:
         for i, (qid, union) in enumerate(zip(queries, unions)):
             top = union[np.argsort(-fused[i, union], kind="stable")][:k]
             dense[qid] = {ids[row]: float(fused[i, row]) for row in top}
-        return _measure(dense, None, eval_data, rel_threshold)
+        return _measure(name, dense, None, eval_data, rel_threshold)
 
     if budget.teacher_max_length != budget.max_passage_length:  # the starting model as the teacher reads
         rows[f"start ({budget.teacher_max_length} word pieces)"] = _kept(
-            folder, "start-teacher-length", lambda: zero_shot(budget.teacher_max_length)
+            folder, "start-teacher-length", eval_data, BOTH, lambda name: zero_shot(name, budget.teacher_max_length)
         )
-    rows[BASELINE] = _kept(folder, "start", lambda: zero_shot(budget.max_passage_length))
-    rows["teacher (BM25 + start)"] = _kept(folder, "teacher", teacher)
+    rows[BASELINE] = _kept(folder, "start", eval_data, BOTH, lambda name: zero_shot(name, budget.max_passage_length))
+    rows["teacher (BM25 + start)"] = _kept(folder, "teacher", eval_data, ("dense",), teacher)
+    architectures = {name: arch for name, arch, _, _ in budget.student_runs(with_sources=bool(run.sources))}
+
+    def measure_student(name: str, student_folder: str) -> dict:
+        return _measure_student(name, student_folder, corpus, bm25_run, eval_data, k, rel_threshold)
+
     for name, student_folder in run.students.items():
         rows[name] = _kept(
-            folder, name, lambda f=student_folder: _measure_student(f, corpus, bm25_run, eval_data, k, rel_threshold)
+            folder, name, eval_data, _retrievals(architectures[name]), lambda n, f=student_folder: measure_student(n, f)
         )
     curve = None
     if budget.checkpoint_every:
-        curve = _learning_curve(
-            run, rows, folder, lambda f: _measure_student(f, corpus, bm25_run, eval_data, k, rel_threshold)
-        )
+        curve = _learning_curve(run, rows, folder, architectures, measure_student)
     return {
         "eval_set": eval_data.name,
         "num_queries": len(queries),
@@ -108,7 +125,7 @@ def evaluate_adaptation(run) -> dict[str, Any]:
     }
 
 
-def _measure_student(student_folder: str, corpus, bm25_run, eval_data, k: int, rel_threshold: int) -> dict[str, Any]:
+def _measure_student(name: str, student_folder: str, corpus, bm25_run, eval_data, k: int, rel_threshold: int) -> dict:
     """A BERT_DOT student: dense retrieval of the whole corpus and re-ranking; any other: re-ranking."""
     from ..evaluation.loading import load_model
     from ..evaluation.rerank_set import RerankSet
@@ -117,7 +134,7 @@ def _measure_student(student_folder: str, corpus, bm25_run, eval_data, k: int, r
     queries = eval_data.queries
     if model.config.architecture == "bert_dot":
         vectors = CorpusVectors(model, tokenizer, corpus)
-        return _measure(vectors.retrieve(queries, k), vectors.rerank(queries, bm25_run), eval_data, rel_threshold)
+        return _measure(name, vectors.retrieve(queries, k), vectors.rerank(queries, bm25_run), eval_data, rel_threshold)
     needed = {p for cands in bm25_run.values() for p in cands}
     rerank_set = RerankSet(
         queries,
@@ -128,10 +145,12 @@ def _measure_student(student_folder: str, corpus, bm25_run, eval_data, k: int, r
         rel_threshold=rel_threshold,
         name=eval_data.name,
     )
-    return _measure(None, rerank_set.rerank(model, tokenizer), eval_data, rel_threshold)
+    return _measure(name, None, rerank_set.rerank(model, tokenizer), eval_data, rel_threshold)
 
 
-def _learning_curve(run, rows: dict[str, dict[str, Any]], folder: Path, measure) -> list[dict[str, Any]]:
+def _learning_curve(
+    run, rows: dict[str, dict[str, Any]], folder: Path, architectures: dict[str, str], measure
+) -> list[dict[str, Any]]:
     """Measures every kept checkpoint of every student (rows `<student>@<step>`, kept like the others), then writes
     the curve's plot `curve.png`; returns its points (see `hf_kd.adapt.curve`)."""
     from ..training.checkpoints import complete_checkpoints
@@ -146,7 +165,9 @@ def _learning_curve(run, rows: dict[str, dict[str, Any]], folder: Path, measure)
         for step, checkpoint in complete_checkpoints(student_folder):
             if step < last:
                 row = checkpoint_row_name(name, step)
-                rows[row] = _kept(folder, row, lambda c=checkpoint: measure(c))
+                rows[row] = _kept(
+                    folder, row, run.eval_data, _retrievals(architectures[name]), lambda n, c=checkpoint: measure(n, c)
+                )
                 measured.append(step)
         steps[name] = [*measured, last]
         if summary.train_runtime_s and summary.steps_this_run:

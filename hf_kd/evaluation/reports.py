@@ -7,6 +7,8 @@ Every writer of `metrics.json` builds an [`EvaluationReport`] and every reader r
   `hf_kd_evaluations.json` (`hf_kd.evaluation.records`);
 - `hf-kd reproduce` writes into each checkpoint folder a `metrics.json` with one report per evaluation set,
   `{"evaluations": [report, ...]}` (see [`write_reports`]);
+- `hf-kd reproduce` and `hf-kd adapt` keep every model's evaluations in `EVALUATIONS/<model>/metrics.json` (and
+  its ranked runs in `runs.json` beside) with [`keep_reports`], which reads back what was measured before;
 - the model card (`hf_kd.hub.card_info`) and `hf-kd benchmark --metrics` read them with [`read_reports`].
 
 A report as JSON (keys without a value are left out):
@@ -37,7 +39,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,8 @@ __all__ = [
     "EvaluationReport",
     "dataset_of_qrels",
     "is_metric_name",
+    "keep_reports",
+    "kept_runs",
     "read_reports",
     "reports_from_json",
     "reports_to_json",
@@ -163,6 +167,12 @@ class EvaluationReport:
         if per_query is not None:
             per_query = {qid: {k: float(v) for k, v in values.items()} for qid, values in per_query.items()}
         return cls(**{"metrics": _metrics_of(result), **counts, "per_query": per_query, **report_fields})
+
+    def metrics_and_counts(self) -> dict[str, float]:
+        """The mean metrics followed by the query counts and the relevance threshold, as numbers in one mapping
+        (the shape `hf_kd.evaluation.metrics.evaluate_run` returns them in, per-query values aside)."""
+        counts = {key: getattr(self, key) for key in _COUNT_KEYS if getattr(self, key) is not None}
+        return {**self.metrics, **{key: float(value) for key, value in counts.items()}}
 
     @property
     def per_query_ndcg(self) -> dict[str, float] | None:
@@ -331,6 +341,7 @@ def reports_from_json(data: Any, source: str | os.PathLike = "evaluation report"
                 {
                     "name": data.get("name"),
                     "dataset": dataset,
+                    "retrieval": "rerank",
                     "metrics": metrics,
                     "per_query_ndcg@10": per_query.get(dataset),
                 },
@@ -376,3 +387,64 @@ def read_reports(path: str | os.PathLike) -> list[EvaluationReport]:
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}:{error.lineno}:{error.colno}: invalid JSON ({error.msg})") from None
     return reports_from_json(data, path)
+
+
+EvaluationKey = tuple[str, str]
+"""What one report of a model measures: (dataset, retrieval), e.g. `("dl20-dev", "rerank")`."""
+Run = dict[str, dict[str, float]]
+
+
+def keep_reports(
+    folder: str | os.PathLike,
+    wanted: Sequence[EvaluationKey],
+    measure: Callable[[list[EvaluationKey]], Mapping[EvaluationKey, tuple[EvaluationReport, Run | None]]],
+) -> dict[EvaluationKey, EvaluationReport]:
+    """One model's evaluations, kept in `folder`: the (dataset, retrieval) pairs of `wanted` measured before are
+    read back from `folder/metrics.json`; the others are measured by `measure(missing)`, which returns each one's
+    report and, where it is worth keeping, its ranked run, and are added.
+
+    `folder/metrics.json` holds the reports (per-query values included, see [`write_reports`]) and
+    `folder/runs.json` the runs, `{retrieval: {dataset: run}}`; the runs are written first, so that a kept report
+    never lacks its run. Reports of earlier versions' records are read back too (see [`read_reports`]).
+
+    Returns:
+        `dict`: (dataset, retrieval) -> report, for every pair of `wanted`.
+
+    Raises:
+        ValueError: `measure` did not return a report for a missing pair.
+    """
+    folder = Path(folder)
+    path = folder / "metrics.json"
+    kept = {(r.dataset, r.retrieval): r for r in read_reports(path)} if path.is_file() else {}
+    missing = [key for key in wanted if key not in kept]
+    if missing:
+        measured = measure(missing)
+        absent = [key for key in missing if key not in measured]
+        if absent:
+            raise ValueError(f"{folder}: the evaluation returned no report for {absent}")
+        runs = kept_runs(folder)
+        for key, (report, run) in measured.items():
+            report.dataset, report.retrieval = key
+            kept[key] = report
+            if run is not None:
+                runs[key] = run
+        folder.mkdir(parents=True, exist_ok=True)
+        if runs:
+            by_retrieval: dict[str, dict[str, Run]] = {}
+            for (dataset, retrieval), run in runs.items():
+                by_retrieval.setdefault(retrieval, {})[dataset] = run
+            write_json_atomic(folder / "runs.json", by_retrieval)
+        write_reports(path, list(kept.values()))
+    return {key: kept[key] for key in wanted}
+
+
+def kept_runs(folder: str | os.PathLike) -> dict[EvaluationKey, Run]:
+    """The runs [`keep_reports`] kept in `folder/runs.json`, by (dataset, retrieval); earlier versions kept
+    re-ranking runs by dataset alone."""
+    path = Path(folder) / "runs.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not set(data) <= set(RETRIEVAL_KINDS):
+        data = {"rerank": data}
+    return {(dataset, retrieval): run for retrieval, runs in data.items() for dataset, run in runs.items()}

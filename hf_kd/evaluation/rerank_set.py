@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..data import read_collection_tsv, read_qrels, read_queries_tsv, read_run
 from .metrics import evaluate_run
+from .reports import EvaluationReport
 from .rerank import rerank, top_candidates
 
 __all__ = ["RerankSet"]
@@ -101,6 +102,20 @@ class RerankSet:
         result = evaluate_run(run, self.qrels, rel_threshold=self.rel_threshold)
         per_query = {qid: values["nDCG@10"] for qid, values in result.pop("per_query").items()}
         return {name: float(value) for name, value in result.items()}, per_query
+
+    def report(self, run: dict[str, dict[str, float]], **report_fields) -> EvaluationReport:
+        """The evaluation report of a re-ranking `run` of this set (per-query values included), with the other
+        fields (`name`, `model`, `architecture`...) given by name."""
+        return EvaluationReport.from_evaluate_run(
+            evaluate_run(run, self.qrels, rel_threshold=self.rel_threshold),
+            dataset=self.name,
+            qrels=self.qrels_file,
+            retrieval="rerank",
+            run=self.run_file,
+            top_k=self.top_k,
+            rel_threshold=self.rel_threshold,
+            **report_fields,
+        )
 
     def metrics(self, run: dict[str, dict[str, float]]) -> dict[str, float]:
         return self.evaluate(run)[0]

@@ -1,16 +1,16 @@
-"""Evaluation of the reproduction: every model, teacher and ensemble re-ranks the same evaluation sets; runs,
-metrics and per-query nDCG@10 are kept per model, and sets measured before are read back."""
+"""Evaluation of the reproduction: every model, teacher and ensemble re-ranks the same evaluation sets; runs and
+reports (per-query values included) are kept per model by `hf_kd.evaluation.reports.keep_reports`, and sets
+measured before are read back."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..evaluation.reports import keep_reports, read_reports
 from ..evaluation.rerank_set import RerankSet
-from ..files import write_json_atomic
 from ..teachers import Teacher, normalize_scores, score_pairs
 from .data import EvalSet
 
@@ -24,25 +24,20 @@ def open_eval_set(spec: EvalSet, top_k: int) -> RerankSet:
 
 
 def evaluate_and_keep(name: str, eval_sets: list[RerankSet], out: Path, rerank_one) -> dict[str, dict[str, float]]:
-    """Re-ranks every evaluation set with `rerank_one(data) -> run`; keeps runs, metrics and per-query nDCG@10
-    under `out/name`. Sets measured before are read back, not re-ranked again; new sets are added."""
-    folder = out / name
-    record = {"name": name, "metrics": {}, "per_query_ndcg@10": {}}
-    runs: dict[str, dict] = {}
-    if (folder / "metrics.json").is_file():
-        record = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-        runs = json.loads((folder / "runs.json").read_text(encoding="utf-8"))
-    todo = [data for data in eval_sets if data.name not in record["metrics"]]
-    if todo or not (folder / "metrics.json").is_file():
-        for data in todo:
-            runs[data.name] = rerank_one(data)
-            metrics, per_query = data.evaluate(runs[data.name])
-            record["metrics"][data.name] = metrics
-            record.setdefault("per_query_ndcg@10", {})[data.name] = per_query
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(str(folder / "runs.json"), runs)
-        write_json_atomic(str(folder / "metrics.json"), record)
-    return record["metrics"]
+    """Re-ranks every evaluation set with `rerank_one(data) -> run`; keeps runs and reports (per-query values
+    included) under `out/name` with `hf_kd.evaluation.reports.keep_reports`, which reads back the sets measured
+    before. Returns evaluation set -> metrics and query counts."""
+    by_name = {data.name: data for data in eval_sets}
+
+    def measure(missing: list[tuple[str, str]]) -> dict:
+        measured = {}
+        for dataset, retrieval in missing:
+            run = rerank_one(by_name[dataset])
+            measured[(dataset, retrieval)] = (by_name[dataset].report(run, name=name), run)
+        return measured
+
+    reports = keep_reports(out / name, [(data.name, "rerank") for data in eval_sets], measure)
+    return {dataset: report.metrics_and_counts() for (dataset, _), report in reports.items()}
 
 
 def evaluate_model(name: str, model, tokenizer, eval_sets: list[RerankSet], out: Path) -> dict[str, dict[str, float]]:
@@ -77,9 +72,10 @@ def per_query_ndcg(out: Path) -> dict[str, dict[str, dict[str, float]]]:
     """Model -> evaluation set -> query id -> nDCG@10, of every model evaluated under `out`."""
     found = {}
     for path in sorted(out.glob("*/metrics.json")):
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if "per_query_ndcg@10" in record:
-            found[record["name"]] = record["per_query_ndcg@10"]
+        reports = read_reports(path)
+        per_set = {r.dataset: r.per_query_ndcg for r in reports if r.per_query_ndcg is not None}
+        if per_set:
+            found[reports[0].name or path.parent.name] = per_set
     return found
 
 

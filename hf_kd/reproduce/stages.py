@@ -18,7 +18,7 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 from .. import model_class_for
 from ..data.score_dataset import ScoreDataset
 from ..evaluation.latency import measure_rerank_latency
-from ..evaluation.reports import EvaluationReport, write_reports
+from ..evaluation.reports import EvaluationReport, kept_runs, write_reports
 from ..evaluation.rerank import top_candidates
 from ..evaluation.rerank_set import RerankSet
 from ..files import write_json_atomic
@@ -301,7 +301,7 @@ def evaluate_all(run: Reproduction) -> dict[str, dict[str, dict[str, float]]]:
         write_reports(Path(folder) / "metrics.json", _model_metrics_file(name, folder, model, results[name], eval_sets))
     if len(run.teachers) >= 2:
         member_runs = [
-            json.loads((evaluations / name / "runs.json").read_text(encoding="utf-8")) for name in run.teachers
+            {dataset: ranked for (dataset, _), ranked in kept_runs(evaluations / name).items()} for name in run.teachers
         ]
         results["T2 (teacher mean)"] = evaluate_and_keep(
             "T2 (teacher mean)",
