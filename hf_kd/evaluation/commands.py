@@ -98,8 +98,8 @@ def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
         default="float32",
         help="the model's weights in float32 (default), bfloat16 (half the memory; faster only on a GPU or a CPU "
         "with AMX or AVX-512 BF16), int8 (linear layers quantised dynamically with torchao, the int8 extra; faster "
-        "only on a CPU with VNNI or AMX) or onnx-int8 (BERT_DOT and ColBERT on a CPU: the backbone's int8 export run "
-        "by ONNX Runtime, the onnx extra); scores and vectors come back in float32",
+        "only on a CPU with VNNI or AMX) or onnx-int8 (BERT_DOT, ColBERT and BERT_CAT on a CPU: the backbone's int8 "
+        "export run by ONNX Runtime, the onnx extra); scores and vectors come back in float32",
     )
 
 

@@ -13,10 +13,10 @@ INFERENCE_DTYPES = ("float32", "bfloat16", "int8", "onnx-int8")
 """Weight precisions a model can be loaded in for inference: bfloat16 halves the weights' memory and, on a CPU with
 bfloat16 matrix units (AMX, AVX-512 BF16), runs the products at several times the float32 rate; int8 (the `int8`
 extra, torchao) quantises the weights of every linear layer to int8 per channel and the activations to int8 per
-token as they come (dynamic quantisation), a quarter of the weights' memory; onnx-int8 (the `onnx` extra, BERT_DOT and
-ColBERT, CPU) runs the backbone's int8 export in ONNX Runtime, whose kernels are faster than float32 on processors
-without int8 dot-product units, where torchao's are slower (`hf_kd.evaluation.onnx_int8`); scores and vectors are
-handed back in float32 in every precision."""
+token as they come (dynamic quantisation), a quarter of the weights' memory; onnx-int8 (the `onnx` extra, BERT_DOT,
+ColBERT and BERT_CAT, CPU) runs the backbone's int8 export in ONNX Runtime, whose kernels are faster than float32
+on processors without int8 dot-product units, where torchao's are slower (`hf_kd.evaluation.onnx_int8`); scores and
+vectors are handed back in float32 in every precision."""
 
 
 def load_model(model_dir: str, device: str | None = None, dtype: str = "float32"):

@@ -1,8 +1,12 @@
-"""int8 inference through ONNX Runtime (the `onnx` extra), for the architectures whose backbone hands only its last
-hidden state on (BERT_DOT and ColBERT): the backbone is exported to ONNX (`torch.onnx.export`, dynamo), its linear
-weights quantised to int8 per output channel by ONNX Runtime's dynamic quantisation (activations to uint8 as they
-come), and ONNX Runtime runs it in place of the backbone. Tokenisation, pooling, projections and scores stay in
-PyTorch and in float32.
+"""int8 inference through ONNX Runtime (the `onnx` extra): a model's transformer encoder is exported to ONNX
+(`torch.onnx.export`, dynamo), its linear weights quantised to int8 per output channel by ONNX Runtime's dynamic
+quantisation (activations to uint8 as they come), and ONNX Runtime runs it in place of the encoder. Tokenisation,
+pooling, heads, projections and scores stay in PyTorch and in float32.
+
+It covers the zoo architectures whose backbone is called once per text or pair with its ids, mask and token types
+(BERT_DOT, ColBERT, BERT_CAT: [`quantize_backbone_onnx_int8`]) and any transformers model with a head on an encoder,
+such as a `*ForSequenceClassification` cross-encoder teacher or a sentence-transformers model's transformer
+([`quantize_encoder_onnx_int8`]).
 
 This is the int8 route for processors without int8 dot-product units (VNNI, AMX): ONNX Runtime's own kernels run
 int8 products there faster than float32, where torchao's int8 linear layers (`--dtype int8`) run slower.
@@ -11,6 +15,7 @@ int8 products there faster than float32, where torchao's int8 linear layers (`--
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import sys
@@ -19,14 +24,13 @@ import warnings
 from pathlib import Path
 
 import torch
-from transformers.modeling_outputs import BaseModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-__all__ = ["ONNX_INT8_MODEL_TYPES", "OnnxInt8Backbone", "quantize_backbone_onnx_int8"]
+__all__ = ["ONNX_INT8_MODEL_TYPES", "OnnxInt8Backbone", "quantize_backbone_onnx_int8", "quantize_encoder_onnx_int8"]
 
-ONNX_INT8_MODEL_TYPES = ("hfkd_bert_dot", "hfkd_colbert")
-"""Model types whose backbone is called once per text with its ids and mask and hands on its last hidden state."""
-
-_INPUTS = ("input_ids", "attention_mask")
+ONNX_INT8_MODEL_TYPES = ("hfkd_bert_dot", "hfkd_colbert", "hfkd_bert_cat")
+"""Model types whose backbone is called once per text or pair with its ids, mask and token types, and hands on its
+last hidden state."""
 
 
 def _onnx_runtime():
@@ -39,68 +43,121 @@ def _onnx_runtime():
     return onnxruntime
 
 
-class _LastHiddenState(torch.nn.Module):
-    """The backbone as the exporter sees it: ids and mask in, the last hidden state out."""
+def _input_names(encoder: torch.nn.Module) -> tuple[str, ...]:
+    """The inputs the export takes: ids and mask, and token types where the encoder has more than one."""
+    takes_token_types = "token_type_ids" in inspect.signature(encoder.forward).parameters
+    if takes_token_types and getattr(encoder.config, "type_vocab_size", 0) > 1:
+        return ("input_ids", "attention_mask", "token_type_ids")
+    return ("input_ids", "attention_mask")
 
-    def __init__(self, backbone: torch.nn.Module):
+
+def _output_names(encoder: torch.nn.Module) -> tuple[str, ...]:
+    return (
+        ("last_hidden_state", "pooler_output")
+        if getattr(encoder, "pooler", None) is not None
+        else ("last_hidden_state",)
+    )
+
+
+class _Exported(torch.nn.Module):
+    """The encoder as the exporter sees it: its named inputs in, its hidden states (and pooled vector) out."""
+
+    def __init__(self, encoder: torch.nn.Module, input_names: tuple[str, ...], output_names: tuple[str, ...]):
         super().__init__()
-        self.backbone = backbone
+        self.encoder, self.input_names, self.output_names = encoder, input_names, output_names
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.encoder(**dict(zip(self.input_names, inputs)))
+        return tuple(outputs[name] for name in self.output_names)
 
 
 class OnnxInt8Backbone(torch.nn.Module):
-    """Stands in for a model's backbone: the same call (`input_ids`, `attention_mask` -> `last_hidden_state`), run by
-    an ONNX Runtime session of its int8 export, on the CPU, with as many threads as PyTorch uses."""
+    """Stands in for a transformer encoder: the same call (`input_ids`, `attention_mask`, `token_type_ids` ->
+    `last_hidden_state`, and `pooler_output` where the encoder has a pooler), run by an ONNX Runtime session of its
+    int8 export, on the CPU, with as many threads as PyTorch uses."""
 
-    def __init__(self, model_path: str | Path, config):
+    def __init__(self, model_path: str | Path, config, input_names: tuple[str, ...], output_names: tuple[str, ...]):
         super().__init__()
         onnxruntime = _onnx_runtime()
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         self.session = onnxruntime.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self.input_names, self.output_names = input_names, output_names
         # empty, so that the model still reports where it runs and in what precision (`model.device`, `model.dtype`)
         self.placement = torch.nn.Parameter(torch.empty(0), requires_grad=False)
-        self.config = config  # what the model reads of its backbone (hidden size, embeddings' vocabulary)
+        self.config = config  # what the model reads of its encoder (hidden size, embeddings' vocabulary)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_) -> BaseModelOutput:
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
-        feeds = {name: tensor.detach().to("cpu", torch.int64).numpy() for name, tensor in feeds.items()}
-        hidden = self.session.run(["last_hidden_state"], feeds)[0]
-        return BaseModelOutput(last_hidden_state=torch.from_numpy(hidden))
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **_,
+    ) -> BaseModelOutputWithPooling:
+        if position_ids is not None or inputs_embeds is not None:
+            raise ValueError("an onnx-int8 encoder takes ids, mask and token types; not position_ids or inputs_embeds")
+        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        if given["attention_mask"] is None:
+            given["attention_mask"] = torch.ones_like(input_ids)
+        if given["token_type_ids"] is None:
+            given["token_type_ids"] = torch.zeros_like(input_ids)
+        feeds = {name: given[name].detach().to("cpu", torch.int64).numpy() for name in self.input_names}
+        outputs = self.session.run(list(self.output_names), feeds)
+        return BaseModelOutputWithPooling(
+            **{name: torch.from_numpy(out) for name, out in zip(self.output_names, outputs)}
+        )
+
+
+def export_onnx_int8(encoder: torch.nn.Module) -> OnnxInt8Backbone:
+    """The int8 ONNX Runtime stand-in of `encoder` (a float32 transformers encoder on the CPU, e.g. `BertModel`). The
+    export takes a minute for a six-layer MiniLM on two cores; the files live only until the session has read them."""
+    _onnx_runtime()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    input_names, output_names = _input_names(encoder), _output_names(encoder)
+    example = tuple(
+        (torch.zeros if name == "token_type_ids" else torch.ones)(2, 8, dtype=torch.long) for name in input_names
+    )
+    batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens", max=encoder.config.max_position_embeddings)
+    shapes = ({0: batch, 1: tokens},) * len(input_names)
+    print("hf-kd: exporting the encoder to ONNX and quantising it to int8 (once per load)", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="hf-kd-onnx-") as work, _quiet():
+        exported, quantised = Path(work) / "encoder.onnx", Path(work) / "encoder-int8.onnx"
+        torch.onnx.export(
+            _Exported(encoder, input_names, output_names).eval(), example, str(exported),
+            input_names=list(input_names), output_names=list(output_names), dynamic_shapes=(shapes,),
+            dynamo=True, external_data=False, verbose=False,
+        )  # fmt: skip
+        quantize_dynamic(str(exported), str(quantised), per_channel=True, weight_type=QuantType.QInt8)
+        return OnnxInt8Backbone(quantised, encoder.config, input_names, output_names)
 
 
 def quantize_backbone_onnx_int8(model) -> None:
     """Replaces `model.backbone` (a float32 zoo model of one of [`ONNX_INT8_MODEL_TYPES`], on the CPU) by an
-    [`OnnxInt8Backbone`] of its int8 export. The export takes a minute for a six-layer MiniLM on two cores; the
-    files live only until the session has read them."""
+    [`OnnxInt8Backbone`] of its int8 export."""
     _onnx_runtime()
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     model_type = getattr(model.config, "model_type", None)
     if model_type not in ONNX_INT8_MODEL_TYPES:
         raise ValueError(
             f"onnx-int8 covers {', '.join(ONNX_INT8_MODEL_TYPES)}, whose backbone hands on its last hidden state; "
             f"{model_type} does not: use --dtype int8 or bfloat16"
         )
-    backbone = model.backbone
-    example = (
-        torch.full((2, 8), backbone.config.pad_token_id or 0, dtype=torch.long),
-        torch.ones(2, 8, dtype=torch.long),
-    )
-    batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens", max=backbone.config.max_position_embeddings)
-    shapes = {name: {0: batch, 1: tokens} for name in _INPUTS}
-    print("hf-kd: exporting the backbone to ONNX and quantising it to int8 (once per load)", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="hf-kd-onnx-") as work, _quiet():
-        exported, quantised = Path(work) / "backbone.onnx", Path(work) / "backbone-int8.onnx"
-        torch.onnx.export(
-            _LastHiddenState(backbone).eval(), example, str(exported), input_names=list(_INPUTS),
-            output_names=["last_hidden_state"], dynamic_shapes=shapes, dynamo=True, external_data=False,
-            verbose=False,
-        )  # fmt: skip
-        quantize_dynamic(str(exported), str(quantised), per_channel=True, weight_type=QuantType.QInt8)
-        model.backbone = OnnxInt8Backbone(quantised, backbone.config)
+    model.backbone = export_onnx_int8(model.backbone)
+
+
+def quantize_encoder_onnx_int8(model) -> None:
+    """Replaces the encoder of a transformers model with a head (`model.base_model`, e.g. the `bert` of a
+    `BertForSequenceClassification`; float32, on the CPU) by an [`OnnxInt8Backbone`] of its int8 export; the head
+    stays in PyTorch."""
+    prefix = getattr(model, "base_model_prefix", "")
+    encoder = getattr(model, prefix, None) if prefix else None
+    if not isinstance(encoder, torch.nn.Module) or not hasattr(encoder, "embeddings"):
+        raise ValueError(
+            f"onnx-int8 needs a transformers model with a head on an encoder; {type(model).__name__} has none"
+        )
+    setattr(model, prefix, export_onnx_int8(encoder))
 
 
 @contextlib.contextmanager

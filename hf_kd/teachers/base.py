@@ -30,6 +30,8 @@ class Teacher(ABC):
         tokenizer: the checkpoint's tokenizer.
         max_length (`int`): the most tokens of one pair input, special tokens included.
         device (`torch.device`): where the model runs.
+        precision (`str` or `None`): `"onnx-int8"` or `"int8"` once the model runs in int8
+            ([`quantize`]); `None` while it runs in the dtype of its weights.
     """
 
     kind: ClassVar[str]
@@ -51,6 +53,7 @@ class Teacher(ABC):
         self.max_length = max_length
         self.device = device
         self.revision = revision
+        self.precision: str | None = None
 
     @abstractmethod
     def score(self, queries: Sequence[str], passages: Sequence[str]) -> torch.Tensor:
@@ -86,8 +89,30 @@ class Teacher(ABC):
             "kind": self.kind,
             "revision": self.revision,
             "max_length": self.max_length,
-            "dtype": None if self.dtype is None else str(self.dtype).removeprefix("torch."),
+            "dtype": self.precision or (None if self.dtype is None else str(self.dtype).removeprefix("torch.")),
         }
+
+    def quantize(self, precision: str) -> None:
+        """Runs the teacher's model in int8 from now on: `"onnx-int8"` (its transformer encoder exported to ONNX and
+        run by ONNX Runtime in int8, the `onnx` extra; on the CPU) or `"int8"` (every linear layer quantised by
+        torchao, the `int8` extra). Heads, pooling and similarity stay in PyTorch and float32."""
+        from ..evaluation.loading import quantize_linear_layers_int8
+
+        model = getattr(self, "model", None)
+        if not isinstance(model, torch.nn.Module):
+            raise ValueError(f"teacher {self.name_or_path!r} ({self.kind}) has no neural model to run in {precision}")
+        if precision == "onnx-int8":
+            if self.device.type != "cpu":
+                raise ValueError(f"onnx-int8 runs on the CPU (ONNX Runtime's CPU kernels), not on {self.device}")
+            self._export_onnx_int8()
+        elif precision == "int8":
+            quantize_linear_layers_int8(model)
+        else:
+            raise ValueError(f"a teacher is quantised to onnx-int8 or int8, not {precision!r}")
+        self.precision = precision
+
+    def _export_onnx_int8(self) -> None:
+        raise ValueError(f"onnx-int8 does not cover {self.kind} teachers: use int8")
 
     @property
     def dtype(self) -> torch.dtype | None:

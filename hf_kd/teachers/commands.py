@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..data.writers import check_output_folder
+from ..evaluation.loading import INFERENCE_DTYPES
 from ..files import naming_weight_files
 from ..processes import job_processes
 from .analysis import SUMMARY_FILENAME, analyze_scores
@@ -54,6 +55,7 @@ def _load_teachers(args: argparse.Namespace, device: str | None) -> list:
                 load_teacher(
                     name_or_path,
                     device=device,
+                    dtype=getattr(args, "dtype", None),
                     max_length=args.max_length,
                     queries=args.queries,
                     collection=args.collection,
@@ -196,6 +198,14 @@ def _add_score_parser(subparsers: argparse._SubParsersAction) -> None:
         "--shard-size", type=_positive_int, default=DEFAULT_SHARD_SIZE, help="distinct pairs per resumable shard"
     )
     score.add_argument("--bf16", action="store_true", help="run the teachers under bfloat16 autocast")
+    score.add_argument(
+        "--dtype",
+        choices=INFERENCE_DTYPES,
+        default=None,
+        help="the precision of the teachers' weights (default: each checkpoint's): bfloat16, or int8 (torchao, the "
+        "int8 extra; faster only on a CPU with VNNI or AMX) or onnx-int8 (the encoder's int8 export run by ONNX "
+        "Runtime, the onnx extra; on a CPU); scores come back in float32 and the provenance records the precision",
+    )
     score.add_argument(
         "--max-length",
         type=_positive_int,

@@ -85,6 +85,11 @@ class HfKdTeacher(Teacher):
     def pair_lengths(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
         return np.asarray(self.model.pair_lengths(queries, passages, self.tokenizer), dtype=np.int64)
 
+    def _export_onnx_int8(self) -> None:
+        from ..evaluation.onnx_int8 import quantize_backbone_onnx_int8
+
+        quantize_backbone_onnx_int8(self.model)
+
 
 class SequenceClassificationTeacher(Teacher):
     """Any `AutoModelForSequenceClassification` cross-encoder with a single output logit; the pair is encoded
@@ -117,6 +122,12 @@ class SequenceClassificationTeacher(Teacher):
         ).to(self.device)
         logits = self.first_token_scoring(lambda: self.model(**features).logits)
         return self._check_scores(logits, len(queries))
+
+    def _export_onnx_int8(self) -> None:
+        from ..evaluation.onnx_int8 import quantize_encoder_onnx_int8
+
+        quantize_encoder_onnx_int8(self.model)
+        self.first_token_scoring = FirstTokenScoring(self.model)  # ONNX Runtime runs every layer whole
 
 
 class _SentenceTransformersTeacher(Teacher):
@@ -157,6 +168,12 @@ class CrossEncoderTeacher(_SentenceTransformersTeacher):
         )
         return self._check_scores(scores, len(queries))
 
+    def _export_onnx_int8(self) -> None:
+        from ..evaluation.onnx_int8 import quantize_encoder_onnx_int8
+
+        quantize_encoder_onnx_int8(self.model.model)
+        self.first_token_scoring = FirstTokenScoring(self.model.model)  # ONNX Runtime runs every layer whole
+
 
 class SentenceTransformerTeacher(_SentenceTransformersTeacher):
     """A sentence-transformers bi-encoder (any `SentenceTransformer` folder or Hub id, any backbone it supports),
@@ -187,6 +204,17 @@ class SentenceTransformerTeacher(_SentenceTransformersTeacher):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "similarity": self.model.similarity_fn_name}
+
+    def _export_onnx_int8(self) -> None:
+        from ..evaluation.onnx_int8 import export_onnx_int8
+
+        transformer = self.model[0]  # the module that runs the transformers encoder; pooling follows in PyTorch
+        encoder = getattr(transformer, "model", None)
+        if not isinstance(encoder, torch.nn.Module) or not hasattr(encoder, "embeddings"):
+            raise ValueError(
+                f"teacher {self.name_or_path!r}: onnx-int8 needs a transformers encoder as its first module"
+            )
+        transformer.model = export_onnx_int8(encoder)
 
 
 def _has_file(name_or_path: str, filename: str, revision: str | None) -> bool:
@@ -237,7 +265,7 @@ def _default_max_length(tokenizer, config) -> int:
 def load_teacher(
     name_or_path: str | os.PathLike,
     device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     *,
     max_length: int | None = None,
     revision: str | None = None,
@@ -254,7 +282,9 @@ def load_teacher(
             or `run:PATH`, a TREC run file with scores (needs `queries` and `collection`); or `bm25:CORPUS`, BM25
             over a corpus (a BEIR folder or a collection TSV) for any pair of its passages.
         device (`str` or `torch.device`, *optional*): where to run; defaults to CUDA when available, else CPU.
-        dtype (`torch.dtype`, *optional*): the dtype to load the weights in; defaults to the checkpoint's.
+        dtype (`torch.dtype` or `str`, *optional*): the dtype to load the weights in (defaults to the checkpoint's), or
+            one of `hf_kd.evaluation.INFERENCE_DTYPES`: `"int8"` and `"onnx-int8"` load float32 weights and run the
+            model in int8 ([`Teacher.quantize`]). BM25 and run teachers have no weights and ignore it.
         max_length (`int`, *optional*): the most tokens of one pair input for `AutoModelForSequenceClassification`
             and `CrossEncoder` teachers, of one text for `SentenceTransformer` teachers; defaults to the
             checkpoint's limit. hf-kd models use their config's `max_query_length` and `max_passage_length`.
@@ -277,6 +307,31 @@ def load_teacher(
         return BM25Teacher.from_corpus(str(name_or_path)[len(BM25_PREFIX) :], name=name)
     name_or_path = str(name_or_path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    precision = dtype if isinstance(dtype, str) and dtype.endswith("int8") else None
+    teacher = _load_neural_teacher(name_or_path, device, _weights_dtype(dtype), max_length, revision, name)
+    if precision is not None:
+        teacher.quantize(precision)
+    return teacher
+
+
+def _weights_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    from ..evaluation.loading import INFERENCE_DTYPES
+
+    if dtype not in INFERENCE_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
+    return torch.float32 if dtype.endswith("int8") else getattr(torch, dtype)
+
+
+def _load_neural_teacher(
+    name_or_path: str,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    max_length: int | None,
+    revision: str | None,
+    name: str | None,
+) -> Teacher:
     config = AutoConfig.from_pretrained(name_or_path, revision=revision)
     tokenizer = _load_tokenizer(name_or_path, revision)
     commit = _revision_of(config, name_or_path)
