@@ -9,6 +9,12 @@ ways: by `hf_kd.teachers.load_teacher` (an `AutoModelForSequenceClassification` 
 and each float32 hf-kd row is compared with the faster of the two peer runs too. Float32 scores must agree to 1e-4.
 hf-kd computes the last layer for the first position only (the head reads nothing else; see
 `hf_kd.models.first_token`). In bfloat16, hf-kd (autocast) is compared with a `CrossEncoder` loaded in bfloat16.
+With `--onnx-int8` (where the `onnx` extra is installed), hf-kd's `--dtype onnx-int8` teacher (its encoder in ONNX
+Runtime int8, the head in PyTorch) is compared with the peer's int8 route: the whole cross-encoder exported to ONNX,
+its weights quantised dynamically to int8 per channel (`onnxruntime.quantization.quantize_dynamic`, the route of
+sentence-transformers' `export_dynamic_quantized_onnx_model`, whose `backend="onnx"` needs optimum-onnx, which does
+not install beside transformers 5), run by ONNX Runtime in `CrossEncoder.predict`'s batches (input order), at both
+peer batch sizes.
 
 Three workloads, two from `../shared/data/msmarco-dl20` and one from `../shared/data/scifact`:
 - `bm25-pairs`: the top BM25 candidates of every query (distinct pairs): what length-sorted batching gives.
@@ -58,6 +64,56 @@ def build_cross_encoder(folder: Path, seed: int) -> None:
     logging.set_verbosity(verbosity)
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(backbone).save_pretrained(folder)
+
+
+def onnx_int8_cross_encoder(peer, folder: Path) -> Callable[..., np.ndarray]:
+    """The peer's whole cross-encoder (encoder and head) exported to ONNX with dynamically quantised int8 weights, run
+    by ONNX Runtime with the peer's tokenizer and truncation, in batches of the input order as `CrossEncoder.predict`
+    makes them; raw logits."""
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = peer.model.float().eval()
+    tokenizer, max_length = peer.tokenizer, peer.max_length
+    example = tokenizer(
+        ["a query", "another query"], ["a passage", "another passage"], padding=True, return_tensors="pt"
+    )
+    names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in example]
+    axes = {name: {0: "batch", 1: "tokens"} for name in names}
+    exported, quantised = folder / "cross-encoder.onnx", folder / "cross-encoder-int8.onnx"
+
+    class Logits(torch.nn.Module):  # the inputs by name: the forward's positional order is not theirs
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs):
+            return self.model(**dict(zip(names, inputs))).logits
+
+    torch.onnx.export(
+        Logits().eval(), tuple(example[name] for name in names), str(exported), input_names=names,
+        output_names=["logits"], dynamic_axes={**axes, "logits": {0: "batch"}}, dynamo=False,
+    )  # fmt: skip
+    quantize_dynamic(str(exported), str(quantised), per_channel=True, weight_type=QuantType.QInt8)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(str(quantised), options, providers=["CPUExecutionProvider"])
+
+    def predict(pairs: list[tuple[str, str]], batch_size: int) -> np.ndarray:
+        scores = []
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start : start + batch_size]
+            inputs = tokenizer([q for q, _ in batch], [p for _, p in batch], padding=True, truncation=True,
+                               max_length=max_length, return_tensors="np")  # fmt: skip
+            scores.append(session.run(None, {name: inputs[name].astype(np.int64) for name in names})[0][:, 0])
+        return np.concatenate(scores)
+
+    return predict
+
+
+def precision_of(method: str) -> str:
+    """The precision a method's name ends with: bf16, onnx-int8 or (none) float32."""
+    return next((suffix for suffix in ("bf16", "onnx-int8") if method.endswith(suffix)), "float32")
 
 
 def load_workloads(
@@ -142,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast run")
+    parser.add_argument("--onnx-int8", action="store_true", help="add hf-kd's onnx-int8 and the peer's int8 route")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-json", type=Path, default=Path("score_throughput.json"))
     args = parser.parse_args(argv)
@@ -172,21 +229,25 @@ def main(argv: list[str] | None = None) -> int:
         )
         teacher = load_teacher(folder, device=args.device, max_length=args.max_length)
         assert peer.max_seq_length == teacher.max_length == args.max_length
+        teacher_int8, peer_int8 = None, None
+        if args.onnx_int8:
+            teacher_int8 = load_teacher(folder, device=args.device, max_length=args.max_length, dtype="onnx-int8")
+            peer_int8 = onnx_int8_cross_encoder(peer, Path(tmp))
 
         def peer_predict(pairs, model=peer, batch_size=args.batch_size):
             return model.predict(pairs, batch_size=batch_size, show_progress_bar=False)
 
         batching = {"batch_size": args.batch_size, "max_batch_tokens": args.max_batch_tokens}
 
-        def hf_kd_pairs(pairs, bf16=False):
+        def hf_kd_pairs(pairs, bf16=False, model=teacher):
             queries, passages = [q for q, _ in pairs], [p for _, p in pairs]
-            return score_pairs(teacher, queries, passages, bf16=bf16, **batching)
+            return score_pairs(model, queries, passages, bf16=bf16, **batching)
 
-        def hf_kd_triples(triples, bf16=False):
+        def hf_kd_triples(triples, bf16=False, model=teacher):
             columns = ("query", "positive", "negative")
             table = pa.table({name: [triple[i] for triple in triples] for i, name in enumerate(columns)})
             out = Path(tempfile.mkdtemp(dir=tmp)) / "scores"
-            score_triples([teacher], table, out, bf16=bf16, show_progress_bar=False, **batching)
+            score_triples([model], table, out, bf16=bf16, show_progress_bar=False, **batching)
             scores = ScoreDataset.open(out).table()
             return np.concatenate([scores.column("pos_score").to_numpy(), scores.column("neg_score").to_numpy()])
 
@@ -194,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         peer_predict(warmup)
         peer_predict(warmup, peer_bf16)
         hf_kd_pairs(warmup)  # also checks, once, that the first-position last layer gives the whole model's scores
+        if args.onnx_int8:
+            peer_int8(warmup, args.batch_size)
+            hf_kd_pairs(warmup, model=teacher_int8)
 
         for workload, inputs in workloads.items():
             if workload == "triples":
@@ -216,6 +280,15 @@ def main(argv: list[str] | None = None) -> int:
             small = args.peer_small_batch_size
             if small and small != args.batch_size:
                 methods[f"CrossEncoder.predict batch {small}"] = (partial(peer_predict, batch_size=small), slots)
+            if args.onnx_int8:
+                methods["CrossEncoder.predict onnx-int8"] = (partial(peer_int8, batch_size=args.batch_size), slots)
+                if small and small != args.batch_size:
+                    methods[f"CrossEncoder.predict batch {small} onnx-int8"] = (partial(peer_int8, batch_size=small),
+                                                                               slots)  # fmt: skip
+                if workload == "triples":
+                    methods["hf-kd score_triples onnx-int8"] = (partial(hf_kd_triples, model=teacher_int8), triples)
+                else:
+                    methods["hf-kd score_pairs onnx-int8"] = (partial(hf_kd_pairs, model=teacher_int8), slots)
             if args.no_bf16:
                 methods = {name: method for name, method in methods.items() if not name.endswith("bf16")}
             results = {}
@@ -228,11 +301,10 @@ def main(argv: list[str] | None = None) -> int:
             reference = results["CrossEncoder.predict"][0]
             for name, (scores, seconds, cpu_seconds) in results.items():
                 # each precision against the peer in the same precision; differences against float32 scores
-                peer_name = "CrossEncoder.predict bf16" if name.endswith("bf16") else "CrossEncoder.predict"
+                precision = precision_of(name)
+                peer_name = "CrossEncoder.predict" + ("" if precision == "float32" else f" {precision}")
                 _, peer_seconds, peer_cpu_seconds = results[peer_name]
-                peers = [
-                    n for n in results if n.startswith("CrossEncoder") and n.endswith("bf16") == name.endswith("bf16")
-                ]
+                peers = [n for n in results if n.startswith("CrossEncoder") and precision_of(n) == precision]
                 fastest_peer_seconds = min(results[n][1] for n in peers)
                 difference = float(np.abs(scores - reference).max())
                 rows.append(
@@ -251,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                         "max_abs_diff_vs_peer": difference,
                     }
                 )
-                if "bf16" not in name:
+                if precision == "float32":
                     comparisons.append((workload, name, difference))
 
     header = (

@@ -61,7 +61,7 @@ def _score_throughput(paths: dict) -> list[str]:
     return [
         "--data", str(paths["dl20"]), "--run", "bm25.top30.trec", "--pairs", "8", "--triples", "4",
         "--scifact", str(paths["dl20"].parent / "scifact-small"), "--scifact-pairs", "4",
-        "--max-length", "64", "--threads", "1", "--no-bf16", "--output-json", paths["out"],
+        "--max-length", "64", "--threads", "1", "--no-bf16", "--onnx-int8", "--output-json", paths["out"],
     ]  # fmt: skip
 
 
