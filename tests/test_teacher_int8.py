@@ -52,7 +52,9 @@ def test_each_teacher_kind_scores_real_pairs_in_onnx_int8_like_float32(teacher_f
     full = load_teacher(teacher_folders[kind], device="cpu")
     int8 = load_teacher(teacher_folders[kind], device="cpu", dtype="onnx-int8")
     assert full.kind == int8.kind == kind
-    assert any(isinstance(module, OnnxInt8Backbone) for module in int8.model.modules())
+    (encoder,) = [module for module in int8.model.modules() if isinstance(module, OnnxInt8Backbone)]
+    # heads that read the first token alone get an export whose last layer computes that position only
+    assert encoder.first_token_only == (kind in ("sequence_classification", "cross_encoder"))
     assert full.describe()["dtype"] == "float32" and int8.describe()["dtype"] == "onnx-int8"
 
     expected, scores = full.score(queries, passages), int8.score(queries, passages)
@@ -102,3 +104,26 @@ def test_a_teacher_that_cannot_run_in_int8_says_why_in_one_line(teacher_folders,
     teacher.device = torch.device("cuda")
     with pytest.raises(ValueError, match="onnx-int8 runs on the CPU .*, not on cuda"):
         teacher.quantize("onnx-int8")
+
+
+def test_the_first_token_export_is_chosen_only_for_heads_that_read_the_first_token_alone(tokenizer):
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+    from hf_kd.evaluation.onnx_int8 import head_reads_the_first_token_only
+
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=1)  # fmt: skip
+    torch.manual_seed(0)
+    classifier = BertForSequenceClassification(config).eval()
+    assert head_reads_the_first_token_only(classifier, classifier.bert)
+
+    class MeanPoolingHead(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = BertModel(config, add_pooling_layer=False).eval()
+
+        def forward(self, **inputs):
+            return (self.encoder(**inputs).last_hidden_state.mean(dim=1),)
+
+    pooling = MeanPoolingHead()
+    assert not head_reads_the_first_token_only(pooling, pooling.encoder)

@@ -26,7 +26,16 @@ from pathlib import Path
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-__all__ = ["ONNX_INT8_MODEL_TYPES", "OnnxInt8Backbone", "quantize_backbone_onnx_int8", "quantize_encoder_onnx_int8"]
+from ..models.first_token import can_run_last_layer_for_first_token, last_layer_for_first_token
+
+__all__ = [
+    "ONNX_INT8_MODEL_TYPES",
+    "OnnxInt8Backbone",
+    "export_onnx_int8",
+    "head_reads_the_first_token_only",
+    "quantize_backbone_onnx_int8",
+    "quantize_encoder_onnx_int8",
+]
 
 ONNX_INT8_MODEL_TYPES = ("hfkd_bert_dot", "hfkd_colbert", "hfkd_bert_cat")
 """Model types whose backbone is called once per text or pair with its ids, mask and token types, and hands on its
@@ -74,10 +83,19 @@ class _Exported(torch.nn.Module):
 class OnnxInt8Backbone(torch.nn.Module):
     """Stands in for a transformer encoder: the same call (`input_ids`, `attention_mask`, `token_type_ids` ->
     `last_hidden_state`, and `pooler_output` where the encoder has a pooler), run by an ONNX Runtime session of its
-    int8 export, on the CPU, with as many threads as PyTorch uses."""
+    int8 export, on the CPU, with as many threads as PyTorch uses. Exported with `first_token_only`, its
+    `last_hidden_state` is (n, 1, H)."""
 
-    def __init__(self, model_path: str | Path, config, input_names: tuple[str, ...], output_names: tuple[str, ...]):
+    def __init__(
+        self,
+        model_path: str | Path,
+        config,
+        input_names: tuple[str, ...],
+        output_names: tuple[str, ...],
+        first_token_only: bool = False,
+    ):
         super().__init__()
+        self.first_token_only = first_token_only  # the last hidden state holds the first position alone
         onnxruntime = _onnx_runtime()
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
@@ -110,20 +128,48 @@ class OnnxInt8Backbone(torch.nn.Module):
         )
 
 
-def export_onnx_int8(encoder: torch.nn.Module) -> OnnxInt8Backbone:
+def _example_inputs(encoder: torch.nn.Module, input_names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Two seeded random texts of 12 tokens, the second padded after 8, token types 1 on their second half."""
+    ids = torch.randint(0, encoder.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, 8:] = 0
+    types = torch.zeros(2, 12, dtype=torch.long)
+    types[:, 6:] = 1
+    inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    return {name: inputs[name] for name in input_names}
+
+
+def head_reads_the_first_token_only(model: torch.nn.Module, encoder: torch.nn.Module) -> bool:
+    """Whether `model`'s output (a transformers model with a head on `encoder`) stays the same when the encoder's last
+    layer computes position 0 alone (`hf_kd.models.first_token`): true of heads that read the first token (BERT's
+    pooler, the RoBERTa and ELECTRA classification heads), false of heads that pool every token."""
+    if not can_run_last_layer_for_first_token(encoder):
+        return False
+    inputs = _example_inputs(encoder, _input_names(encoder))
+    with torch.inference_mode():
+        whole = model(**inputs)[0]
+        with last_layer_for_first_token(encoder):
+            first = model(**inputs)[0]
+    return whole.shape == first.shape and torch.allclose(whole, first, rtol=1e-4, atol=1e-5)
+
+
+def export_onnx_int8(encoder: torch.nn.Module, first_token_only: bool = False) -> OnnxInt8Backbone:
     """The int8 ONNX Runtime stand-in of `encoder` (a float32 transformers encoder on the CPU, e.g. `BertModel`). The
-    export takes a minute for a six-layer MiniLM on two cores; the files live only until the session has read them."""
+    export takes a minute for a six-layer MiniLM on two cores; the files live only until the session has read them.
+
+    With `first_token_only` (for a head that reads the first token alone), the export's last layer computes position
+    0 only (`hf_kd.models.first_token`), so its `last_hidden_state` is (n, 1, H); where that does not apply to the
+    encoder's layers, it runs whole."""
     _onnx_runtime()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     input_names, output_names = _input_names(encoder), _output_names(encoder)
-    example = tuple(
-        (torch.zeros if name == "token_type_ids" else torch.ones)(2, 8, dtype=torch.long) for name in input_names
-    )
+    example = tuple(_example_inputs(encoder, input_names).values())
     batch, tokens = torch.export.Dim("batch"), torch.export.Dim("tokens", max=encoder.config.max_position_embeddings)
     shapes = ({0: batch, 1: tokens},) * len(input_names)
+    first_token = last_layer_for_first_token(encoder) if first_token_only else contextlib.nullcontext()
     print("hf-kd: exporting the encoder to ONNX and quantising it to int8 (once per load)", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="hf-kd-onnx-") as work, _quiet():
+    with tempfile.TemporaryDirectory(prefix="hf-kd-onnx-") as work, _quiet(), first_token as applied:
         exported, quantised = Path(work) / "encoder.onnx", Path(work) / "encoder-int8.onnx"
         torch.onnx.export(
             _Exported(encoder, input_names, output_names).eval(), example, str(exported),
@@ -131,7 +177,7 @@ def export_onnx_int8(encoder: torch.nn.Module) -> OnnxInt8Backbone:
             dynamo=True, external_data=False, verbose=False,
         )  # fmt: skip
         quantize_dynamic(str(exported), str(quantised), per_channel=True, weight_type=QuantType.QInt8)
-        return OnnxInt8Backbone(quantised, encoder.config, input_names, output_names)
+        return OnnxInt8Backbone(quantised, encoder.config, input_names, output_names, first_token_only=bool(applied))
 
 
 def quantize_backbone_onnx_int8(model) -> None:
@@ -144,7 +190,9 @@ def quantize_backbone_onnx_int8(model) -> None:
             f"onnx-int8 covers {', '.join(ONNX_INT8_MODEL_TYPES)}, whose backbone hands on its last hidden state; "
             f"{model_type} does not: use --dtype int8 or bfloat16"
         )
-    model.backbone = export_onnx_int8(model.backbone)
+    # BERT_CAT's head reads the first token alone, unless it adds the segments' mean cosine
+    first_token_only = model_type == "hfkd_bert_cat" and not getattr(model.config, "mean_cosine_score", False)
+    model.backbone = export_onnx_int8(model.backbone, first_token_only)
 
 
 def quantize_encoder_onnx_int8(model) -> None:
@@ -157,7 +205,7 @@ def quantize_encoder_onnx_int8(model) -> None:
         raise ValueError(
             f"onnx-int8 needs a transformers model with a head on an encoder; {type(model).__name__} has none"
         )
-    setattr(model, prefix, export_onnx_int8(encoder))
+    setattr(model, prefix, export_onnx_int8(encoder, head_reads_the_first_token_only(model, encoder)))
 
 
 @contextlib.contextmanager
