@@ -238,6 +238,62 @@ def test_a_rerun_resumes_without_work_and_another_budget_is_refused(ci_adaptatio
     assert "budget.pair_selection: random -> disagreement" in capsys.readouterr().err
 
 
+def test_seeds_of_two_runs_pool_into_one_summary(ci_adaptation, ci_data, tmp_path, capsys):
+    import shutil
+
+    # a second run of the same adaptation with another seed: the kept stages are reused, one student is new
+    other = tmp_path / "other"
+    shutil.copytree(ci_adaptation, other)
+    shutil.rmtree(other / "students")
+    command = ["adapt", "--corpus", str(ci_data / "scifact-small"), "--budget", "ci", "--out", str(other)]
+    assert main([*command, "--set", "seeds=[43]", "--set", "settings=[teacher]", "--set", "checkpoint_every=null"]) == 1
+    assert "holds another adaptation (budget.checkpoint_every: 3 ->" in capsys.readouterr().err
+    assert main([*command, "--set", "seeds=[43]", "--set", "settings=[teacher]"]) == 0
+    first = json.loads((ci_adaptation / "results.json").read_text())
+    second = json.loads((other / "results.json").read_text())
+    assert list(second["students"]) == ["bert_dot-teacher-s43"]
+    pooled_dir = tmp_path / "pooled"
+    assert main(["adapt-pool", str(ci_adaptation), str(other), "--out", str(pooled_dir)]) == 0
+    pooled = json.loads((pooled_dir / "results.json").read_text())
+    assert pooled["budget"]["seeds"] == [42, 43]
+    assert set(pooled["students"]) == {*first["students"], "bert_dot-teacher-s43"}
+    per_query = pooled["evaluation"]["per_query_ndcg@10"]
+    for kind in ("dense", "rerank"):
+        line = next(x for x in pooled["evaluation"]["summary"] if x["setting"] == "teacher" and x["retrieval"] == kind)
+        seeds = [per_query[f"bert_dot-teacher-s{seed}"][kind] for seed in (42, 43)]
+        means = [float(np.mean(list(s.values()))) for s in seeds]
+        assert line["seeds"] == 2 and line["seed_means"] == pytest.approx(means)
+        assert line["ndcg@10"] == pytest.approx(np.mean(means))
+        assert line["spread"] == pytest.approx(np.std(means, ddof=1))
+        # the paired test against the self control (seed 42 only) is on per-query means over the teacher's seeds
+        self_control = per_query["bert_dot-self-s42"][kind]
+        differences = [(seeds[0][q] + seeds[1][q]) / 2 - self_control[q] for q in self_control]
+        assert line["comparisons"]["self"]["difference"] == pytest.approx(np.mean(differences))
+        assert line["comparisons"]["self"]["queries"] == len(differences)
+        # a setting of one run only keeps its own summary
+        self_line = next(
+            x for x in pooled["evaluation"]["summary"] if x["setting"] == "self" and x["retrieval"] == kind
+        )
+        single = next(x for x in first["evaluation"]["summary"] if x["setting"] == "self" and x["retrieval"] == kind)
+        assert self_line["ndcg@10"] == pytest.approx(single["ndcg@10"])
+    tables = (pooled_dir / "tables.md").read_text()
+    assert (
+        "pooled from 2 runs" in tables and "| bert_dot | adapted (Margin-MSE from BM25 + start) | dense | 2 |" in tables
+    )
+    # a seed counts once; another adaptation is refused; both in one line
+    capsys.readouterr()
+    assert main(["adapt-pool", str(ci_adaptation), str(ci_adaptation), "--out", str(tmp_path / "twice")]) == 1
+    assert "is in both" in capsys.readouterr().err
+    record = json.loads((other / "results.json").read_text())
+    record["budget"]["learning_rate"] = 1.0
+    (other / "results.json").write_text(json.dumps(record))
+    assert main(["adapt-pool", str(ci_adaptation), str(other), "--out", str(tmp_path / "mixed")]) == 1
+    err = capsys.readouterr().err
+    assert "holds another adaptation" in err and "budget learning_rate" in err and len(err.strip().splitlines()) == 1
+    assert main(["adapt-pool", str(ci_adaptation), "--out", str(tmp_path / "alone")]) == 1
+    assert "at least two" in capsys.readouterr().err
+
+
 def test_a_query_log_is_used_as_it_is_and_evaluation_queries_are_kept_out(tmp_path, ci_data, scifact_small):
     log = tmp_path / "log.tsv"
     test_queries = list(scifact_small.queries.items())

@@ -29,6 +29,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_pool(args: argparse.Namespace) -> int:
+    from .pool import pool_adaptations
+
+    pool_adaptations(args.runs, args.out)
+    print((Path(args.out) / "tables.md").read_text(encoding="utf-8"))
+    return 0
+
+
 def add_subcommands(subparsers) -> None:
     parser = subparsers.add_parser(
         "adapt",
@@ -61,3 +69,13 @@ def add_subcommands(subparsers) -> None:
     )
     parser.add_argument("--out", default="outputs/adapt", help="output folder (default: %(default)s)")
     parser.set_defaults(func=run)
+    pool = subparsers.add_parser(
+        "adapt-pool",
+        help="summarise the seeds of several runs of one adaptation together",
+        description="Reads the results.json of several `hf-kd adapt` folders that ran the same adaptation with other "
+        "seeds (one after another, or on several machines) and writes results.json and tables.md with every "
+        "setting summarised over all their seeds (mean, spread, paired tests on per-query means over seeds).",
+    )
+    pool.add_argument("runs", nargs="+", help="folders written by `hf-kd adapt`")
+    pool.add_argument("--out", required=True, help="output folder of the pooled results.json and tables.md")
+    pool.set_defaults(func=run_pool)

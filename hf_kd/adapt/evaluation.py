@@ -119,7 +119,7 @@ def evaluate_adaptation(run) -> dict[str, Any]:
         "num_queries": len(queries),
         "rel_threshold": rel_threshold,
         "rows": {name: row["metrics"] for name, row in rows.items()},
-        "summary": summarise(rows, run),
+        "summary": summarise(rows, run.budget.student_runs(with_sources=bool(run.sources))),
         "per_query_ndcg@10": {name: row["per_query_ndcg@10"] for name, row in rows.items()},
         **({"learning_curve": curve} if curve is not None else {}),
     }
@@ -190,13 +190,19 @@ def _learning_curve(
     return points
 
 
-def summarise(rows: dict[str, dict[str, Any]], run) -> list[dict[str, Any]]:
+def summarise(rows: dict[str, dict[str, Any]], student_runs: list[tuple[str, str, str, int]]) -> list[dict[str, Any]]:
     """One line per (architecture, setting, retrieval): nDCG@10 mean over seeds and its spread (the standard deviation
     of the seeds' means), and paired t-tests of the per-query means over seeds against the start, the self control
-    and the twin."""
+    and the twin.
+
+    Args:
+        rows: measured rows by name, each with its `per_query_ndcg@10` by retrieval; `BASELINE` among them.
+        student_runs: (name, architecture, setting, seed) of the students to summarise (`AdaptBudget.student_runs`).
+    """
     groups: dict[tuple[str, str], list[str]] = {}
-    for name, architecture, setting, _ in run.budget.student_runs(with_sources=bool(run.sources)):
-        groups.setdefault((architecture, setting), []).append(name)
+    for name, architecture, setting, _ in student_runs:
+        if name in rows:
+            groups.setdefault((architecture, setting), []).append(name)
     lines = []
     for kind in ("dense", "rerank"):
         means = {}

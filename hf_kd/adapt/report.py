@@ -49,7 +49,13 @@ def write_adaptation_report(results: dict[str, Any]) -> str:
         f"seeds {budget['seeds']}",
         f"- time: {results['wall_time_s'] / 60:.1f} min ("
         + ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in results["stage_seconds"].items())
-        + ")",
+        + ")"
+        + (" in all, summed over the pooled runs" if results.get("pooled_from") else ""),
+        *(
+            [f"- pooled from {len(results['pooled_from'])} runs: {', '.join(results['pooled_from'])}"]
+            if results.get("pooled_from")
+            else []
+        ),
         "",
     ]
     evaluation = results.get("evaluation")
