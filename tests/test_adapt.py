@@ -284,7 +284,16 @@ def test_seeds_of_two_runs_pool_into_one_summary(ci_adaptation, ci_data, tmp_pat
     capsys.readouterr()
     assert main(["adapt-pool", str(ci_adaptation), str(ci_adaptation), "--out", str(tmp_path / "twice")]) == 1
     assert "is in both" in capsys.readouterr().err
+    # students of another precision pool only when asked to, and the pooled results say both
     record = json.loads((other / "results.json").read_text())
+    (other / "results.json").write_text(json.dumps({**record, "bf16": not record["bf16"]}))
+    assert main(["adapt-pool", str(ci_adaptation), str(other), "--out", str(tmp_path / "precisions")]) == 1
+    assert "(bf16)" in capsys.readouterr().err
+    command = ["adapt-pool", "--mixed-precision", str(ci_adaptation), str(other), "--out", str(tmp_path / "precisions")]
+    assert main(command) == 0
+    assert json.loads((tmp_path / "precisions" / "results.json").read_text())["bf16"] == [False, True]
+    assert "float32 and bfloat16 (pooled runs)" in (tmp_path / "precisions" / "tables.md").read_text()
+    capsys.readouterr()
     record["budget"]["learning_rate"] = 1.0
     (other / "results.json").write_text(json.dumps(record))
     assert main(["adapt-pool", str(ci_adaptation), str(other), "--out", str(tmp_path / "mixed")]) == 1

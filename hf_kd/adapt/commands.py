@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 def run_pool(args: argparse.Namespace) -> int:
     from .pool import pool_adaptations
 
-    pool_adaptations(args.runs, args.out)
+    pool_adaptations(args.runs, args.out, mixed_precision=args.mixed_precision)
     print((Path(args.out) / "tables.md").read_text(encoding="utf-8"))
     return 0
 
@@ -77,5 +77,11 @@ def add_subcommands(subparsers) -> None:
         "setting summarised over all their seeds (mean, spread, paired tests on per-query means over seeds).",
     )
     pool.add_argument("runs", nargs="+", help="folders written by `hf-kd adapt`")
+    pool.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="pool runs whose students trained in different precisions (float32 and bfloat16); fair where every "
+        "setting has seeds in each",
+    )
     pool.add_argument("--out", required=True, help="output folder of the pooled results.json and tables.md")
     pool.set_defaults(func=run_pool)

@@ -33,8 +33,8 @@ def _read(folder: str | Path) -> dict[str, Any]:
     return results
 
 
-def _differences(first: dict[str, Any], other: dict[str, Any]) -> list[str]:
-    changes = [key for key in _SAME if first.get(key) != other.get(key)]
+def _differences(first: dict[str, Any], other: dict[str, Any], mixed_precision: bool) -> list[str]:
+    changes = [key for key in _SAME if first.get(key) != other.get(key) and not (mixed_precision and key == "bf16")]
     budget_keys = (set(first["budget"]) | set(other["budget"])) - set(_POOLED_SETTINGS) - {"name"}
     changes += [f"budget {key}" for key in sorted(budget_keys) if first["budget"].get(key) != other["budget"].get(key)]
     if first["pairs"] != other["pairs"]:
@@ -56,9 +56,13 @@ def _same_per_query(a: dict[str, dict[str, float]], b: dict[str, dict[str, float
     return True
 
 
-def pool_adaptations(folders: list[str | Path], out: str | Path) -> dict[str, Any]:
+def pool_adaptations(folders: list[str | Path], out: str | Path, mixed_precision: bool = False) -> dict[str, Any]:
     """Pools the `results.json` of `folders` (each written by `hf-kd adapt`) into `out/results.json` and
     `out/tables.md`, with the summary over all their seeds; returns the pooled results.
+
+    With `mixed_precision`, runs whose students trained in different precisions (float32 on one CPU, bfloat16 on
+    another) pool too, and `bf16` of the pooled results lists both; a comparison is then only fair where every setting
+    has seeds in each precision.
 
     Raises:
         ValueError: fewer than two folders, two different adaptations, a shared model measured differently, or a
@@ -73,11 +77,11 @@ def pool_adaptations(folders: list[str | Path], out: str | Path) -> dict[str, An
     per_query = dict(first["evaluation"]["per_query_ndcg@10"])
     pooled_budget = {key: list(first["budget"][key]) for key in _POOLED_SETTINGS}
     for folder, results in runs[1:]:
-        changes = _differences(first, results)
+        changes = _differences(first, results, mixed_precision)
         if changes:
             raise ValueError(
                 f"{folder} holds another adaptation than {first_folder} ({', '.join(changes)}); only seeds, "
-                "settings and students may differ between pooled runs"
+                "settings and students may differ between pooled runs (and the precision, with --mixed-precision)"
             )
         for name, measured in results["evaluation"]["per_query_ndcg@10"].items():
             if name in results["students"]:
@@ -100,8 +104,10 @@ def pool_adaptations(folders: list[str | Path], out: str | Path) -> dict[str, An
     for _, results in runs:
         for stage, seconds in results.get("stage_seconds", {}).items():
             stage_seconds[stage] = round(stage_seconds.get(stage, 0.0) + seconds, 2)
+    precisions = sorted({results["bf16"] for _, results in runs})
     pooled = {
         **{key: first[key] for key in (*_SAME, "pairs")},
+        "bf16": precisions[0] if len(precisions) == 1 else precisions,
         "budget": budget,
         "pooled_from": [str(folder) for folder, _ in runs],
         "students": students,

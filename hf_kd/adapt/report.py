@@ -19,6 +19,12 @@ def _cell(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def _precision(bf16: bool | list[bool]) -> str:
+    if isinstance(bf16, list):  # pooled runs of both precisions
+        return " and ".join(_precision(value) for value in bf16) + " (pooled runs)"
+    return "bfloat16" if bf16 else "float32"
+
+
 def _model_label(path: str) -> str:
     from ..pretrained import minilm_path
 
@@ -44,7 +50,7 @@ def write_adaptation_report(results: dict[str, Any]) -> str:
         ),
         f"- students: {', '.join(budget['students'])} from {_model_label(results['start_model'])}, "
         f"{budget['steps']} steps of {budget['batch_size']} pairs, learning rate {budget['learning_rate']}, "
-        f"{budget['max_passage_length']} word pieces, {'bfloat16' if results['bf16'] else 'float32'}, dropout "
+        f"{budget['max_passage_length']} word pieces, {_precision(results['bf16'])}, dropout "
         f"{'of the backbone' if budget['backbone_dropout'] is None else budget['backbone_dropout']}, "
         f"seeds {budget['seeds']}",
         f"- time: {results['wall_time_s'] / 60:.1f} min ("
