@@ -303,6 +303,21 @@ def test_seeds_of_two_runs_pool_into_one_summary(ci_adaptation, ci_data, tmp_pat
     assert "at least two" in capsys.readouterr().err
 
 
+def test_the_report_gives_one_seed_no_spread_and_says_why_a_query_log_has_no_twin(ci_adaptation):
+    from hf_kd.adapt.report import write_adaptation_report
+
+    results = json.loads((ci_adaptation / "results.json").read_text())
+    assert results["budget"]["seeds"] == [42]
+    tables = write_adaptation_report(results)
+    teacher = next(line for line in results["evaluation"]["summary"] if line["setting"] == "teacher")
+    assert f"| {teacher['ndcg@10']:.3f} (one seed) |" in tables and "± 0.000" not in tables
+    assert "No no-teacher twin" not in tables  # pseudo-queries have their source documents
+    log = {**results, "queries": {k: v for k, v in results["queries"].items() if k != "method"}}
+    assert "No no-teacher twin: it learns each query's source document" in write_adaptation_report(log)
+    teacher["comparisons"]["start"]["p"] = 1e-5
+    assert f"{teacher['comparisons']['start']['difference']:+.3f}, p<0.001" in write_adaptation_report(results)
+
+
 def test_a_query_log_is_used_as_it_is_and_evaluation_queries_are_kept_out(tmp_path, ci_data, scifact_small):
     log = tmp_path / "log.tsv"
     test_queries = list(scifact_small.queries.items())

@@ -78,7 +78,28 @@ def test_the_section_has_the_snippets_and_names_its_placeholders(placeholders):
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index(f"\n{SECTION}\n") :]
     section = section[: section.index("```")]
-    assert "placeholders" in section and "outputs/reproduce/students/bert_dot-T1" in section
+    assert "placeholders" in section and "outputs/adapt/students/colbert-teacher-s42" in section
+
+
+def test_the_main_job_leaves_its_student_where_the_readme_says():
+    """The README's first command, parsed by the CLI: the adapted student and its self control it trains are the
+    folders "Using the models" names."""
+    import shlex
+
+    from hf_kd.adapt import get_adapt_budget
+    from hf_kd.cli import build_parser
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    first = re.findall(r"```bash\n(.*?)\n```", readme[readme.index("## Set-up") :], flags=re.DOTALL)[0]
+    command = first.split(" && ")[-1]
+    assert command.startswith("hf-kd adapt ")
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    students = get_adapt_budget(args.budget, {}).student_runs(with_sources=False)
+    section = readme[readme.index(f"\n{SECTION}\n") :]
+    for name, architecture, setting, _ in students:
+        assert f"{args.out}/students/{name}" in section[: section.index("```")], name
+    assert [(a, s) for _, a, s, _ in students] == [("colbert", "teacher"), ("colbert", "self")]
+    assert args.queries == args.corpus and args.queries_split == "train"  # the unjudged training claims
 
 
 @pytest.mark.parametrize("index", range(4))

@@ -19,6 +19,18 @@ def _cell(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def _comparison(c: dict[str, float] | None) -> str:
+    if c is None:
+        return "–"
+    p = format_p(c["p"])
+    return f"{c['difference']:+.3f}, p{p if p.startswith('<') else '=' + p}"
+
+
+def _over_seeds(ndcg: float, spread: float, seeds: int) -> str:
+    """A mean over seeds with its spread; one seed has none."""
+    return f"{ndcg:.3f} ± {spread:.3f}" if seeds > 1 else f"{ndcg:.3f} (one seed)"
+
+
 def _precision(bf16: bool | list[bool]) -> str:
     if isinstance(bf16, list):  # pooled runs of both precisions
         return " and ".join(_precision(value) for value in bf16) + " (pooled runs)"
@@ -102,14 +114,17 @@ def write_adaptation_report(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for line in evaluation["summary"]:
-        cells = []
-        for other in ("start", "self", "twin"):
-            c = line["comparisons"].get(other)
-            cells.append("–" if c is None else f"{c['difference']:+.3f}, p={format_p(c['p'])}")
+        cells = [_comparison(line["comparisons"].get(other)) for other in ("start", "self", "twin")]
         lines.append(
             f"| {line['student']} | {_SETTING_NAMES[line['setting']]} | {line['retrieval']} | {line['seeds']} | "
-            f"{line['ndcg@10']:.3f} ± {line['spread']:.3f} | " + " | ".join(cells) + " |"
+            f"{_over_seeds(line['ndcg@10'], line['spread'], line['seeds'])} | " + " | ".join(cells) + " |"
         )
+    if "twin" in budget["settings"] and "method" not in queries:
+        lines += [
+            "",
+            "No no-teacher twin: it learns each query's source document as its positive, which pseudo-queries have "
+            "and given queries (a query log) do not.",
+        ]
     curve = evaluation.get("learning_curve")
     if curve:
         lines += _curve_table(curve)
@@ -126,14 +141,11 @@ def _curve_table(points: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for point in points:
-        cells = []
-        for other in ("start", "self"):
-            c = point["comparisons"].get(other)
-            cells.append("–" if c is None else f"{c['difference']:+.3f}, p={format_p(c['p'])}")
+        cells = [_comparison(point["comparisons"].get(other)) for other in ("start", "self")]
         lines.append(
             f"| {point['student']} | {point['setting']} | {point['retrieval']} | {point['step']} | "
-            f"{point['pairs_seen']} | {point['minutes']:.1f} | {point['ndcg@10']:.3f} ± {point['spread']:.3f} | "
-            + " | ".join(cells)
+            f"{point['pairs_seen']} | {point['minutes']:.1f} | "
+            f"{_over_seeds(point['ndcg@10'], point['spread'], len(point['seed_means']))} | " + " | ".join(cells)
             + " |"
         )
     return lines
