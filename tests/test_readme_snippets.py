@@ -96,7 +96,7 @@ def test_the_main_job_leaves_its_student_where_the_readme_says():
     args = build_parser().parse_args(shlex.split(command)[1:])
     students = get_adapt_budget(args.budget, {}).student_runs(with_sources=False)
     section = readme[readme.index(f"\n{SECTION}\n") :]
-    for name, architecture, setting, _ in students:
+    for name, *_ in students:
         assert f"{args.out}/students/{name}" in section[: section.index("```")], name
     assert [(a, s) for _, a, s, _ in students] == [("colbert", "teacher"), ("colbert", "self")]
     assert args.queries == args.corpus and args.queries_split == "train"  # the unjudged training claims

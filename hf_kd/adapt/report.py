@@ -145,7 +145,6 @@ def _curve_table(points: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {point['student']} | {point['setting']} | {point['retrieval']} | {point['step']} | "
             f"{point['pairs_seen']} | {point['minutes']:.1f} | "
-            f"{_over_seeds(point['ndcg@10'], point['spread'], len(point['seed_means']))} | " + " | ".join(cells)
-            + " |"
+            f"{_over_seeds(point['ndcg@10'], point['spread'], len(point['seed_means']))} | " + " | ".join(cells) + " |"
         )
     return lines

@@ -220,7 +220,8 @@ BUDGETS: dict[str, Budget] = {
         latency_queries=2,
         latency_candidates=30,
     ),
-    # the README's main job: all-mpnet-base-v2 teaches a MiniLM BERT_DOT; the same student without a teacher beside it.
+    # the short reproduction (the README's earlier main job): all-mpnet-base-v2 teaches a MiniLM BERT_DOT; the same
+    # student without a teacher beside it.
     # The teacher labels random pairs of the training queries' candidates (the five DL20 runs' top 30, BM25's top 30 on
     # SciFact): on DL20 dev +0.019 and +0.021 nDCG@10 over zero-shot MiniLM with two samplings, against +0.005 from
     # the judged triples

@@ -2,8 +2,8 @@
 trained from the same starting point with different seeds or samplings of the teacher's pairs, averaged weight by
 weight into one model that costs what one student costs.
 
-Measured on the main job's recipe (README, "Averaging students"), a soup of three students is within noise of the
-three students' mean: it smooths out an unlucky sampling, but it is not by itself a gain."""
+Measured on the short reproduction's recipe (README, "Averaging students"), a soup of three students is within noise of
+the three students' mean: it smooths out an unlucky sampling, but it is not by itself a gain."""
 
 from __future__ import annotations
 
