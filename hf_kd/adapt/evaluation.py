@@ -102,7 +102,7 @@ def evaluate_adaptation(run) -> dict[str, Any]:
         )
     rows[BASELINE] = _kept(folder, "start", eval_data, BOTH, lambda name: zero_shot(name, budget.max_passage_length))
     rows["teacher (BM25 + start)"] = _kept(folder, "teacher", eval_data, ("dense",), teacher)
-    architectures = {name: arch for name, arch, _, _ in budget.student_runs(with_sources=bool(run.sources))}
+    architectures = {name: arch for name, arch, _, _ in run.student_runs()}
 
     def measure_student(name: str, student_folder: str) -> dict:
         return _measure_student(name, student_folder, corpus, bm25_run, eval_data, k, rel_threshold)
@@ -119,7 +119,7 @@ def evaluate_adaptation(run) -> dict[str, Any]:
         "num_queries": len(queries),
         "rel_threshold": rel_threshold,
         "rows": {name: row["metrics"] for name, row in rows.items()},
-        "summary": summarise(rows, run.budget.student_runs(with_sources=bool(run.sources))),
+        "summary": summarise(rows, run.student_runs()),
         "per_query_ndcg@10": {name: row["per_query_ndcg@10"] for name, row in rows.items()},
         **({"learning_curve": curve} if curve is not None else {}),
     }
@@ -174,7 +174,7 @@ def _learning_curve(
             seconds_per_step[name] = summary.train_runtime_s / summary.steps_this_run
     points = learning_curve(
         rows,
-        run.budget.student_runs(with_sources=bool(run.sources)),
+        run.student_runs(),
         steps,
         seconds_per_step,
         run.budget.batch_size,

@@ -85,6 +85,10 @@ class Adaptation:
         )
         return CorpusVectors(*encoder, self.corpus, self.start_vectors_path)
 
+    def student_runs(self) -> list[tuple[str, str, str, int]]:
+        """(name, architecture, setting, seed) of every student; the twin only where the queries have sources."""
+        return self.budget.student_runs(with_sources=bool(self.sources))
+
     def bf16(self) -> bool:
         if self.budget.bf16 != "auto":
             return self.budget.bf16 == "true"
@@ -330,7 +334,7 @@ def train_students(run: Adaptation) -> None:
     from ..training.stage import student_config, train_model
 
     budget = run.budget
-    for name, architecture, setting, seed in budget.student_runs(with_sources=bool(run.sources)):
+    for name, architecture, setting, seed in run.student_runs():
         folder = run.out / "students" / name
         if setting == "twin":
             train_file, loss, columns = str(run.out / "twin_triples.parquet"), "ranknet", ScoreDataset.score_columns()

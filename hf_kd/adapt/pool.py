@@ -15,6 +15,7 @@ from typing import Any
 from ..files import write_json_atomic, write_text_atomic
 from .budgets import AdaptBudget
 from .evaluation import summarise
+from .report import write_adaptation_report
 
 _POOLED_SETTINGS = ("seeds", "settings", "students")
 _SAME = ("corpus", "documents", "start_model", "queries", "bf16")
@@ -28,8 +29,7 @@ def _read(folder: str | Path) -> dict[str, Any]:
     results = json.loads(path.read_text(encoding="utf-8"))
     if not results.get("evaluation"):
         raise ValueError(f"{path}: the adaptation measured nothing (no judged queries), so there is nothing to pool")
-    if results["evaluation"].get("learning_curve"):
-        results["evaluation"] = {k: v for k, v in results["evaluation"].items() if k != "learning_curve"}
+    results["evaluation"].pop("learning_curve", None)
     return results
 
 
@@ -73,7 +73,7 @@ def pool_adaptations(folders: list[str | Path], out: str | Path, mixed_precision
     runs = [(Path(folder), _read(folder)) for folder in folders]
     first_folder, first = runs[0]
     students = {name: str(Path(first_folder, "students", name)) for name in first["students"]}
-    rows = {name: metrics for name, metrics in first["evaluation"]["rows"].items()}
+    rows = dict(first["evaluation"]["rows"])
     per_query = dict(first["evaluation"]["per_query_ndcg@10"])
     pooled_budget = {key: list(first["budget"][key]) for key in _POOLED_SETTINGS}
     for folder, results in runs[1:]:
@@ -120,8 +120,6 @@ def pool_adaptations(folders: list[str | Path], out: str | Path, mixed_precision
         "stage_seconds": stage_seconds,
         "wall_time_s": round(sum(results.get("wall_time_s", 0.0) for _, results in runs), 2),
     }
-    from .report import write_adaptation_report
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "results.json", pooled)
