@@ -318,6 +318,27 @@ def test_the_report_gives_one_seed_no_spread_and_says_why_a_query_log_has_no_twi
     assert f"{teacher['comparisons']['start']['difference']:+.3f}, p<0.001" in write_adaptation_report(results)
 
 
+def test_the_report_says_whether_the_teacher_is_stronger_than_the_start(ci_adaptation):
+    from hf_kd.adapt.report import write_adaptation_report
+    from hf_kd.evaluation.significance import paired_test
+
+    results = json.loads((ci_adaptation / "results.json").read_text())
+    evaluation = results["evaluation"]
+    start = evaluation["per_query_ndcg@10"]["start"]["dense"]
+    queries = sorted(start)
+    # a teacher up to 0.2 above the start on every query but one is stronger; the start's own ranking is not
+    stronger = {q: min(1.0, start[q] + 0.2) if i else start[q] for i, q in enumerate(queries)}
+    difference, p, _ = paired_test(stronger, start)
+    assert difference > 0 and p < 0.05
+    evaluation["per_query_ndcg@10"]["teacher (BM25 + start)"]["dense"] = stronger
+    tables = write_adaptation_report(results)
+    assert f"({difference:+.3f}, p" in tables and "the headroom the students learn from." in tables
+    evaluation["per_query_ndcg@10"]["teacher (BM25 + start)"]["dense"] = dict(start)
+    tables = write_adaptation_report(results)
+    assert "(+0.000, p=1.000)" in tables
+    assert "**the teacher is not measurably stronger than the students' start on this corpus**" in tables
+
+
 def test_a_query_log_is_used_as_it_is_and_evaluation_queries_are_kept_out(tmp_path, ci_data, scifact_small):
     log = tmp_path / "log.tsv"
     test_queries = list(scifact_small.queries.items())
