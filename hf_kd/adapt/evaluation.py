@@ -21,6 +21,7 @@ from .curve import seed_mean
 from .vectors import CorpusVectors, start_encoder
 
 BASELINE = "start"
+TEACHER_ROW = "teacher (BM25 + start)"
 """The student's exact starting point (the starting model at the students' passage length)."""
 
 
@@ -101,7 +102,7 @@ def evaluate_adaptation(run) -> dict[str, Any]:
             folder, "start-teacher-length", eval_data, BOTH, lambda name: zero_shot(name, budget.teacher_max_length)
         )
     rows[BASELINE] = _kept(folder, "start", eval_data, BOTH, lambda name: zero_shot(name, budget.max_passage_length))
-    rows["teacher (BM25 + start)"] = _kept(folder, "teacher", eval_data, ("dense",), teacher)
+    rows[TEACHER_ROW] = _kept(folder, "teacher", eval_data, ("dense",), teacher)
     architectures = {name: arch for name, arch, _, _ in run.student_runs()}
 
     def measure_student(name: str, student_folder: str) -> dict:
@@ -180,10 +181,10 @@ def _learning_curve(
         run.budget.batch_size,
         BASELINE,
     )
-    teacher = rows.get("teacher (BM25 + start)", {}).get("metrics", {})
+    teacher = rows.get(TEACHER_ROW, {}).get("metrics", {})
     plot_learning_curve(
         points,
-        {"teacher (BM25 + start)": {kind: m["nDCG@10"] for kind, m in teacher.items()}},
+        {TEACHER_ROW: {kind: m["nDCG@10"] for kind, m in teacher.items()}},
         run.out / "curve.png",
         run.eval_data.name,
     )

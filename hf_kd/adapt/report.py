@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..evaluation.significance import format_p, paired_test
+from .evaluation import BASELINE, TEACHER_ROW
 
 _SETTING_NAMES = {
     "teacher": "adapted (Margin-MSE from BM25 + start)",
@@ -13,8 +14,6 @@ _SETTING_NAMES = {
     "twin": "no-teacher twin (RankNet, source document vs a BM25 negative)",
 }
 _METRICS = ("nDCG@10", "MRR@10", "Recall@100")
-_TEACHER_ROW = "teacher (BM25 + start)"
-_START_ROW = "start"
 
 
 def _cell(value: float | None) -> str:
@@ -138,15 +137,15 @@ def _teacher_headroom(evaluation: dict[str, Any]) -> list[str]:
     """One line: whether the teacher ranks the corpus better than the students' start. Where it does not, no student
     can be expected to gain from its labels over the self control, whatever the training."""
     per_query = evaluation.get("per_query_ndcg@10", {})
-    teacher = per_query.get(_TEACHER_ROW, {}).get("dense")
-    start = per_query.get(_START_ROW, {}).get("dense")
+    teacher = per_query.get(TEACHER_ROW, {}).get("dense")
+    start = per_query.get(BASELINE, {}).get("dense")
     if not teacher or not start:
         return []
     difference, p, _ = paired_test(teacher, start)
     rows = evaluation["rows"]
     measured = (
-        f"The teacher ranks the whole corpus at {rows[_TEACHER_ROW]['dense']['nDCG@10']:.3f} nDCG@10, the start at "
-        f"{rows[_START_ROW]['dense']['nDCG@10']:.3f} ({_comparison({'difference': difference, 'p': p})})"
+        f"The teacher ranks the whole corpus at {rows[TEACHER_ROW]['dense']['nDCG@10']:.3f} nDCG@10, the start at "
+        f"{rows[BASELINE]['dense']['nDCG@10']:.3f} ({_comparison({'difference': difference, 'p': p})})"
     )
     if difference > 0 and p < 0.05:
         return ["", f"{measured}: the headroom the students learn from."]
