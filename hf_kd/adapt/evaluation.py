@@ -21,8 +21,9 @@ from .curve import seed_mean
 from .vectors import CorpusVectors, start_encoder
 
 BASELINE = "start"
-TEACHER_ROW = "teacher (BM25 + start)"
 """The student's exact starting point (the starting model at the students' passage length)."""
+TEACHER_ROW = "teacher (BM25 + start)"
+"""The teacher the students learn from, measured as a ranker of the whole corpus."""
 
 
 def _measure(name: str, run_dense, run_rerank, eval_data, rel_threshold: int) -> dict:
