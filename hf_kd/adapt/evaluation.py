@@ -23,7 +23,8 @@ from .vectors import CorpusVectors, start_encoder
 BASELINE = "start"
 """The student's exact starting point (the starting model at the students' passage length)."""
 TEACHER_ROW = "teacher (BM25 + start)"
-"""The teacher the students learn from, measured as a ranker of the whole corpus."""
+"""The default teacher the students learn from, measured as a ranker of the whole corpus (another teacher's row
+is named after its members, `hf_kd.adapt.teacher.teacher_row_name`, and given in the evaluation's `teacher_row`)."""
 
 
 def _measure(name: str, run_dense, run_rerank, eval_data, rel_threshold: int) -> dict:
@@ -64,8 +65,7 @@ def evaluate_adaptation(run) -> dict[str, Any]:
     """Measures BM25, the starting model (zero-shot, at the teacher's and at the students' passage length), the
     teacher ensemble and every student on `run.eval_data`; returns the rows and the summary over seeds."""
     from ..evaluation.bm25 import BM25Index
-    from ..teachers import fuse_union_zscore, union_zscore_statistics
-    from .teacher import teacher_scores
+    from .teacher import corpus_ranking, load_member, teacher_members, teacher_row_name
 
     eval_data, budget, corpus = run.eval_data, run.budget, run.corpus
     folder = run.out / "evaluation"
@@ -89,13 +89,12 @@ def evaluate_adaptation(run) -> dict[str, Any]:
 
     def teacher(name: str) -> dict:
         # the teacher the students learn from, as a ranker: the union of its members' top lists, by fused score
-        bm25_scores, dense_scores = teacher_scores(run, queries)
-        centers, scales, unions = union_zscore_statistics(bm25_scores, dense_scores, budget.fusion_depth)
-        fused = fuse_union_zscore(bm25_scores, dense_scores, centers, scales)
-        ids, dense = run.start_vectors().ids, {}
-        for i, (qid, union) in enumerate(zip(queries, unions)):
-            top = union[np.argsort(-fused[i, union], kind="stable")][:k]
-            dense[qid] = {ids[row]: float(fused[i, row]) for row in top}
+        members = [load_member(run, key) for key in teacher_members(budget.teacher)]
+        scores, ranked = corpus_ranking(members, queries, budget.fusion_depth)
+        ids, dense = list(corpus), {}
+        for i, (qid, rows) in enumerate(zip(queries, ranked)):
+            top = rows[np.argsort(-scores[i, rows], kind="stable")][:k]
+            dense[qid] = {ids[row]: float(scores[i, row]) for row in top}
         return _measure(name, dense, None, eval_data, rel_threshold)
 
     if budget.teacher_max_length != budget.max_passage_length:  # the starting model as the teacher reads
@@ -103,7 +102,8 @@ def evaluate_adaptation(run) -> dict[str, Any]:
             folder, "start-teacher-length", eval_data, BOTH, lambda name: zero_shot(name, budget.teacher_max_length)
         )
     rows[BASELINE] = _kept(folder, "start", eval_data, BOTH, lambda name: zero_shot(name, budget.max_passage_length))
-    rows[TEACHER_ROW] = _kept(folder, "teacher", eval_data, ("dense",), teacher)
+    teacher_row = teacher_row_name(budget.teacher, run.teacher_model)
+    rows[teacher_row] = _kept(folder, "teacher", eval_data, ("dense",), teacher)
     architectures = {name: arch for name, arch, _, _ in run.student_runs()}
 
     def measure_student(name: str, student_folder: str) -> dict:
@@ -115,11 +115,12 @@ def evaluate_adaptation(run) -> dict[str, Any]:
         )
     curve = None
     if budget.checkpoint_every:
-        curve = _learning_curve(run, rows, folder, architectures, measure_student)
+        curve = _learning_curve(run, rows, folder, architectures, measure_student, teacher_row)
     return {
         "eval_set": eval_data.name,
         "num_queries": len(queries),
         "rel_threshold": rel_threshold,
+        "teacher_row": teacher_row,
         "rows": {name: row["metrics"] for name, row in rows.items()},
         "summary": summarise(rows, run.student_runs()),
         "per_query_ndcg@10": {name: row["per_query_ndcg@10"] for name, row in rows.items()},
@@ -151,7 +152,7 @@ def _measure_student(name: str, student_folder: str, corpus, bm25_run, eval_data
 
 
 def _learning_curve(
-    run, rows: dict[str, dict[str, Any]], folder: Path, architectures: dict[str, str], measure
+    run, rows: dict[str, dict[str, Any]], folder: Path, architectures: dict[str, str], measure, teacher_row: str
 ) -> list[dict[str, Any]]:
     """Measures every kept checkpoint of every student (rows `<student>@<step>`, kept like the others), then writes
     the curve's plot `curve.png`; returns its points (see `hf_kd.adapt.curve`)."""
@@ -182,10 +183,10 @@ def _learning_curve(
         run.budget.batch_size,
         BASELINE,
     )
-    teacher = rows.get(TEACHER_ROW, {}).get("metrics", {})
+    teacher = rows.get(teacher_row, {}).get("metrics", {})
     plot_learning_curve(
         points,
-        {TEACHER_ROW: {kind: m["nDCG@10"] for kind, m in teacher.items()}},
+        {teacher_row: {kind: m["nDCG@10"] for kind, m in teacher.items()}},
         run.out / "curve.png",
         run.eval_data.name,
     )

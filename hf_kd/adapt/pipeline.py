@@ -34,7 +34,7 @@ from ..data.triples import build_candidate_pairs
 from ..files import write_json_atomic, write_text_atomic
 from ..jobs import file_fingerprint, fingerprint_changes, output_lock, record_timings
 from .budgets import AdaptBudget
-from .teacher import DENSE_TEACHER, LEXICAL_TEACHER
+from .teacher import DENSE_TEACHER, LEXICAL_TEACHER, teacher_label, teacher_members
 
 
 def _log(message: str) -> None:
@@ -59,6 +59,7 @@ class Adaptation:
     corpus_path: str
     documents: dict[str, Document]
     start_model: str
+    teacher_model: str | None = None
     queries_source: str | None = None
     queries_split: str = "train"
     eval_data: EvalData | None = None
@@ -84,6 +85,20 @@ class Adaptation:
             self.start_model, budget.teacher_max_length, budget.max_query_length, special_tokens_included=True
         )
         return CorpusVectors(*encoder, self.corpus, self.start_vectors_path)
+
+    @property
+    def teacher_vectors_path(self) -> Path:
+        """The `--teacher-model`'s vectors of the corpus at the teacher's length."""
+        return self.out / "candidates" / "teacher_model_vectors.npy"
+
+    def teacher_vectors(self):
+        """The `--teacher-model`'s corpus vectors, encoded in the students' precision (bfloat16 autocast where the
+        CPU has bfloat16 units)."""
+        from .vectors import SentenceTransformerVectors
+
+        return SentenceTransformerVectors(
+            self.teacher_model, self.budget.teacher_max_length, self.corpus, self.teacher_vectors_path, self.bf16()
+        )
 
     def student_runs(self) -> list[tuple[str, str, str, int]]:
         """(name, architecture, setting, seed) of every student; the twin only where the queries have sources."""
@@ -264,10 +279,11 @@ def _write_triples(path: Path, triples: list[tuple[str, str, str]]) -> None:
 
 
 def label_pairs(run: Adaptation, pairs: Path, chunk: int = 256) -> None:
-    """Labels every pair with the teacher: per query, BM25's and the starting model's z-scores over the union of
-    their top `fusion_depth` documents of the whole corpus, averaged and given back in the starting model's units
-    (`pos_score`; the ranker measured as the teacher); with `pair_selection="disagreement"` only the pairs of each
-    query farthest from the starting model's own margins are kept. Each member's raw scores stay beside it
+    """Labels every pair with the teacher (the budget's `teacher`, see `hf_kd.adapt.teacher`): by default, per
+    query, BM25's and the starting model's z-scores over the union of their top `fusion_depth` documents of the
+    whole corpus, averaged and given back in the starting model's units (`pos_score`; the ranker measured as the
+    teacher); with `pair_selection="disagreement"` only the pairs of each query farthest from the starting model's
+    own margins are kept. Each member's raw scores stay beside it, and the starting model's always
     (`pos_score_minilm` is the self control's teacher)."""
     if ScoreDataset.is_score_dataset(run.scores_dir):
         return
@@ -275,39 +291,42 @@ def label_pairs(run: Adaptation, pairs: Path, chunk: int = 256) -> None:
     from tqdm.auto import tqdm
 
     from ..data.provenance import Provenance
-    from ..teachers import fuse_union_zscore, union_zscore_statistics
-    from .teacher import select_disagreeing_pairs, teacher_members, teacher_scores
+    from .teacher import fuse, fusion_statistics, load_member, select_disagreeing_pairs
 
     triples = pq.read_table(pairs)
     queries = triples.column("query").to_pylist()
     passages = {side: triples.column(side).to_pylist() for side in ("positive", "negative")}
-    vectors = run.start_vectors()
-    lexical, dense = teacher_members(run, vectors, run.queries)
+    keys = teacher_members(run.budget.teacher)
+    members = {key: load_member(run, key) for key in dict.fromkeys([*keys, "start"])}
+    teachers = {m.column: m.pair_teacher(run.queries, run.corpus) for m in members.values()}
     raw = {
-        teacher.name: tuple(teacher.score(queries, passages[side]).numpy() for side in ("positive", "negative"))
-        for teacher in (lexical, dense)
+        column: tuple(teacher.score(queries, passages[side]).numpy() for side in ("positive", "negative"))
+        for column, teacher in teachers.items()
     }
-    distinct = list(dict.fromkeys(queries))
-    centers, scales = {}, {}
-    for start in tqdm(range(0, len(distinct), chunk), desc="Teacher statistics", unit="chunk"):
-        texts = distinct[start : start + chunk]
-        bm25, cosine = teacher_scores(run, {str(i): t for i, t in enumerate(texts)}, vectors, lexical)
-        chunk_centers, chunk_scales, _ = union_zscore_statistics(bm25, cosine, run.budget.fusion_depth)
-        centers.update(zip(texts, chunk_centers))
-        scales.update(zip(texts, chunk_scales))
-    row_centers = np.stack([centers[q] for q in queries])
-    row_scales = np.stack([scales[q] for q in queries])
+    ensemble = [members[key] for key in keys]
+    statistics = None
+    if len(ensemble) == 2:
+        distinct = list(dict.fromkeys(queries))
+        centers, scales = {}, {}
+        for start in tqdm(range(0, len(distinct), chunk), desc="Teacher statistics", unit="chunk"):
+            texts = distinct[start : start + chunk]
+            chunk_centers, chunk_scales = fusion_statistics(
+                ensemble, {str(i): t for i, t in enumerate(texts)}, run.budget.fusion_depth
+            )
+            centers.update(zip(texts, chunk_centers))
+            scales.update(zip(texts, chunk_scales))
+        statistics = (np.stack([centers[q] for q in queries]), np.stack([scales[q] for q in queries]))
     fused = tuple(
-        fuse_union_zscore(raw[LEXICAL_TEACHER][side], raw[DENSE_TEACHER][side], row_centers, row_scales).astype(
-            np.float32
-        )
-        for side in (0, 1)
+        fuse(ensemble, [raw[m.column][side] for m in ensemble], statistics).astype(np.float32) for side in (0, 1)
     )
     parameters: dict[str, Any] = {
-        "teachers": [lexical.describe(), dense.describe()],
-        "ensemble": "union_zscore",
-        "fusion_depth": run.budget.fusion_depth,
-        "rescale_to": DENSE_TEACHER,
+        "teachers": [teacher.describe() for teacher in teachers.values()],
+        "teacher": run.budget.teacher,
+        "members": [m.column for m in ensemble],
+        "ensemble": "union_zscore" if len(ensemble) == 2 else None,
+        "fusion_depth": run.budget.fusion_depth if len(ensemble) == 2 else None,
+        "rescale_to": ensemble[-1].column,
+        "self_control": DENSE_TEACHER,
     }
     if run.budget.pair_selection == "disagreement":
         kept = select_disagreeing_pairs(
@@ -324,7 +343,7 @@ def label_pairs(run: Adaptation, pairs: Path, chunk: int = 256) -> None:
         format="hf-kd-score",
         schema="scored_triples",
         source_files=[str(pairs)],
-        teachers=[lexical.describe()["name_or_path"], dense.describe()["name_or_path"]],
+        teachers=[teacher.describe()["name_or_path"] for teacher in teachers.values()],
         parameters=parameters,
     )
     ScoreDataset.write_teacher_scores(run.scores_dir, triples, raw, provenance, ensemble=fused, overwrite=True)
@@ -380,6 +399,7 @@ def run_adaptation(
     eval_queries: str | None = None,
     qrels: str | None = None,
     start_model: str | None = None,
+    teacher_model: str | None = None,
 ) -> dict[str, Any]:
     """Adapts a student to `corpus` (a BEIR folder or a collection TSV) and writes `results.json` and `tables.md`
     into `out`; see the module's description. Holds the lock of `out` throughout.
@@ -393,15 +413,29 @@ def run_adaptation(
         eval_queries, qrels: judged queries instead of a BEIR split.
         start_model: the student's starting point and dense teacher (a sentence-transformers folder); defaults to
             all-MiniLM-L6-v2.
+        teacher_model: a sentence-transformers bi-encoder (folder, Hub id, or `mpnet` for all-mpnet-base-v2), the
+            member `model` of the budget's `teacher`.
     """
     budget.validate()
+    uses_model = "model" in teacher_members(budget.teacher)
+    if uses_model and not teacher_model:
+        raise ValueError(f"teacher={budget.teacher!r} has the member 'model': pass --teacher-model")
+    if teacher_model and not uses_model:
+        raise ValueError(
+            f"--teacher-model {teacher_model} is not a member of teacher={budget.teacher!r}: use e.g. "
+            "teacher=bm25+model (the default with --teacher-model) or teacher=model"
+        )
     out = Path(out)
     with output_lock(out):
-        return _run(corpus, out, budget, queries, queries_split, eval_split, eval_queries, qrels, start_model)
+        return _run(
+            corpus, out, budget, queries, queries_split, eval_split, eval_queries, qrels, start_model, teacher_model
+        )
 
 
-def _run(corpus, out, budget, queries, queries_split, eval_split, eval_queries, qrels, start_model) -> dict[str, Any]:
-    from ..pretrained import minilm_path
+def _run(
+    corpus, out, budget, queries, queries_split, eval_split, eval_queries, qrels, start_model, teacher_model
+) -> dict[str, Any]:
+    from ..pretrained import minilm_path, pretrained_path
     from .evaluation import evaluate_adaptation
     from .report import write_adaptation_report
 
@@ -422,7 +456,8 @@ def _run(corpus, out, budget, queries, queries_split, eval_split, eval_queries, 
         out=out,
         corpus_path=str(Path(corpus).resolve()),
         documents=documents,
-        start_model=str(start_model or minilm_path()),
+        start_model=str(pretrained_path(start_model) if start_model else minilm_path()),
+        teacher_model=pretrained_path(teacher_model) if teacher_model else None,
         queries_source=queries,
         queries_split=queries_split,
         corpus=corpus_texts(documents),
@@ -444,6 +479,11 @@ def _run(corpus, out, budget, queries, queries_split, eval_split, eval_queries, 
         "corpus": run.corpus_path,
         "documents": len(documents),
         "start_model": run.start_model,
+        "teacher": {
+            "members": budget.teacher,
+            "model": run.teacher_model,
+            "label": teacher_label(budget.teacher, run.teacher_model),
+        },
         "queries": json.loads((out / "queries" / "pseudo_queries.json").read_text(encoding="utf-8")),
         "pairs": {
             **json.loads((out / "pairs.json").read_text(encoding="utf-8")),
@@ -472,6 +512,7 @@ def _check_same_job(run: Adaptation, out: Path) -> None:
         "queries": None if run.queries_source is None else str(Path(run.queries_source).resolve()),
         "queries_split": run.queries_split if run.queries_source else None,
         "start_model": run.start_model,
+        "teacher_model": run.teacher_model,
         "budget": {k: v for k, v in run.budget.to_dict().items() if k not in _ADDITIVE},
     }
     path = out / "adapt.json"
@@ -480,6 +521,7 @@ def _check_same_job(run: Adaptation, out: Path) -> None:
         # a setting added since the folder was written had its default there
         defaults = {k: v for k, v in AdaptBudget(name=run.budget.name).to_dict().items() if k not in _ADDITIVE}
         recorded["budget"] = {**defaults, **recorded.get("budget", {})}
+        recorded.setdefault("teacher_model", None)
         changes = fingerprint_changes(recorded, current)
         if changes:
             raise ValueError(

@@ -18,7 +18,7 @@ from .evaluation import summarise
 from .report import write_adaptation_report
 
 _POOLED_SETTINGS = ("seeds", "settings", "students")
-_SAME = ("corpus", "documents", "start_model", "queries", "bf16")
+_SAME = ("corpus", "documents", "start_model", "teacher", "queries", "bf16")
 TOLERANCE = 1e-6
 
 
@@ -106,13 +106,14 @@ def pool_adaptations(folders: list[str | Path], out: str | Path, mixed_precision
             stage_seconds[stage] = round(stage_seconds.get(stage, 0.0) + seconds, 2)
     precisions = sorted({results["bf16"] for _, results in runs})
     pooled = {
-        **{key: first[key] for key in (*_SAME, "pairs")},
+        **{key: first.get(key) for key in (*_SAME, "pairs")},
         "bf16": precisions[0] if len(precisions) == 1 else precisions,
         "budget": budget,
         "pooled_from": [str(folder) for folder, _ in runs],
         "students": students,
         "evaluation": {
             **{key: first["evaluation"][key] for key in ("eval_set", "num_queries", "rel_threshold")},
+            **{key: first["evaluation"][key] for key in ("teacher_row",) if key in first["evaluation"]},
             "rows": rows,
             "summary": summarise(measured, student_runs),
             "per_query_ndcg@10": per_query,

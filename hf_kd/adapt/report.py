@@ -9,7 +9,7 @@ from ..evaluation.significance import format_p, paired_test
 from .evaluation import BASELINE, TEACHER_ROW
 
 _SETTING_NAMES = {
-    "teacher": "adapted (Margin-MSE from BM25 + start)",
+    "teacher": "adapted (Margin-MSE from {teacher})",
     "self": "self control (Margin-MSE from the start's own scores)",
     "twin": "no-teacher twin (RankNet, source document vs a BM25 negative)",
 }
@@ -51,6 +51,7 @@ def _model_label(path: str) -> str:
 
 def write_adaptation_report(results: dict[str, Any]) -> str:
     budget, queries, pairs = results["budget"], results["queries"], results["pairs"]
+    teacher = (results.get("teacher") or {}).get("label", "BM25 + start")
     made = f"{queries.get('method')} pseudo-queries" if "method" in queries else f"queries of {queries.get('source')}"
     lines = [
         f"# Adaptation to {results['corpus']} ({results['documents']} documents), budget `{budget['name']}`",
@@ -66,6 +67,8 @@ def write_adaptation_report(results: dict[str, Any]) -> str:
         f"{budget['max_passage_length']} word pieces, {_precision(results['bf16'])}, dropout "
         f"{'of the backbone' if budget['backbone_dropout'] is None else budget['backbone_dropout']}, "
         f"seeds {budget['seeds']}",
+        f"- teacher: {teacher}"
+        + (f" ({results['teacher']['model']})" if (results.get("teacher") or {}).get("model") else ""),
         f"- time: {results['wall_time_s'] / 60:.1f} min ("
         + ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in results["stage_seconds"].items())
         + ")"
@@ -117,8 +120,9 @@ def write_adaptation_report(results: dict[str, Any]) -> str:
     ]
     for line in evaluation["summary"]:
         cells = [_comparison(line["comparisons"].get(other)) for other in ("start", "self", "twin")]
+        setting = _SETTING_NAMES[line["setting"]].format(teacher=teacher)
         lines.append(
-            f"| {line['student']} | {_SETTING_NAMES[line['setting']]} | {line['retrieval']} | {line['seeds']} | "
+            f"| {line['student']} | {setting} | {line['retrieval']} | {line['seeds']} | "
             f"{_over_seeds(line['ndcg@10'], line['spread'], line['seeds'])} | " + " | ".join(cells) + " |"
         )
     if "twin" in budget["settings"] and "method" not in queries:
@@ -137,14 +141,15 @@ def _teacher_headroom(evaluation: dict[str, Any]) -> list[str]:
     """One line: whether the teacher ranks the corpus better than the students' start. Where it does not, no student
     can be expected to gain from its labels over the self control, whatever the training."""
     per_query = evaluation.get("per_query_ndcg@10", {})
-    teacher = per_query.get(TEACHER_ROW, {}).get("dense")
+    teacher_row = evaluation.get("teacher_row", TEACHER_ROW)
+    teacher = per_query.get(teacher_row, {}).get("dense")
     start = per_query.get(BASELINE, {}).get("dense")
     if not teacher or not start:
         return []
     difference, p, _ = paired_test(teacher, start)
     rows = evaluation["rows"]
     measured = (
-        f"The teacher ranks the whole corpus at {rows[TEACHER_ROW]['dense']['nDCG@10']:.3f} nDCG@10, the start at "
+        f"The teacher ranks the whole corpus at {rows[teacher_row]['dense']['nDCG@10']:.3f} nDCG@10, the start at "
         f"{rows[BASELINE]['dense']['nDCG@10']:.3f} ({_comparison({'difference': difference, 'p': p})})"
     )
     if difference > 0 and p < 0.05:

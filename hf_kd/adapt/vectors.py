@@ -36,7 +36,7 @@ class CorpusVectors:
     index over them, and the model's scores of any (query, document) pair from the same vectors."""
 
     def __init__(self, model, tokenizer, corpus: dict[str, str], cache: Path | None = None):
-        from ..evaluation.dense import DenseIndex, encode_texts
+        from ..evaluation.dense import DenseIndex
 
         self.model, self.tokenizer = model, tokenizer
         self.ids = list(corpus)
@@ -46,8 +46,7 @@ class CorpusVectors:
             if self.vectors.shape[0] != len(self.ids):
                 raise ValueError(f"{cache} holds {self.vectors.shape[0]} vectors for a corpus of {len(self.ids)}")
         else:
-            texts = [corpus[d] for d in self.ids]
-            self.vectors = encode_texts(model, tokenizer, texts, "passages", batch_size=64)
+            self.vectors = self._encode([corpus[d] for d in self.ids], "passages", show_progress=True)
             if cache is not None:
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 staging = cache.with_name(cache.name + ".tmp.npy")
@@ -55,10 +54,13 @@ class CorpusVectors:
                 staging.replace(cache)
         self.index = DenseIndex.build(self.vectors, self.ids)
 
-    def query_vectors(self, queries: dict[str, str]) -> np.ndarray:
+    def _encode(self, texts: list[str], kind: str, show_progress: bool) -> np.ndarray:
         from ..evaluation.dense import encode_texts
 
-        return encode_texts(self.model, self.tokenizer, list(queries.values()), "queries", show_progress=False)
+        return encode_texts(self.model, self.tokenizer, texts, kind, batch_size=64, show_progress=show_progress)
+
+    def query_vectors(self, queries: dict[str, str]) -> np.ndarray:
+        return self._encode(list(queries.values()), "queries", show_progress=False)
 
     def retrieve(self, queries: dict[str, str], k: int = 100) -> dict[str, dict[str, float]]:
         scores, ids = self.index.search(self.query_vectors(queries), min(k, len(self.ids)))
@@ -70,3 +72,40 @@ class CorpusVectors:
     def rerank(self, queries: dict[str, str], candidates: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
         scores = self.all_scores(queries)
         return {q: {p: float(scores[i, self.rows[p]]) for p in candidates.get(q, {})} for i, q in enumerate(queries)}
+
+
+class SentenceTransformerVectors(CorpusVectors):
+    """[`CorpusVectors`] of any sentence-transformers bi-encoder (any backbone it loads, such as MPNet), encoded by
+    the model itself (`encode_query` / `encode_document`, `max_length` tokens of each text) and normalised where its
+    similarity is cosine, so that the inner product is the model's own score. With `bf16` the model runs under
+    bfloat16 autocast (a base-sized teacher encodes a corpus several times faster on a CPU with bfloat16 units) and
+    the vectors are kept in float32."""
+
+    def __init__(
+        self, name_or_path: str, max_length: int, corpus: dict[str, str], cache: Path | None = None, bf16: bool = False
+    ):
+        from sentence_transformers import SentenceTransformer
+
+        self.bf16 = bf16
+        model = SentenceTransformer(name_or_path, device="cpu")
+        model.max_seq_length = max_length
+        if model.similarity_fn_name not in ("cosine", "dot"):
+            raise ValueError(
+                f"{name_or_path}: a teacher of the corpus scores by cosine or dot product; its similarity is "
+                f"{model.similarity_fn_name!r}"
+            )
+        super().__init__(model, model.tokenizer, corpus, cache)
+
+    def _encode(self, texts: list[str], kind: str, show_progress: bool) -> np.ndarray:
+        import torch
+
+        encode = self.model.encode_document if kind == "passages" else self.model.encode_query
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            vectors = encode(
+                texts,
+                batch_size=32,
+                convert_to_tensor=True,
+                normalize_embeddings=self.model.similarity_fn_name == "cosine",
+                show_progress_bar=show_progress,
+            )
+        return vectors.float().cpu().numpy()

@@ -23,7 +23,7 @@ from ..evaluation.rerank import top_candidates
 from ..evaluation.rerank_set import RerankSet
 from ..files import write_json_atomic
 from ..models.sentence_transformers_layout import file_versions, give_plain_file_modes
-from ..pretrained import all_mpnet_base_v2_path, minilm_path
+from ..pretrained import PRETRAINED_PATHS, minilm_path
 from ..teachers import Teacher, load_teacher, score_triples
 from ..training.stage import student_config, train_model
 from .budgets import Budget
@@ -55,9 +55,6 @@ def make_backbone(budget: Budget, num_layers: int, out: Path, seed: int) -> str:
     give_plain_file_modes(staging, before)  # safetensors writes the weights through a private temporary file
     staging.rename(out)
     return str(out)
-
-
-PRETRAINED_TEACHER_PATHS = {"mpnet": all_mpnet_base_v2_path, "minilm": minilm_path}
 
 
 def _pretrained_teacher_names(budget: Budget) -> dict[str, str]:
@@ -217,7 +214,7 @@ def train_teachers(run: Reproduction) -> None:
     """The pretrained teachers' folders, and the BERT_CAT teachers trained with RankNet on the training triples."""
     budget = run.budget
     for key, name in _pretrained_teacher_names(budget).items():
-        run.teachers[name] = PRETRAINED_TEACHER_PATHS[key]()
+        run.teachers[name] = PRETRAINED_PATHS[key]()
     for i, name in enumerate(run.trained_teachers):
         folder = run.out / "teachers" / name
         train_model(
