@@ -434,6 +434,10 @@ def test_a_teacher_model_labels_as_the_same_model_inside_the_default_teacher(tmp
     start_row, model_row = measured[0]["teacher (BM25 + start)"]["dense"], measured[1][row]["dense"]
     assert start_row.keys() == model_row.keys()
     assert max(abs(start_row[q] - model_row[q]) for q in start_row) < 1e-6
+    # the teacher model on its own ranks as the start does (here they are one model)
+    alone = measured[1][f"teacher ({Path(minilm_path).name}) alone"]["dense"]
+    start = measured[0]["start"]["dense"]
+    assert max(abs(alone[q] - start[q]) for q in start) < 1e-6
     tables = (tmp_path / "model" / "tables.md").read_text()
     assert f"- teacher: BM25 + {Path(minilm_path).name} ({minilm_path})" in tables
     assert f"adapted (Margin-MSE from BM25 + {Path(minilm_path).name})" in tables
@@ -458,6 +462,7 @@ def test_teacher_members_are_checked_and_one_member_ranks_alone():
             teacher_members(bad)
     with pytest.raises(ValueError, match="must be a dense model"):
         get_adapt_budget("ci", {"teacher": "bm25"})
+    assert get_adapt_budget("ci", {"bf16": False}).bf16 == "false"  # --set bf16=false, as YAML reads it
 
     class Scores:
         def __init__(self, matrix):

@@ -101,6 +101,8 @@ class AdaptBudget:
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"unknown budget settings {unknown}; known: {', '.join(sorted(known))}")
+        if isinstance(overrides.get("bf16"), bool):  # `--set bf16=false` reads as YAML's false
+            overrides = {**overrides, "bf16": str(overrides["bf16"]).lower()}
         budget = replace(self, **overrides)
         budget.validate()
         return budget

@@ -63,7 +63,8 @@ def _retrievals(architecture: str) -> tuple[str, ...]:
 
 def evaluate_adaptation(run) -> dict[str, Any]:
     """Measures BM25, the starting model (zero-shot, at the teacher's and at the students' passage length), the
-    teacher ensemble and every student on `run.eval_data`; returns the rows and the summary over seeds."""
+    teacher (and a `--teacher-model` fused with another member on its own) and every student on `run.eval_data`;
+    returns the rows and the summary over seeds."""
     from ..evaluation.bm25 import BM25Index
     from .teacher import corpus_ranking, load_member, teacher_members, teacher_row_name
 
@@ -87,9 +88,9 @@ def evaluate_adaptation(run) -> dict[str, Any]:
         )
         return _measure(name, vectors.retrieve(queries, k), vectors.rerank(queries, bm25_run), eval_data, rel_threshold)
 
-    def teacher(name: str) -> dict:
+    def teacher(name: str, keys: list[str]) -> dict:
         # the teacher the students learn from, as a ranker: the union of its members' top lists, by fused score
-        members = [load_member(run, key) for key in teacher_members(budget.teacher)]
+        members = [load_member(run, key) for key in keys]
         scores, ranked = corpus_ranking(members, queries, budget.fusion_depth)
         ids, dense = list(corpus), {}
         for i, (qid, rows) in enumerate(zip(queries, ranked)):
@@ -102,8 +103,13 @@ def evaluate_adaptation(run) -> dict[str, Any]:
             folder, "start-teacher-length", eval_data, BOTH, lambda name: zero_shot(name, budget.teacher_max_length)
         )
     rows[BASELINE] = _kept(folder, "start", eval_data, BOTH, lambda name: zero_shot(name, budget.max_passage_length))
+    keys = teacher_members(budget.teacher)
     teacher_row = teacher_row_name(budget.teacher, run.teacher_model)
-    rows[teacher_row] = _kept(folder, "teacher", eval_data, ("dense",), teacher)
+    rows[teacher_row] = _kept(folder, "teacher", eval_data, ("dense",), lambda name: teacher(name, keys))
+    if "model" in keys and len(keys) > 1:  # the teacher model on its own, beside BM25 and the start on theirs
+        rows[teacher_row_name("model", run.teacher_model) + " alone"] = _kept(
+            folder, "teacher-model", eval_data, ("dense",), lambda name: teacher(name, ["model"])
+        )
     architectures = {name: arch for name, arch, _, _ in run.student_runs()}
 
     def measure_student(name: str, student_folder: str) -> dict:
