@@ -472,11 +472,9 @@ def test_teacher_members_are_checked_and_one_member_ranks_alone():
             return self.matrix
 
     first, second = Scores([[3.0, 1.0, 0.0]]), Scores([[0.0, 0.5, 1.0]])
-    alone, ranked = corpus_ranking([Member("m", "m", vectors=second)], {"q": "a query"}, depth=1)
+    alone, ranked = corpus_ranking([Member("m", vectors=second)], {"q": "a query"}, depth=1)
     assert alone.tolist() == [[0.0, 0.5, 1.0]] and ranked[0].tolist() == [0, 1, 2]
-    fused, ranked = corpus_ranking(
-        [Member("a", "a", vectors=first), Member("b", "b", vectors=second)], {"q": "a query"}, depth=1
-    )
+    fused, ranked = corpus_ranking([Member("a", vectors=first), Member("b", vectors=second)], {"q": "a query"}, depth=1)
     # the union of both top-1 (rows 0 and 2); z-scores over it: first (1, -1), second (-1, 1), in second's units
     assert ranked[0].tolist() == [0, 2]
     np.testing.assert_allclose(fused[0, [0, 2]], [0.5, 0.5])

@@ -51,11 +51,10 @@ def teacher_members(spec: str) -> list[str]:
 
 @dataclass
 class Member:
-    """One ranker of the teacher: its score column, its name in the evaluation's teacher row, and its scorer (a
-    `BM25Teacher`, or the corpus vectors of a dense model)."""
+    """One ranker of the teacher: its score column and its scorer (a `BM25Teacher`, or the corpus vectors of a dense
+    model); its name in words is `teacher_label`'s."""
 
     column: str
-    label: str
     lexical: Any = None
     vectors: Any = None
     name_or_path: str = ""
@@ -90,20 +89,12 @@ def load_member(run, key: str) -> Member:
     length = run.budget.teacher_max_length
     if key == "bm25":
         lexical = BM25Teacher(run.corpus, source=run.corpus_path, name=LEXICAL_TEACHER)
-        return Member(LEXICAL_TEACHER, "BM25", lexical=lexical, name_or_path=run.corpus_path)
+        return Member(LEXICAL_TEACHER, lexical=lexical, name_or_path=run.corpus_path)
     if key == "start":
-        return Member(
-            DENSE_TEACHER, "start", vectors=run.start_vectors(), name_or_path=run.start_model, max_length=length
-        )
+        return Member(DENSE_TEACHER, vectors=run.start_vectors(), name_or_path=run.start_model, max_length=length)
     if run.teacher_model is None:
         raise ValueError(f"teacher={run.budget.teacher!r} has the member 'model': pass --teacher-model")
-    return Member(
-        MODEL_TEACHER,
-        Path(run.teacher_model).name,
-        vectors=run.teacher_vectors(),
-        name_or_path=run.teacher_model,
-        max_length=length,
-    )
+    return Member(MODEL_TEACHER, vectors=run.teacher_vectors(), name_or_path=run.teacher_model, max_length=length)
 
 
 def teacher_label(spec: str, teacher_model: str | None) -> str:
